@@ -1,0 +1,126 @@
+//! The node's configuration: command-line flags, each with an environment
+//! variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use clap::{Parser, ValueEnum};
+use ringup_proto::NodeId;
+
+/// When the storage writer fsyncs the write-ahead log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FsyncPolicy {
+    /// One fsync per group of batches that arrive together (the default).
+    Group,
+    /// One fsync per batch.
+    Always,
+    /// Never fsync: the WAL survives a process crash but not a power loss.
+    Never,
+}
+
+/// One of the nodes that form a fresh cluster: `ID=HOST:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitialNode {
+    /// The node's id.
+    pub id: NodeId,
+    /// The node's RPC address.
+    pub addr: String,
+}
+
+impl FromStr for InitialNode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (id, addr) = s.split_once('=').ok_or_else(|| format!("{s:?} is not ID=HOST:PORT"))?;
+        let id = id.parse().map_err(|_| format!("{id:?} is not a node id"))?;
+        if addr.is_empty() {
+            return Err(format!("{s:?} has no address"));
+        }
+        Ok(Self { id, addr: addr.to_string() })
+    }
+}
+
+/// `ringup-node`: a ringup storage node.
+#[derive(Debug, Clone, Parser)]
+#[command(version, about)]
+pub struct Config {
+    /// This node's id, unique in the cluster. Stored in the data directory on
+    /// first start; may be left out on later starts.
+    #[arg(long, env = "RINGUP_NODE_ID")]
+    pub id: Option<NodeId>,
+
+    /// Where the internal RPC listens.
+    #[arg(long, env = "RINGUP_LISTEN", default_value = "127.0.0.1:7001")]
+    pub listen: SocketAddr,
+
+    /// The RPC address other processes use to reach this node (default: --listen).
+    #[arg(long, env = "RINGUP_ADVERTISE")]
+    pub advertise: Option<String>,
+
+    /// The data directory (RocksDB, Raft log and metadata).
+    #[arg(long, env = "RINGUP_DATA_DIR", default_value = "./ringup-data")]
+    pub data_dir: PathBuf,
+
+    /// The nodes that form a fresh cluster, as ID=HOST:PORT, comma-separated.
+    /// Every initial node is given the same list. Ignored once the cluster
+    /// exists.
+    #[arg(long, env = "RINGUP_INITIAL_NODES", value_delimiter = ',')]
+    pub initial_nodes: Vec<InitialNode>,
+
+    /// Partitions of a fresh cluster's ring (a power of two).
+    #[arg(long, env = "RINGUP_PARTITIONS", default_value_t = ringup_proto::ring::DEFAULT_PARTITIONS)]
+    pub partitions: u32,
+
+    /// Replicas per partition of a fresh cluster.
+    #[arg(long, env = "RINGUP_REPLICATION_FACTOR", default_value_t = ringup_proto::cluster::DEFAULT_REPLICATION_FACTOR)]
+    pub replication_factor: u8,
+
+    /// When to fsync record writes.
+    #[arg(long, env = "RINGUP_FSYNC", value_enum, default_value_t = FsyncPolicy::Group)]
+    pub fsync: FsyncPolicy,
+}
+
+impl Config {
+    /// The address peers reach this node at.
+    pub fn advertise_addr(&self) -> String {
+        self.advertise.clone().unwrap_or_else(|| self.listen.to_string())
+    }
+
+    /// Checks what clap cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.partitions.is_power_of_two() {
+            return Err(format!("--partitions must be a power of two, not {}", self.partitions));
+        }
+        if self.replication_factor == 0 {
+            return Err("--replication-factor must be at least 1".into());
+        }
+        if let Some(id) = self.id
+            && !self.initial_nodes.is_empty()
+            && !self.initial_nodes.iter().any(|n| n.id == id)
+        {
+            return Err(format!("--initial-nodes does not name this node (id {id})"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_initial_nodes() {
+        let config = Config::parse_from(["ringup-node", "--id", "2", "--initial-nodes", "1=a:1,2=b:2"]);
+        assert_eq!(config.initial_nodes[1], InitialNode { id: 2, addr: "b:2".into() });
+        assert!(config.validate().is_ok());
+        assert!("x=a:1".parse::<InitialNode>().is_err());
+        assert!("1=".parse::<InitialNode>().is_err());
+    }
+
+    #[test]
+    fn refuses_a_list_without_this_node() {
+        let config = Config::parse_from(["ringup-node", "--id", "9", "--initial-nodes", "1=a:1"]);
+        assert!(config.validate().is_err());
+    }
+}

@@ -1,0 +1,180 @@
+//! `ringup-node`: one storage node of a ringup cluster.
+//!
+//! A node owns one RocksDB instance ([`storage`]) and serves the internal
+//! RPC ([`service`]). A write from a router arrives as a frame, is checked
+//! against the node's cluster map (a request routed with an older epoch is
+//! refused with the current one), and is merged into RocksDB by the storage
+//! writer thread, which commits every batch waiting in one `WriteBatch` and
+//! one fsync. Reads go to RocksDB on the blocking pool.
+//!
+//! Every node also holds a replica of the metadata [`raft`] group that keeps
+//! the cluster map. A fresh cluster forms from the initial nodes named at
+//! start: the lowest id initializes Raft, and whichever node leads then
+//! proposes the map. A node restarted on the same data directory finds its
+//! id, its data, its Raft log and its map where it left them.
+
+pub mod config;
+pub mod raft;
+pub mod service;
+pub mod storage;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use openraft::BasicNode;
+use ringup_proto::NodeId;
+use ringup_proto::cluster::{ClusterMap, MapCommand};
+use ringup_rpc::Pool;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::raft::log_store::LogStore;
+use crate::raft::network::Network;
+use crate::raft::state_machine::StateMachine;
+use crate::raft::{MapResponse, Raft};
+use crate::storage::{MetaKey, Storage};
+
+/// How many voters the metadata group has; other nodes are learners.
+const VOTERS: usize = 3;
+
+/// Runs a node until `shutdown` completes.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    config.validate().map_err(anyhow::Error::msg)?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
+    let storage = Storage::open(&config.data_dir.join("db"), config.fsync)
+        .with_context(|| format!("cannot open the database in {}", config.data_dir.display()))?;
+    let id = identity(&storage, config.id)?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+
+    let (map_tx, map_rx) = watch::channel(Arc::new(ClusterMap::default()));
+    let state_machine = StateMachine::load(storage.clone(), map_tx)?;
+    let raft = Raft::new(id, Arc::new(raft_config()?), Network::new(Arc::new(Pool::new())), LogStore::new(storage.clone()), state_machine)
+        .await
+        .context("cannot start the metadata raft group")?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let service = Arc::new(service::Service::new(id, storage.clone(), raft.clone(), map_rx.clone()));
+    let server = tokio::spawn(ringup_rpc::serve(listener, service, stopped(stop_rx.clone())));
+    tracing::info!(node = id, listen = %config.listen, data_dir = %config.data_dir.display(), "node started");
+
+    if !config.initial_nodes.is_empty() {
+        form_cluster(&raft, id, &config).await?;
+        tokio::spawn(bootstrap_map(raft.clone(), id, config.clone(), map_rx.clone(), stop_rx.clone()));
+    }
+
+    shutdown.await;
+    tracing::info!(node = id, "shutting down");
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    if let Err(e) = raft.shutdown().await {
+        tracing::warn!(error = %e, "raft did not shut down cleanly");
+    }
+    tracing::info!(node = id, "stopped");
+    Ok(())
+}
+
+/// Resolves once the stop flag is raised.
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// The node's id: the one stored in the data directory, or the configured
+/// one, stored now. A mismatch is an error: the directory belongs to
+/// another node.
+fn identity(storage: &Storage, configured: Option<NodeId>) -> anyhow::Result<NodeId> {
+    let stored = storage
+        .get_meta(MetaKey::NodeId)?
+        .map(|b| <[u8; 8]>::try_from(b.as_slice()).map(u64::from_be_bytes))
+        .transpose()
+        .map_err(|_| anyhow::anyhow!("the stored node id is corrupt"))?;
+    match (stored, configured) {
+        (Some(s), Some(c)) if s != c => bail!("this data directory belongs to node {s}, not node {c}"),
+        (Some(s), _) => Ok(s),
+        (None, Some(c)) => {
+            storage.put_meta(&[(MetaKey::NodeId, Some(c.to_be_bytes().to_vec()))])?;
+            Ok(c)
+        }
+        (None, None) => bail!("a new data directory needs --id"),
+    }
+}
+
+fn raft_config() -> anyhow::Result<openraft::Config> {
+    let config = openraft::Config {
+        cluster_name: "ringup".into(),
+        heartbeat_interval: 200,
+        election_timeout_min: 1000,
+        election_timeout_max: 2000,
+        ..Default::default()
+    };
+    Ok(config.validate()?)
+}
+
+/// On a fresh cluster, the initial node with the lowest id initializes Raft
+/// with the first [`VOTERS`] initial nodes as voters.
+async fn form_cluster(raft: &Raft, id: NodeId, config: &Config) -> anyhow::Result<()> {
+    let lowest = config.initial_nodes.iter().map(|n| n.id).min();
+    if lowest != Some(id) || raft.is_initialized().await? {
+        return Ok(());
+    }
+    let voters: BTreeMap<NodeId, BasicNode> = initial_nodes(config).into_iter().take(VOTERS).collect();
+    tracing::info!(voters = ?voters.keys().collect::<Vec<_>>(), "initializing the metadata group");
+    raft.initialize(voters).await.context("cannot initialize the metadata group")?;
+    Ok(())
+}
+
+fn initial_nodes(config: &Config) -> BTreeMap<NodeId, BasicNode> {
+    config.initial_nodes.iter().map(|n| (n.id, BasicNode { addr: n.addr.clone() })).collect()
+}
+
+/// While this node leads and the map is empty, proposes the initial map;
+/// adds initial nodes beyond the voters as learners.
+async fn bootstrap_map(
+    raft: Raft,
+    id: NodeId,
+    config: Config,
+    map: watch::Receiver<Arc<ClusterMap>>,
+    stop: watch::Receiver<bool>,
+) {
+    let nodes = initial_nodes(&config);
+    while !*stop.borrow() {
+        if raft.current_leader().await == Some(id) {
+            add_learners(&raft, &nodes).await;
+            if !map.borrow().is_ready() {
+                let members = nodes.iter().map(|(id, n)| (*id, n.addr.clone())).collect();
+                let command = MapCommand::Bootstrap {
+                    partitions: config.partitions,
+                    replication_factor: config.replication_factor,
+                    members,
+                };
+                match raft.client_write(command).await {
+                    Ok(r) => match r.data {
+                        MapResponse(Ok(epoch)) => tracing::info!(epoch, "cluster map created"),
+                        MapResponse(Err(e)) => tracing::info!(error = %e, "cluster map not created"),
+                    },
+                    Err(e) => tracing::warn!(error = %e, "cannot propose the cluster map yet"),
+                }
+            }
+        }
+        let in_membership: BTreeSet<NodeId> = raft.metrics().borrow().membership_config.nodes().map(|(id, _)| *id).collect();
+        if map.borrow().is_ready() && nodes.keys().all(|n| in_membership.contains(n)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+async fn add_learners(raft: &Raft, nodes: &BTreeMap<NodeId, BasicNode>) {
+    let known: BTreeSet<NodeId> = raft.metrics().borrow().membership_config.nodes().map(|(id, _)| *id).collect();
+    for (node, addr) in nodes.iter().filter(|(n, _)| !known.contains(n)) {
+        if let Err(e) = raft.add_learner(*node, addr.clone(), false).await {
+            tracing::warn!(node, error = %e, "cannot add a learner yet");
+        }
+    }
+}

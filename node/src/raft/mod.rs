@@ -1,0 +1,69 @@
+//! The metadata Raft group: an openraft instance on every node whose state
+//! machine is the [`ClusterMap`].
+//!
+//! - [`log_store`] keeps the log, vote and commit point in RocksDB, synced
+//!   before openraft is told a write is done.
+//! - [`state_machine`] applies [`MapCommand`]s to the map and persists the
+//!   map, the last applied id and the membership in one batch, then
+//!   publishes the new map on a `watch` channel for the RPC service.
+//! - [`network`] carries Raft messages over the internal RPC.
+
+pub mod log_store;
+pub mod network;
+pub mod state_machine;
+
+use std::io::Cursor;
+
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use ringup_proto::NodeId;
+use ringup_proto::cluster::{ClusterMap, MapCommand, MapError};
+use ringup_proto::frame::{self, FrameError};
+use ringup_proto::rpc::RaftCall;
+use serde::{Deserialize, Serialize};
+
+/// The answer to a [`MapCommand`]: the new epoch, or why the map refused it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapResponse(pub Result<u64, MapError>);
+
+openraft::declare_raft_types!(
+    /// The metadata group's types.
+    pub TypeConfig:
+        D = MapCommand,
+        R = MapResponse,
+        NodeId = NodeId,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// The Raft handle of this node.
+pub type Raft = openraft::Raft<TypeConfig>;
+
+/// Answers a Raft call from a peer; the payload and answer are serialized
+/// with [`frame::to_bytes`].
+pub async fn handle_call(raft: &Raft, call: RaftCall, payload: &[u8]) -> Result<Vec<u8>, FrameError> {
+    match call {
+        RaftCall::AppendEntries => {
+            let request: AppendEntriesRequest<TypeConfig> = frame::from_bytes(payload)?;
+            let answer: Result<_, RaftError<NodeId>> = raft.append_entries(request).await;
+            frame::to_bytes(&answer)
+        }
+        RaftCall::Vote => {
+            let request: VoteRequest<NodeId> = frame::from_bytes(payload)?;
+            let answer: Result<_, RaftError<NodeId>> = raft.vote(request).await;
+            frame::to_bytes(&answer)
+        }
+        RaftCall::InstallSnapshot => {
+            let request: InstallSnapshotRequest<TypeConfig> = frame::from_bytes(payload)?;
+            let answer: Result<_, RaftError<NodeId, InstallSnapshotError>> = raft.install_snapshot(request).await;
+            frame::to_bytes(&answer)
+        }
+    }
+}
+
+/// The map a node starts with before its state machine is loaded.
+pub fn empty_map() -> ClusterMap {
+    ClusterMap::default()
+}

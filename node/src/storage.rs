@@ -1,0 +1,364 @@
+//! The node's RocksDB instance: records, local metadata and the Raft log.
+//!
+//! Column families:
+//!
+//! | family     | key                                   | value                       |
+//! |------------|---------------------------------------|-----------------------------|
+//! | `data`     | [`RecordKey`] (partition, shop, …)    | encoded [`StoredRecord`]     |
+//! | `hints`    | reserved for hinted handoff           |                             |
+//! | `meta`     | [`MetaKey`]                           | bincode of the named value  |
+//! | `raft_log` | log index, u64 BE                     | bincode of a Raft entry     |
+//!
+//! Record writes are merges: the `data` family's merge operator keeps the
+//! newer of two values by [`ringup_proto::value::merge`], so applying a
+//! write twice, or out of order, gives the same state. All record writes go
+//! through one writer thread, which commits every batch waiting for it in a
+//! single RocksDB `WriteBatch`: batches that arrive together share one fsync
+//! (group commit).
+//!
+//! [`StoredRecord`]: ringup_proto::value::StoredRecord
+
+use std::path::Path;
+use std::sync::Arc;
+use std::thread;
+
+use ringup_proto::keys::RecordKey;
+use ringup_proto::rpc::{Digest, Entry};
+use ringup_proto::value::{self, Header};
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, IteratorMode, MergeOperands, Options, ReadOptions,
+    WriteBatch, WriteOptions,
+};
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::FsyncPolicy;
+
+const CF_DATA: &str = "data";
+const CF_HINTS: &str = "hints";
+const CF_META: &str = "meta";
+const CF_RAFT_LOG: &str = "raft_log";
+
+/// How many record batches may wait for the writer thread.
+const WRITE_QUEUE: usize = 4096;
+/// The most batches one group commit takes.
+const MAX_GROUP: usize = 256;
+
+/// A storage failure. Fatal to the request, not to the node.
+#[derive(Debug, Error)]
+pub enum StorageError {
+    /// RocksDB failed.
+    #[error("rocksdb: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    /// A stored value does not decode.
+    #[error("corrupt {what}: {reason}")]
+    Corrupt {
+        /// What was being read.
+        what: &'static str,
+        /// Why it failed.
+        reason: String,
+    },
+    /// The writer thread has stopped.
+    #[error("the storage writer has stopped")]
+    Stopped,
+}
+
+/// Keys of the `meta` family: one per kind of local metadata.
+#[derive(Debug, Clone, Copy)]
+pub enum MetaKey {
+    /// This node's id, fixed when the data directory is first used.
+    NodeId,
+    /// The Raft vote.
+    RaftVote,
+    /// The last committed Raft log id.
+    RaftCommitted,
+    /// The last purged Raft log id.
+    RaftLastPurged,
+    /// The Raft state machine: map, last applied id, membership.
+    RaftStateMachine,
+    /// The current Raft snapshot.
+    RaftSnapshot,
+}
+
+impl MetaKey {
+    fn as_bytes(self) -> &'static [u8] {
+        match self {
+            MetaKey::NodeId => b"node_id",
+            MetaKey::RaftVote => b"raft_vote",
+            MetaKey::RaftCommitted => b"raft_committed",
+            MetaKey::RaftLastPurged => b"raft_last_purged",
+            MetaKey::RaftStateMachine => b"raft_state_machine",
+            MetaKey::RaftSnapshot => b"raft_snapshot",
+        }
+    }
+}
+
+/// One batch of record merges waiting for the writer thread.
+struct WriteJob {
+    records: Vec<(Vec<u8>, Vec<u8>)>,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// The node's storage. Cheap to clone.
+#[derive(Clone)]
+pub struct Storage {
+    db: Arc<rocksdb::DB>,
+    writer: mpsc::Sender<WriteJob>,
+}
+
+impl Storage {
+    /// Opens (or creates) the database under `dir` and starts its writer.
+    pub fn open(dir: &Path, fsync: FsyncPolicy) -> Result<Self, StorageError> {
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.set_max_background_jobs(2);
+        db_opts.set_keep_log_file_num(4);
+        let mut data_opts = Options::default();
+        data_opts.set_merge_operator_associative("ringup_lww", lww_merge);
+        data_opts.set_compression_type(DBCompressionType::Lz4);
+        let families = [
+            ColumnFamilyDescriptor::new(CF_DATA, data_opts),
+            ColumnFamilyDescriptor::new(CF_HINTS, Options::default()),
+            ColumnFamilyDescriptor::new(CF_META, Options::default()),
+            ColumnFamilyDescriptor::new(CF_RAFT_LOG, Options::default()),
+        ];
+        let db = Arc::new(rocksdb::DB::open_cf_descriptors(&db_opts, dir, families)?);
+        let (writer, jobs) = mpsc::channel(WRITE_QUEUE);
+        let thread_db = db.clone();
+        thread::Builder::new()
+            .name("storage-writer".into())
+            .spawn(move || write_loop(&thread_db, jobs, fsync))
+            .expect("cannot start the storage writer thread");
+        Ok(Self { db, writer })
+    }
+
+    fn cf(&self, name: &str) -> &ColumnFamily {
+        self.db.cf_handle(name).expect("every column family is created at open")
+    }
+
+    /// Merges record values into the `data` family, durably under the fsync
+    /// policy, in one atomic batch.
+    pub async fn merge_records(&self, records: Vec<(RecordKey, Vec<u8>)>) -> Result<(), StorageError> {
+        let records = records.into_iter().map(|(k, v)| (k.encode(), v)).collect();
+        let (done, wait) = oneshot::channel();
+        self.writer.send(WriteJob { records, done }).await.map_err(|_| StorageError::Stopped)?;
+        wait.await
+            .map_err(|_| StorageError::Stopped)?
+            .map_err(|reason| StorageError::Corrupt { what: "write batch", reason })
+    }
+
+    /// The stored value of one record.
+    pub async fn get_record(&self, key: RecordKey) -> Result<Option<Vec<u8>>, StorageError> {
+        let this = self.clone();
+        blocking(move || Ok(this.db.get_cf(this.cf(CF_DATA), key.encode())?)).await
+    }
+
+    /// Up to `limit` records of a range, in key order, tombstones included.
+    pub async fn scan_records(&self, range: (Vec<u8>, Vec<u8>), limit: usize) -> Result<Vec<Entry>, StorageError> {
+        let this = self.clone();
+        blocking(move || {
+            let mut out = Vec::new();
+            this.for_each_in(CF_DATA, range, |key, value| {
+                out.push(Entry { id: record_id(key)?, value: value.to_vec() });
+                Ok(out.len() < limit)
+            })?;
+            Ok(out)
+        })
+        .await
+    }
+
+    /// The id, version and tombstone flag of every record in a range.
+    pub async fn digest_records(&self, range: (Vec<u8>, Vec<u8>)) -> Result<Vec<Digest>, StorageError> {
+        let this = self.clone();
+        blocking(move || {
+            let mut out = Vec::new();
+            this.for_each_in(CF_DATA, range, |key, value| {
+                let header = Header::read(value)
+                    .map_err(|e| StorageError::Corrupt { what: "record value", reason: e.to_string() })?;
+                out.push(Digest { id: record_id(key)?, version: header.version, tombstone: header.tombstone });
+                Ok(true)
+            })?;
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Calls `f` on each key and value of `[start, end)` in a family until it
+    /// returns `false`.
+    fn for_each_in(
+        &self,
+        family: &str,
+        (start, end): (Vec<u8>, Vec<u8>),
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<bool, StorageError>,
+    ) -> Result<(), StorageError> {
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_lower_bound(start);
+        opts.set_iterate_upper_bound(end);
+        for item in self.db.iterator_cf_opt(self.cf(family), opts, IteratorMode::Start) {
+            let (key, value) = item?;
+            if !f(&key, &value)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads a metadata value.
+    pub fn get_meta(&self, key: MetaKey) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.db.get_cf(self.cf(CF_META), key.as_bytes())?)
+    }
+
+    /// Writes metadata values and deletions in one synced batch.
+    pub fn put_meta(&self, puts: &[(MetaKey, Option<Vec<u8>>)]) -> Result<(), StorageError> {
+        let mut batch = WriteBatch::default();
+        for (key, value) in puts {
+            match value {
+                Some(value) => batch.put_cf(self.cf(CF_META), key.as_bytes(), value),
+                None => batch.delete_cf(self.cf(CF_META), key.as_bytes()),
+            }
+        }
+        self.write_synced(batch)
+    }
+
+    /// Appends Raft log entries (index and bytes), synced before returning.
+    pub fn append_log(&self, entries: impl IntoIterator<Item = (u64, Vec<u8>)>) -> Result<(), StorageError> {
+        let mut batch = WriteBatch::default();
+        for (index, bytes) in entries {
+            batch.put_cf(self.cf(CF_RAFT_LOG), index.to_be_bytes(), bytes);
+        }
+        self.write_synced(batch)
+    }
+
+    /// Deletes the Raft log entries with index in `[from, to)`, synced.
+    pub fn delete_log(&self, from: u64, to: u64) -> Result<(), StorageError> {
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(self.cf(CF_RAFT_LOG), from.to_be_bytes(), to.to_be_bytes());
+        self.write_synced(batch)
+    }
+
+    /// The Raft log entries with index in `[from, to)`, in order.
+    pub fn read_log(&self, from: u64, to: u64) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
+        let mut out = Vec::new();
+        self.for_each_in(CF_RAFT_LOG, (from.to_be_bytes().to_vec(), to.to_be_bytes().to_vec()), |k, v| {
+            out.push((log_index(k)?, v.to_vec()));
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// The last Raft log entry, if any.
+    pub fn last_log(&self) -> Result<Option<(u64, Vec<u8>)>, StorageError> {
+        match self.db.iterator_cf(self.cf(CF_RAFT_LOG), IteratorMode::End).next() {
+            Some(item) => {
+                let (k, v) = item?;
+                Ok(Some((log_index(&k)?, v.to_vec())))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn write_synced(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        Ok(self.db.write_opt(batch, &opts)?)
+    }
+}
+
+/// Runs blocking RocksDB work off the async executor.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, StorageError> {
+    tokio::task::spawn_blocking(f).await.expect("a storage task panicked")
+}
+
+/// The writer thread: takes every job waiting, commits them in one batch,
+/// then answers them all.
+fn write_loop(db: &rocksdb::DB, mut jobs: mpsc::Receiver<WriteJob>, fsync: FsyncPolicy) {
+    let cf = db.cf_handle(CF_DATA).expect("created at open");
+    let mut opts = WriteOptions::default();
+    opts.set_sync(fsync != FsyncPolicy::Never);
+    let max_group = if fsync == FsyncPolicy::Always { 1 } else { MAX_GROUP };
+    while let Some(first) = jobs.blocking_recv() {
+        let mut group = vec![first];
+        while group.len() < max_group {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut batch = WriteBatch::default();
+        for (key, value) in group.iter().flat_map(|job| &job.records) {
+            batch.merge_cf(cf, key, value);
+        }
+        let result = db.write_opt(batch, &opts).map_err(|e| e.to_string());
+        for job in group {
+            let _ = job.done.send(result.clone());
+        }
+    }
+}
+
+/// The `data` family's merge operator: last writer wins.
+fn lww_merge(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) -> Option<Vec<u8>> {
+    let newest = operands.iter().fold(existing, |acc, op| Some(acc.map_or(op, |cur| value::merge(cur, op))));
+    newest.map(<[u8]>::to_vec)
+}
+
+fn record_id(key: &[u8]) -> Result<String, StorageError> {
+    RecordKey::decode(key)
+        .map(|k| k.id)
+        .map_err(|e| StorageError::Corrupt { what: "record key", reason: e.to_string() })
+}
+
+fn log_index(key: &[u8]) -> Result<u64, StorageError> {
+    let bytes: [u8; 8] =
+        key.try_into().map_err(|_| StorageError::Corrupt { what: "raft log key", reason: format!("{key:?}") })?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringup_proto::keys::collection_range;
+    use ringup_proto::value::{StoredRecord, Version};
+
+    fn value(hlc: u64, n: i64) -> Vec<u8> {
+        let fields = serde_json::json!({ "n": n });
+        StoredRecord::from_json(Version { hlc, origin: 1 }, 0, fields.as_object().unwrap()).encode()
+    }
+
+    fn key(id: &str) -> RecordKey {
+        RecordKey { partition: 5, shop: "s".into(), collection: "c".into(), id: id.into() }
+    }
+
+    #[tokio::test]
+    async fn merges_keep_the_newest_version_whatever_the_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path(), FsyncPolicy::Group).unwrap();
+        storage.merge_records(vec![(key("a"), value(2, 20))]).await.unwrap();
+        storage.merge_records(vec![(key("a"), value(1, 10)), (key("b"), value(1, 1))]).await.unwrap();
+        storage.merge_records(vec![(key("a"), value(2, 20))]).await.unwrap();
+        assert_eq!(storage.get_record(key("a")).await.unwrap(), Some(value(2, 20)));
+
+        let page = storage.scan_records(collection_range(5, "s", "c", None), 10).await.unwrap();
+        let ids: Vec<_> = page.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"]);
+        let after_a = storage.scan_records(collection_range(5, "s", "c", Some("a")), 10).await.unwrap();
+        assert_eq!(after_a.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn data_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let storage = Storage::open(dir.path(), FsyncPolicy::Group).unwrap();
+            storage.merge_records(vec![(key("a"), value(3, 30))]).await.unwrap();
+            storage.put_meta(&[(MetaKey::NodeId, Some(vec![7]))]).unwrap();
+        }
+        // The writer thread holds a clone of the database until its queue closes.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let storage = Storage::open(dir.path(), FsyncPolicy::Group).unwrap();
+        assert_eq!(storage.get_record(key("a")).await.unwrap(), Some(value(3, 30)));
+        assert_eq!(storage.get_meta(MetaKey::NodeId).unwrap(), Some(vec![7]));
+    }
+}

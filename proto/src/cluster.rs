@@ -1,0 +1,221 @@
+//! The cluster map: epoch, ring shape, members and placement.
+//!
+//! The map lives in the metadata Raft group's state machine. Every change is
+//! one [`MapCommand`] in the Raft log and raises the epoch by one, so two
+//! processes holding the same epoch hold the same map. [`ClusterMap::apply`]
+//! is pure: the node persists what it returns.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::placement::{NodeId, Placement};
+use crate::ring::{PartitionId, Ring};
+
+/// The default replication factor.
+pub const DEFAULT_REPLICATION_FACTOR: u8 = 3;
+
+/// Where a member is in its life in the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MemberState {
+    /// Added, still receiving its data.
+    Joining,
+    /// Serving its partitions.
+    Up,
+    /// Handing its partitions to others before it goes.
+    Leaving,
+    /// Gone; kept so its id is never reused.
+    Removed,
+}
+
+impl MemberState {
+    /// The lower-case name used in the HTTP API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberState::Joining => "joining",
+            MemberState::Up => "up",
+            MemberState::Leaving => "leaving",
+            MemberState::Removed => "removed",
+        }
+    }
+}
+
+/// One node of the cluster, as the map knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The node's id.
+    pub id: NodeId,
+    /// The `host:port` of the node's internal RPC.
+    pub addr: String,
+    /// Where the node is in its life.
+    pub state: MemberState,
+}
+
+/// A change to the map: one Raft log entry each.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MapCommand {
+    /// Creates the map of a fresh cluster from its initial nodes.
+    Bootstrap {
+        /// The partition count, a power of two.
+        partitions: u32,
+        /// How many replicas each partition has.
+        replication_factor: u8,
+        /// The initial nodes: id and RPC address.
+        members: Vec<(NodeId, String)>,
+    },
+    /// Records a member's new RPC address (a node restarted elsewhere).
+    SetAddress {
+        /// The member.
+        id: NodeId,
+        /// Its new `host:port`.
+        addr: String,
+    },
+}
+
+/// Why a command could not be applied; the map is left as it was.
+#[derive(Debug, Clone, PartialEq, Eq, Error, Serialize, Deserialize)]
+pub enum MapError {
+    /// The cluster already has a map.
+    #[error("the cluster is already bootstrapped")]
+    AlreadyBootstrapped,
+    /// The command needs a map and there is none yet.
+    #[error("the cluster has no map yet")]
+    NotBootstrapped,
+    /// A bootstrap with nothing to place.
+    #[error("invalid bootstrap: {0}")]
+    InvalidBootstrap(String),
+    /// A command naming a node the map does not hold.
+    #[error("node {0} is not a member")]
+    UnknownNode(NodeId),
+}
+
+/// The cluster map.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterMap {
+    /// Raised by one on every change; 0 means no map yet.
+    pub epoch: u64,
+    /// The partition ring.
+    pub ring: Ring,
+    /// Replicas per partition.
+    pub replication_factor: u8,
+    /// Every member ever added, by id.
+    pub members: BTreeMap<NodeId, Member>,
+    /// Each partition's replica set.
+    pub placement: Option<Placement>,
+}
+
+impl Default for ClusterMap {
+    fn default() -> Self {
+        Self {
+            epoch: 0,
+            ring: Ring::default(),
+            replication_factor: DEFAULT_REPLICATION_FACTOR,
+            members: BTreeMap::new(),
+            placement: None,
+        }
+    }
+}
+
+impl ClusterMap {
+    /// Whether the cluster has been bootstrapped.
+    pub fn is_ready(&self) -> bool {
+        self.placement.is_some()
+    }
+
+    /// The partition of `shop`.
+    pub fn partition_of(&self, shop: &str) -> PartitionId {
+        self.ring.partition_of(shop)
+    }
+
+    /// The replica set of `partition`; empty before bootstrap.
+    pub fn replicas(&self, partition: PartitionId) -> &[NodeId] {
+        self.placement.as_ref().map_or(&[], |p| p.replicas(partition))
+    }
+
+    /// The RPC address of `node`.
+    pub fn addr(&self, node: NodeId) -> Option<&str> {
+        self.members.get(&node).map(|m| m.addr.as_str())
+    }
+
+    /// Applies one command, raising the epoch, and returns the new epoch.
+    pub fn apply(&mut self, command: &MapCommand) -> Result<u64, MapError> {
+        match command {
+            MapCommand::Bootstrap { partitions, replication_factor, members } => {
+                self.bootstrap(*partitions, *replication_factor, members)?
+            }
+            MapCommand::SetAddress { id, addr } => {
+                let member = self.members.get_mut(id).ok_or(MapError::UnknownNode(*id))?;
+                member.addr = addr.clone();
+            }
+        }
+        self.epoch += 1;
+        Ok(self.epoch)
+    }
+
+    fn bootstrap(&mut self, partitions: u32, rf: u8, members: &[(NodeId, String)]) -> Result<(), MapError> {
+        if self.is_ready() {
+            return Err(MapError::AlreadyBootstrapped);
+        }
+        if members.is_empty() || rf == 0 || !partitions.is_power_of_two() {
+            return Err(MapError::InvalidBootstrap(format!(
+                "{} members, replication factor {rf}, {partitions} partitions",
+                members.len()
+            )));
+        }
+        let ids: BTreeSet<NodeId> = members.iter().map(|(id, _)| *id).collect();
+        self.ring = Ring::new(partitions);
+        self.replication_factor = rf;
+        self.members = members
+            .iter()
+            .map(|(id, addr)| (*id, Member { id: *id, addr: addr.clone(), state: MemberState::Up }))
+            .collect();
+        self.placement = Some(Placement::initial(self.ring, &ids, rf as usize));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bootstrap() -> MapCommand {
+        MapCommand::Bootstrap {
+            partitions: 16,
+            replication_factor: 3,
+            members: vec![(1, "a:1".into()), (2, "b:2".into()), (3, "c:3".into())],
+        }
+    }
+
+    #[test]
+    fn bootstrap_places_every_partition_and_raises_the_epoch() {
+        let mut map = ClusterMap::default();
+        assert!(!map.is_ready());
+        assert_eq!(map.apply(&bootstrap()), Ok(1));
+        assert!(map.is_ready());
+        assert_eq!(map.members.len(), 3);
+        assert!((0..16).all(|p| map.replicas(p).len() == 3));
+    }
+
+    #[test]
+    fn a_second_bootstrap_is_refused_and_changes_nothing() {
+        let mut map = ClusterMap::default();
+        map.apply(&bootstrap()).unwrap();
+        let before = map.clone();
+        assert_eq!(map.apply(&bootstrap()), Err(MapError::AlreadyBootstrapped));
+        assert_eq!(map, before);
+    }
+
+    #[test]
+    fn set_address_needs_a_member() {
+        let mut map = ClusterMap::default();
+        map.apply(&bootstrap()).unwrap();
+        assert_eq!(map.apply(&MapCommand::SetAddress { id: 2, addr: "b:9".into() }), Ok(2));
+        assert_eq!(map.addr(2), Some("b:9"));
+        assert_eq!(
+            map.apply(&MapCommand::SetAddress { id: 7, addr: "x:1".into() }),
+            Err(MapError::UnknownNode(7))
+        );
+        assert_eq!(map.epoch, 2);
+    }
+}

@@ -1,0 +1,185 @@
+//! The messages of the internal RPC between routers and nodes, and between
+//! nodes.
+//!
+//! Every data request carries the epoch of the map its coordinator routed it
+//! with. A node that knows a newer epoch refuses it with
+//! [`RpcError::StaleEpoch`], and the coordinator refreshes its map and
+//! retries.
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::cluster::ClusterMap;
+use crate::placement::NodeId;
+use crate::ring::PartitionId;
+use crate::value::Version;
+
+/// A request and the id its answer will carry, so that many requests can
+/// share one connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    /// Chosen by the sender, unique among its requests in flight.
+    pub id: u64,
+    /// The request or the response.
+    pub body: T,
+}
+
+/// Names one shop's collection on one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CollectionRef {
+    /// The epoch of the coordinator's map.
+    pub epoch: u64,
+    /// The shop's partition under that map.
+    pub partition: PartitionId,
+    /// The shop.
+    pub shop: String,
+    /// The collection.
+    pub collection: String,
+}
+
+/// A request to a node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    /// Is the node there? Answered with [`Response::Pong`].
+    Ping,
+    /// Merges encoded values into the collection, last writer winning, in
+    /// one atomic batch. Answered with [`Response::Written`].
+    Write {
+        /// Where the records go.
+        target: CollectionRef,
+        /// Record id and encoded value, in any order.
+        records: Vec<(String, Vec<u8>)>,
+    },
+    /// Reads one record. Answered with [`Response::Value`].
+    Get {
+        /// Where the record is.
+        target: CollectionRef,
+        /// Its id.
+        id: String,
+    },
+    /// Reads records in id order, tombstones included, so the coordinator
+    /// can merge replicas. Answered with [`Response::Entries`].
+    Scan {
+        /// The collection.
+        target: CollectionRef,
+        /// Start after this id.
+        after: Option<String>,
+        /// At most this many entries.
+        limit: u32,
+    },
+    /// The id, version and tombstone flag of every record of a collection.
+    /// Answered with [`Response::Digests`].
+    Digests {
+        /// The collection.
+        target: CollectionRef,
+    },
+    /// The node's cluster map, once its epoch exceeds `known_epoch` or after
+    /// `wait_ms`, whichever comes first. Answered with [`Response::Map`].
+    GetMap {
+        /// The epoch the caller already has.
+        known_epoch: u64,
+        /// How long to wait for a newer one, in milliseconds.
+        wait_ms: u32,
+    },
+    /// A message of the metadata Raft group, opaque to this crate.
+    /// Answered with [`Response::Raft`].
+    Raft {
+        /// Which Raft call.
+        kind: RaftCall,
+        /// The call's request, serialized with [`crate::frame::to_bytes`].
+        payload: Vec<u8>,
+    },
+}
+
+/// The calls of the metadata Raft group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RaftCall {
+    /// Log replication and heartbeats.
+    AppendEntries,
+    /// Leader election.
+    Vote,
+    /// A chunk of a state machine snapshot.
+    InstallSnapshot,
+}
+
+/// One record as a scan returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The record's id.
+    pub id: String,
+    /// Its encoded value.
+    pub value: Vec<u8>,
+}
+
+/// A record's id and version, without its fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Digest {
+    /// The record's id.
+    pub id: String,
+    /// Its version.
+    pub version: Version,
+    /// Whether it is deleted.
+    pub tombstone: bool,
+}
+
+/// A node's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Response {
+    /// The answer to [`Request::Ping`].
+    Pong {
+        /// The node's id.
+        node: NodeId,
+        /// The epoch of its map.
+        epoch: u64,
+    },
+    /// The write is durable under the node's fsync policy.
+    Written,
+    /// The record's encoded value, if the node has one.
+    Value(Option<Vec<u8>>),
+    /// A page of a scan.
+    Entries(Vec<Entry>),
+    /// The digests of a collection.
+    Digests(Vec<Digest>),
+    /// The node's cluster map.
+    Map(Box<ClusterMap>),
+    /// The answer to a Raft call, serialized with [`crate::frame::to_bytes`].
+    Raft(Vec<u8>),
+    /// The request failed.
+    Error(RpcError),
+}
+
+/// Why a node refused or failed a request.
+#[derive(Debug, Clone, PartialEq, Eq, Error, Serialize, Deserialize)]
+pub enum RpcError {
+    /// The request was routed with an older map than the node's.
+    #[error("stale epoch: the node knows epoch {current}")]
+    StaleEpoch {
+        /// The node's epoch.
+        current: u64,
+    },
+    /// Under the node's map, it holds no replica of the partition.
+    #[error("node holds no replica of partition {partition}")]
+    NotReplica {
+        /// The partition asked for.
+        partition: PartitionId,
+    },
+    /// The node has no cluster map yet.
+    #[error("the node has no cluster map yet")]
+    NoMap,
+    /// The request was malformed.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// The node's storage failed.
+    #[error("storage error: {0}")]
+    Storage(String),
+    /// The node is stopping.
+    #[error("the node is shutting down")]
+    ShuttingDown,
+}
+
+impl RpcError {
+    /// Whether asking again (after refreshing the map, or elsewhere) may work.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, RpcError::BadRequest(_))
+    }
+}

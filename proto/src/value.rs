@@ -1,0 +1,359 @@
+//! The stored value of a record, its binary encoding and the
+//! last-writer-wins merge.
+//!
+//! ```text
+//! format u8 (=1) | version.hlc u64 BE | version.origin u64 BE | ts i64 BE
+//! | flags u8 (bit 0: tombstone) | field count u32 BE | fields… | crc32 u32 BE
+//! a field: name length u16 BE | name | tag u8 | payload
+//!   tag 0 null, 1 false, 2 true, 3 int (i64 BE), 4 float (f64 BE),
+//!   5 string (u32 BE length, UTF-8), 6 other JSON (u32 BE length, JSON text)
+//! ```
+//!
+//! The crc32 covers every byte before it. Report scans read numbers and
+//! strings straight from the fields, without parsing JSON.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Number, Value as Json};
+use thiserror::Error;
+
+/// The encoding's format byte.
+const FORMAT: u8 = 1;
+/// Bytes before the first field.
+const HEADER_LEN: usize = 1 + 8 + 8 + 8 + 1 + 4;
+/// Flag bit of a tombstone.
+const TOMBSTONE: u8 = 1;
+
+/// A write's version: stamped once by the coordinating router, so a retried
+/// write carries the same one. Ordered by clock, then by origin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+pub struct Version {
+    /// The hybrid logical clock timestamp.
+    pub hlc: u64,
+    /// The id of the process that stamped it; breaks ties.
+    pub origin: u64,
+}
+
+/// A field's value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Field {
+    /// JSON null.
+    Null,
+    /// true or false.
+    Bool(bool),
+    /// A whole number that fits in an i64.
+    Int(i64),
+    /// Any other number that fits in an f64.
+    Float(f64),
+    /// A string.
+    Str(String),
+    /// An array, an object or a number that fits nothing above, as JSON text.
+    Json(String),
+}
+
+/// A record as stored: version, event time, tombstone and fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredRecord {
+    /// The write's version.
+    pub version: Version,
+    /// Event time, in epoch milliseconds.
+    pub ts: i64,
+    /// Whether this is a deletion.
+    pub tombstone: bool,
+    /// The fields, by name, in name order.
+    pub fields: Vec<(String, Field)>,
+}
+
+/// A value that does not decode.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ValueError {
+    /// The bytes end too soon.
+    #[error("value is truncated")]
+    Truncated,
+    /// The crc32 does not match.
+    #[error("value checksum mismatch")]
+    Checksum,
+    /// An unknown format byte or field tag.
+    #[error("value has unknown format or tag {0}")]
+    Unknown(u8),
+    /// A string is not UTF-8.
+    #[error("value holds a string that is not UTF-8")]
+    NotUtf8,
+    /// Bytes are left after the last field.
+    #[error("value has trailing bytes")]
+    Trailing,
+}
+
+impl StoredRecord {
+    /// A deletion marker.
+    pub fn tombstone(version: Version, ts: i64) -> Self {
+        Self { version, ts, tombstone: true, fields: Vec::new() }
+    }
+
+    /// Encodes the record, checksum included.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER_LEN + 16 * self.fields.len() + 4);
+        out.push(FORMAT);
+        out.extend_from_slice(&self.version.hlc.to_be_bytes());
+        out.extend_from_slice(&self.version.origin.to_be_bytes());
+        out.extend_from_slice(&self.ts.to_be_bytes());
+        out.push(if self.tombstone { TOMBSTONE } else { 0 });
+        out.extend_from_slice(&(self.fields.len() as u32).to_be_bytes());
+        for (name, field) in &self.fields {
+            put_field(&mut out, name, field);
+        }
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_be_bytes());
+        out
+    }
+
+    /// Decodes and checks a value made by [`StoredRecord::encode`].
+    pub fn decode(bytes: &[u8]) -> Result<Self, ValueError> {
+        let header = Header::read(bytes)?;
+        let mut r = Reader(&bytes[HEADER_LEN..bytes.len() - 4]);
+        let mut fields = Vec::with_capacity(header.field_count.min(1024) as usize);
+        for _ in 0..header.field_count {
+            let name_len = u16::from_be_bytes(r.array()?) as usize;
+            let name = r.string(name_len)?;
+            fields.push((name, r.field()?));
+        }
+        if !r.0.is_empty() {
+            return Err(ValueError::Trailing);
+        }
+        Ok(Self { version: header.version, ts: header.ts, tombstone: header.tombstone, fields })
+    }
+
+    /// Builds a live record from a JSON object's fields (without `id` and `ts`).
+    pub fn from_json(version: Version, ts: i64, object: &Map<String, Json>) -> Self {
+        let mut fields: Vec<(String, Field)> = object.iter().map(|(k, v)| (k.clone(), Field::from_json(v))).collect();
+        fields.sort_by(|a, b| a.0.cmp(&b.0));
+        Self { version, ts, tombstone: false, fields }
+    }
+
+    /// The fields as a JSON object.
+    pub fn fields_json(&self) -> Map<String, Json> {
+        self.fields.iter().map(|(k, v)| (k.clone(), v.to_json())).collect()
+    }
+}
+
+/// The fixed-size head of an encoded value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// The write's version.
+    pub version: Version,
+    /// Event time, in epoch milliseconds.
+    pub ts: i64,
+    /// Whether this is a deletion.
+    pub tombstone: bool,
+    field_count: u32,
+}
+
+impl Header {
+    /// Reads the header of an encoded value after checking its checksum.
+    pub fn read(bytes: &[u8]) -> Result<Self, ValueError> {
+        if bytes.len() < HEADER_LEN + 4 {
+            return Err(ValueError::Truncated);
+        }
+        let (body, crc) = bytes.split_at(bytes.len() - 4);
+        if crc32fast::hash(body) != u32::from_be_bytes(crc.try_into().expect("4 bytes")) {
+            return Err(ValueError::Checksum);
+        }
+        let mut r = Reader(body);
+        let format = u8::from_be_bytes(r.array()?);
+        if format != FORMAT {
+            return Err(ValueError::Unknown(format));
+        }
+        let version = Version { hlc: u64::from_be_bytes(r.array()?), origin: u64::from_be_bytes(r.array()?) };
+        let ts = i64::from_be_bytes(r.array()?);
+        let tombstone = u8::from_be_bytes(r.array()?) & TOMBSTONE != 0;
+        let field_count = u32::from_be_bytes(r.array()?);
+        Ok(Self { version, ts, tombstone, field_count })
+    }
+}
+
+/// Last writer wins: the newer of two encoded values of one key.
+///
+/// A value that fails its checksum loses to any that passes. Equal versions
+/// (which only a bug could give different bytes) fall back to comparing the
+/// bytes, so the merge stays commutative and associative.
+pub fn merge<'a>(a: &'a [u8], b: &'a [u8]) -> &'a [u8] {
+    let rank = |v: &'a [u8]| (Header::read(v).ok().map(|h| h.version), v);
+    if rank(a) >= rank(b) { a } else { b }
+}
+
+impl Field {
+    /// The field for a JSON value.
+    pub fn from_json(value: &Json) -> Self {
+        match value {
+            Json::Null => Field::Null,
+            Json::Bool(b) => Field::Bool(*b),
+            Json::Number(n) => match (n.as_i64(), n.as_f64()) {
+                (Some(i), _) => Field::Int(i),
+                (None, Some(f)) if n.is_f64() => Field::Float(f),
+                _ => Field::Json(n.to_string()),
+            },
+            Json::String(s) => Field::Str(s.clone()),
+            other => Field::Json(other.to_string()),
+        }
+    }
+
+    /// The field as a JSON value.
+    pub fn to_json(&self) -> Json {
+        match self {
+            Field::Null => Json::Null,
+            Field::Bool(b) => Json::Bool(*b),
+            Field::Int(i) => Json::from(*i),
+            Field::Float(f) => Number::from_f64(*f).map_or(Json::Null, Json::Number),
+            Field::Str(s) => Json::String(s.clone()),
+            Field::Json(text) => serde_json::from_str(text).unwrap_or(Json::Null),
+        }
+    }
+}
+
+fn put_field(out: &mut Vec<u8>, name: &str, field: &Field) {
+    out.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    out.extend_from_slice(name.as_bytes());
+    match field {
+        Field::Null => out.push(0),
+        Field::Bool(b) => out.push(1 + u8::from(*b)),
+        Field::Int(i) => {
+            out.push(3);
+            out.extend_from_slice(&i.to_be_bytes());
+        }
+        Field::Float(f) => {
+            out.push(4);
+            out.extend_from_slice(&f.to_be_bytes());
+        }
+        Field::Str(s) | Field::Json(s) => {
+            out.push(if matches!(field, Field::Str(_)) { 5 } else { 6 });
+            out.extend_from_slice(&(s.len() as u32).to_be_bytes());
+            out.extend_from_slice(s.as_bytes());
+        }
+    }
+}
+
+/// Reads fixed-size pieces off the front of a byte slice.
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], ValueError> {
+        if self.0.len() < n {
+            return Err(ValueError::Truncated);
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], ValueError> {
+        Ok(self.take(N)?.try_into().expect("took N bytes"))
+    }
+
+    fn string(&mut self, len: usize) -> Result<String, ValueError> {
+        String::from_utf8(self.take(len)?.to_vec()).map_err(|_| ValueError::NotUtf8)
+    }
+
+    fn field(&mut self) -> Result<Field, ValueError> {
+        let tag = u8::from_be_bytes(self.array()?);
+        Ok(match tag {
+            0 => Field::Null,
+            1 => Field::Bool(false),
+            2 => Field::Bool(true),
+            3 => Field::Int(i64::from_be_bytes(self.array()?)),
+            4 => Field::Float(f64::from_be_bytes(self.array()?)),
+            5 | 6 => {
+                let len = u32::from_be_bytes(self.array()?) as usize;
+                let s = self.string(len)?;
+                if tag == 5 { Field::Str(s) } else { Field::Json(s) }
+            }
+            other => return Err(ValueError::Unknown(other)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn record(hlc: u64, origin: u64, fields: Json) -> StoredRecord {
+        StoredRecord::from_json(Version { hlc, origin }, 1_700_000_000_000, fields.as_object().unwrap())
+    }
+
+    #[test]
+    fn json_fields_round_trip() {
+        let fields = json!({"amount": 12, "price": 9.5, "sku": "A-1", "paid": true, "note": null,
+                            "tags": ["x", 1], "big": 18446744073709551615u64, "neg": -3});
+        let r = record(7, 1, fields.clone());
+        let back = StoredRecord::decode(&r.encode()).unwrap();
+        assert_eq!(back, r);
+        assert_eq!(Json::Object(back.fields_json()), fields);
+        assert_eq!(back.fields.iter().find(|(k, _)| k == "amount").unwrap().1, Field::Int(12));
+    }
+
+    #[test]
+    fn a_flipped_bit_fails_the_checksum() {
+        let mut bytes = record(1, 1, json!({"a": 1})).encode();
+        bytes[12] ^= 0x10;
+        assert_eq!(StoredRecord::decode(&bytes), Err(ValueError::Checksum));
+    }
+
+    #[test]
+    fn newer_version_wins_and_origin_breaks_ties() {
+        let old = record(5, 9, json!({"v": "old"})).encode();
+        let new = record(6, 1, json!({"v": "new"})).encode();
+        assert_eq!(merge(&old, &new), &new[..]);
+        assert_eq!(merge(&new, &old), &new[..]);
+        let tie = record(6, 2, json!({"v": "tie"})).encode();
+        assert_eq!(merge(&new, &tie), &tie[..]);
+    }
+
+    #[test]
+    fn a_corrupt_value_loses() {
+        let good = record(1, 1, json!({})).encode();
+        let mut bad = record(9, 1, json!({})).encode();
+        bad[3] ^= 1;
+        assert_eq!(merge(&bad, &good), &good[..]);
+    }
+
+    #[test]
+    fn a_tombstone_is_a_version_like_any_other() {
+        let live = record(1, 1, json!({"a": 1})).encode();
+        let dead = StoredRecord::tombstone(Version { hlc: 2, origin: 1 }, 0).encode();
+        assert_eq!(merge(&live, &dead), &dead[..]);
+        assert!(Header::read(&dead).unwrap().tombstone);
+    }
+
+    fn any_value() -> impl Strategy<Value = Vec<u8>> {
+        (0u64..4, 0u64..3, any::<bool>(), 0i64..3).prop_map(|(hlc, origin, tombstone, n)| {
+            let version = Version { hlc, origin };
+            let mut r = StoredRecord { version, ts: n, tombstone, fields: vec![("n".into(), Field::Int(n))] };
+            if tombstone {
+                r.fields.clear();
+            }
+            r.encode()
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn merge_is_idempotent(a in any_value()) {
+            prop_assert_eq!(merge(&a, &a), &a[..]);
+        }
+
+        #[test]
+        fn merge_is_commutative(a in any_value(), b in any_value()) {
+            prop_assert_eq!(merge(&a, &b), merge(&b, &a));
+        }
+
+        #[test]
+        fn merge_is_associative(a in any_value(), b in any_value(), c in any_value()) {
+            prop_assert_eq!(merge(merge(&a, &b), &c), merge(&a, merge(&b, &c)));
+        }
+
+        #[test]
+        fn decoding_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
+            let _ = StoredRecord::decode(&bytes);
+        }
+    }
+}

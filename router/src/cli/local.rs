@@ -1,0 +1,291 @@
+//! `ringup local`: a whole cluster on loopback, for trying ringup out and
+//! for tests.
+//!
+//! [`Layout`] says where each process listens and keeps its data; a
+//! [`Process`] is one running `ringup-node` or `ringup-router` with its log
+//! file. `ringup local` starts them, waits for the router to be ready,
+//! pushes sample data, prints how to use the cluster, and on SIGINT or
+//! SIGTERM stops the router, then the nodes, each with SIGTERM first.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+use super::status;
+
+/// How long processes get to stop after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How long the router gets to become ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Arguments of `ringup local`.
+#[derive(Debug, Clone, Args)]
+pub struct LocalArgs {
+    /// Where the nodes keep their data and every process its log.
+    #[arg(long, env = "RINGUP_LOCAL_DIR", default_value = ".ringup/local")]
+    pub dir: PathBuf,
+    /// How many nodes to start.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    /// The first node's RPC port; node i listens on this port + i - 1.
+    #[arg(long, default_value_t = 7101)]
+    pub base_port: u16,
+    /// Where the router listens.
+    #[arg(long, env = "RINGUP_ROUTER_LISTEN", default_value = "127.0.0.1:8080")]
+    pub router_listen: SocketAddr,
+    /// Where the ringup-node and ringup-router binaries are (default: beside this one).
+    #[arg(long)]
+    pub bin_dir: Option<PathBuf>,
+    /// Do not push sample data.
+    #[arg(long)]
+    pub no_sample: bool,
+}
+
+/// Where every process of a local cluster listens and keeps its files.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// The cluster's directory.
+    pub dir: PathBuf,
+    /// Where the binaries are.
+    pub bin_dir: PathBuf,
+    /// The nodes' RPC addresses; node `i + 1` listens on `nodes[i]`.
+    pub nodes: Vec<SocketAddr>,
+    /// The router's HTTP address.
+    pub router: SocketAddr,
+}
+
+impl Layout {
+    /// The directory holding the running binary.
+    pub fn own_bin_dir() -> anyhow::Result<PathBuf> {
+        let exe = std::env::current_exe().context("cannot find this program's path")?;
+        Ok(exe.parent().context("this program has no directory")?.to_path_buf())
+    }
+
+    /// The router's base URL.
+    pub fn router_url(&self) -> String {
+        format!("http://{}", self.router)
+    }
+
+    /// The command that starts node `id` (1-based).
+    pub fn node(&self, id: usize) -> Command {
+        let initial: Vec<String> = self.nodes.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
+        let mut cmd = Command::new(self.bin_dir.join("ringup-node"));
+        cmd.arg("--id").arg(id.to_string());
+        cmd.arg("--listen").arg(self.nodes[id - 1].to_string());
+        cmd.arg("--data-dir").arg(self.dir.join(format!("node-{id}")));
+        cmd.arg("--initial-nodes").arg(initial.join(","));
+        cmd
+    }
+
+    /// The command that starts the router.
+    pub fn router(&self) -> Command {
+        let seeds: Vec<String> = self.nodes.iter().map(ToString::to_string).collect();
+        let mut cmd = Command::new(self.bin_dir.join("ringup-router"));
+        cmd.arg("--listen").arg(self.router.to_string());
+        cmd.arg("--nodes").arg(seeds.join(","));
+        cmd
+    }
+}
+
+/// One running process with its log file.
+pub struct Process {
+    /// A name for messages: `node-2`, `router`.
+    pub name: String,
+    log: PathBuf,
+    child: Child,
+}
+
+impl Process {
+    /// Starts `cmd` with stdin closed and its output appended to `log`.
+    pub fn start(name: &str, mut cmd: Command, log: &Path) -> anyhow::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("cannot open {}", log.display()))?;
+        cmd.stdin(Stdio::null()).stdout(file.try_clone()?).stderr(file).kill_on_drop(true);
+        let child = cmd.spawn().with_context(|| format!("cannot start {name}: {:?}", cmd.as_std().get_program()))?;
+        Ok(Self { name: name.to_string(), log: log.to_path_buf(), child })
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Whether it has exited, and how.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Sends `signal` (a `libc::SIG*` number).
+    pub fn signal(&self, signal: i32) {
+        if let Some(pid) = self.pid() {
+            // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped).
+            unsafe {
+                libc::kill(pid as i32, signal);
+            }
+        }
+    }
+
+    /// SIGKILL, then reaps it.
+    pub async fn kill(&mut self) {
+        self.signal(libc::SIGKILL);
+        let _ = self.child.wait().await;
+    }
+
+    /// SIGTERM, then waits up to `grace` before SIGKILL. True if it stopped
+    /// on its own.
+    pub async fn stop(&mut self, grace: Duration) -> bool {
+        self.signal(libc::SIGTERM);
+        match tokio::time::timeout(grace, self.child.wait()).await {
+            Ok(_) => true,
+            Err(_) => {
+                self.kill().await;
+                false
+            }
+        }
+    }
+
+    /// The last `n` lines of its log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+/// Polls `/readyz` until the router answers 200, or fails after `timeout`,
+/// or as soon as one of `watch` exits.
+pub async fn wait_ready(router_url: &str, watch: &mut [&mut Process], timeout: Duration) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(r) = client.get(format!("{router_url}/readyz")).timeout(Duration::from_secs(1)).send().await
+            && r.status().is_success()
+        {
+            return Ok(());
+        }
+        for p in watch.iter_mut() {
+            if let Some(status) = p.exited() {
+                bail!("{} exited ({status}) before the cluster was ready; its log ends:\n{}", p.name, p.log_tail(20));
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("the router at {router_url} was not ready after {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Runs `ringup local`.
+pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
+    if args.nodes == 0 {
+        bail!("--nodes must be at least 1");
+    }
+    std::fs::create_dir_all(&args.dir).with_context(|| format!("cannot create {}", args.dir.display()))?;
+    let layout = Layout {
+        dir: args.dir.canonicalize()?,
+        bin_dir: match &args.bin_dir {
+            Some(dir) => dir.clone(),
+            None => Layout::own_bin_dir()?,
+        },
+        nodes: (0..args.nodes).map(|i| SocketAddr::from(([127, 0, 0, 1], args.base_port + i as u16))).collect(),
+        router: args.router_listen,
+    };
+    let mut nodes = (1..=args.nodes)
+        .map(|id| Process::start(&format!("node-{id}"), layout.node(id), &layout.dir.join(format!("node-{id}.log"))))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut router = Process::start("router", layout.router(), &layout.dir.join("router.log"))?;
+    println!("starting {} nodes and a router in {} ...", args.nodes, layout.dir.display());
+
+    let mut watched: Vec<&mut Process> = nodes.iter_mut().chain(std::iter::once(&mut router)).collect();
+    let ready = wait_ready(&layout.router_url(), &mut watched, READY_TIMEOUT).await;
+    let shown = match ready {
+        Ok(()) => show(&layout, !args.no_sample).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = shown {
+        stop_all(router, nodes).await;
+        return Err(e);
+    }
+    println!("Press Ctrl-C (or send SIGTERM) to stop.");
+    crate::shutdown_signal().await;
+    println!("stopping ...");
+    stop_all(router, nodes).await;
+    println!("stopped");
+    Ok(())
+}
+
+/// Pushes sample data and prints how to use the cluster and its status.
+async fn show(layout: &Layout, sample: bool) -> anyhow::Result<()> {
+    let url = layout.router_url();
+    if sample {
+        let written = push_sample(&url).await?;
+        println!("pushed {written} sample records for 3 shops into collection \"sales\"");
+    }
+    println!();
+    println!("ringup is running");
+    println!("  router:  {url}");
+    for (i, addr) in layout.nodes.iter().enumerate() {
+        println!("  node {}:  {addr}  (data {}/node-{})", i + 1, layout.dir.display(), i + 1);
+    }
+    println!("  logs:    {}/*.log", layout.dir.display());
+    println!();
+    println!("Try:");
+    println!(
+        "  curl -s -X POST {url}/v1/shops/demo-shop/sales -H 'content-type: application/json' \\\n    -d '[{{\"id\":\"o-1\",\"amount\":12.5,\"sku\":\"A-1\"}},{{\"id\":\"o-2\",\"amount\":3,\"sku\":\"B-7\"}}]'"
+    );
+    println!("  curl -s {url}/v1/shops/demo-shop/sales/o-1");
+    println!("  curl -s '{url}/v1/shops/demo-shop/sales?limit=10'");
+    println!("  curl -s {url}/v1/shops/demo-shop/sales/_count");
+    println!("  curl -s -X DELETE {url}/v1/shops/demo-shop/sales/o-2");
+    println!("  curl -s {url}/v1/cluster");
+    println!();
+    println!("$ ringup status");
+    print!("{}", status::render(&status::fetch(&url).await?));
+    Ok(())
+}
+
+/// Writes a few sales for a few shops; returns how many were acknowledged.
+pub async fn push_sample(router_url: &str) -> anyhow::Result<usize> {
+    let client = reqwest::Client::new();
+    let mut written = 0;
+    for shop in ["shop-amsterdam", "shop-berlin", "shop-lisbon"] {
+        let batch: Vec<Value> = (1..=10)
+            .map(|i| json!({"id": format!("sale-{i:03}"), "amount": i * 5, "sku": format!("SKU-{}", i % 4), "paid": i % 3 != 0}))
+            .collect();
+        let response = client
+            .post(format!("{router_url}/v1/shops/{shop}/sales"))
+            .json(&batch)
+            .send()
+            .await
+            .context("cannot reach the router")?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("sample write for {shop} failed with {status}: {body}");
+        }
+        written += body["written"].as_u64().unwrap_or(0) as usize;
+    }
+    Ok(written)
+}
+
+/// Stops the router, then the nodes.
+async fn stop_all(mut router: Process, nodes: Vec<Process>) {
+    if !router.stop(STOP_GRACE).await {
+        eprintln!("router did not stop within {STOP_GRACE:?}; killed");
+    }
+    let stops = nodes.into_iter().map(|mut node| async move {
+        if !node.stop(STOP_GRACE).await {
+            eprintln!("{} did not stop within {STOP_GRACE:?}; killed", node.name);
+        }
+    });
+    futures::future::join_all(stops).await;
+}

@@ -1,0 +1,35 @@
+//! The `ringup` admin and developer CLI.
+
+pub mod local;
+pub mod status;
+
+use clap::{Parser, Subcommand};
+
+/// The default router URL.
+pub const DEFAULT_ROUTER: &str = "http://127.0.0.1:8080";
+
+/// `ringup`: run and inspect ringup clusters.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show the cluster map: members, their state, liveness and load.
+    Status(status::StatusArgs),
+    /// Run a local cluster (nodes and a router on loopback) until Ctrl-C or SIGTERM.
+    Local(local::LocalArgs),
+}
+
+/// Runs the CLI.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Status(args) => status::run(args).await,
+        Command::Local(args) => local::run(args).await,
+    }
+}

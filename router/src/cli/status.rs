@@ -1,0 +1,80 @@
+//! `ringup status`: the cluster map as a table.
+
+use anyhow::Context;
+use clap::Args;
+use serde_json::Value;
+
+use super::DEFAULT_ROUTER;
+
+/// Arguments of `ringup status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The router's URL.
+    #[arg(long, env = "RINGUP_ROUTER", default_value = DEFAULT_ROUTER)]
+    pub router: String,
+    /// Print the raw JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Prints the status.
+pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
+    let cluster = fetch(&args.router).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&cluster)?);
+    } else {
+        print!("{}", render(&cluster));
+    }
+    Ok(())
+}
+
+/// `GET /v1/cluster` from the router.
+pub async fn fetch(router: &str) -> anyhow::Result<Value> {
+    let url = format!("{}/v1/cluster", router.trim_end_matches('/'));
+    let response = reqwest::get(&url).await.with_context(|| format!("cannot reach the router at {router}"))?;
+    let status = response.status();
+    let body: Value = response.json().await.context("the router's answer is not JSON")?;
+    if !status.is_success() {
+        anyhow::bail!("the router answered {status}: {}", body["error"]["message"].as_str().unwrap_or("no message"));
+    }
+    Ok(body)
+}
+
+/// The cluster as a table.
+pub fn render(cluster: &Value) -> String {
+    let mut out = format!(
+        "cluster epoch {}, {} partitions, replication factor {}\n",
+        cluster["epoch"], cluster["partitions"], cluster["replication_factor"]
+    );
+    out.push_str(&format!("{:<6} {:<22} {:<9} {:<5} {:>18}\n", "NODE", "ADDRESS", "STATE", "LIVE", "PARTITION-REPLICAS"));
+    for node in cluster["nodes"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "{:<6} {:<22} {:<9} {:<5} {:>18}\n",
+            node["id"].to_string(),
+            node["addr"].as_str().unwrap_or("?"),
+            node["state"].as_str().unwrap_or("?"),
+            if node["live"].as_bool() == Some(true) { "yes" } else { "no" },
+            node["partition_replicas"].to_string(),
+        ));
+    }
+    let migrations = cluster["migrations"].as_array().map_or(0, Vec::len);
+    out.push_str(&format!("migrations in flight: {migrations}\n"));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn renders_one_row_per_node() {
+        let cluster = json!({"epoch": 1, "partitions": 1024, "replication_factor": 3, "migrations": [],
+            "nodes": [{"id": 1, "addr": "127.0.0.1:7101", "state": "up", "live": true, "partition_replicas": 1024}]});
+        let table = render(&cluster);
+        assert!(table.starts_with("cluster epoch 1, 1024 partitions, replication factor 3\n"));
+        assert!(table.contains("127.0.0.1:7101"));
+        assert!(table.contains("yes"));
+        assert_eq!(table.lines().count(), 4);
+    }
+}

@@ -1,0 +1,88 @@
+//! `ringup-router` and the `ringup` CLI.
+//!
+//! The router is the stateless HTTP front door. A batch for one shop's
+//! collection travels through it like this:
+//!
+//! 1. [`api::records::ingest`] checks the path, the consistency level, the
+//!    content type and the size, then [`records::parse_batch`] checks every
+//!    record. One bad record refuses the batch, with its index; nothing is
+//!    stored.
+//! 2. Each record is stamped with a version from the coordinator's hybrid
+//!    logical clock and encoded.
+//! 3. [`coordinator::Coordinator::write`] finds the shop's partition and
+//!    replica set in the map held by the [`view::ClusterView`], sends the
+//!    batch to every replica at once with the map's epoch, and answers as
+//!    soon as the level is met, or 503 if it cannot be met in time.
+//! 4. A node that knows a newer epoch refuses; the coordinator fetches the
+//!    newer map from it and routes again.
+//!
+//! Reads fan out the same way, merge the answers by last-writer-wins, and
+//! repair stale replicas before answering. The [`cli`] module holds the
+//! `ringup` subcommands: `status` and `local`.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod coordinator;
+pub mod metrics;
+pub mod records;
+pub mod view;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use ringup_rpc::Pool;
+use tokio::net::TcpListener;
+
+use crate::api::AppState;
+use crate::config::RouterConfig;
+use crate::coordinator::Coordinator;
+use crate::metrics::Metrics;
+use crate::view::ClusterView;
+
+/// Runs the router until `shutdown` completes.
+pub async fn run(config: RouterConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let view = Arc::new(ClusterView::new(Arc::new(Pool::new()), config.nodes.clone()));
+    let follower = tokio::spawn(view.clone().follow());
+    let pinger = tokio::spawn(view.clone().watch_liveness());
+    let state = Arc::new(AppState {
+        coordinator: Coordinator::new(view.clone(), config.request_timeout()),
+        view,
+        metrics: Metrics::new(),
+    });
+    tracing::info!(listen = %config.listen, nodes = ?config.nodes, "router started");
+    axum::serve(listener, api::routes(state)).with_graceful_shutdown(shutdown).await?;
+    follower.abort();
+    pinger.abort();
+    tracing::info!("router stopped");
+    Ok(())
+}
+
+/// Wall-clock time in epoch milliseconds.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("cannot listen for SIGTERM");
+    let mut int = signal(SignalKind::interrupt()).expect("cannot listen for SIGINT");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default: info).
+pub fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+}

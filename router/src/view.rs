@@ -1,0 +1,153 @@
+//! The router's view of the cluster: the newest map it has heard of, and
+//! which nodes answer.
+//!
+//! One task follows the map with a long-poll on the epoch against any node
+//! that answers; a coordinator told of a newer epoch by a node asks that
+//! node directly. Another task pings every member each second. The router
+//! keeps nothing else: restart it and it learns everything again.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ringup_proto::NodeId;
+use ringup_proto::cluster::ClusterMap;
+use ringup_proto::rpc::{Request, Response};
+use ringup_rpc::{Client, Pool};
+use tokio::sync::watch;
+
+/// How long one map long-poll waits on a node.
+const LONG_POLL: Duration = Duration::from_secs(10);
+/// How often members are pinged.
+const PING_EVERY: Duration = Duration::from_secs(1);
+/// How long a ping may take.
+const PING_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// What the router last saw of one node.
+#[derive(Debug, Clone, Copy)]
+pub struct Liveness {
+    /// Whether the last ping was answered.
+    pub live: bool,
+    /// When the node last answered.
+    pub last_seen: Option<Instant>,
+}
+
+/// The cluster as this router sees it.
+pub struct ClusterView {
+    pool: Arc<Pool>,
+    seeds: Vec<String>,
+    map: watch::Sender<Option<Arc<ClusterMap>>>,
+    /// Held only to read or update entries, never across an `.await`.
+    liveness: Mutex<BTreeMap<NodeId, Liveness>>,
+}
+
+impl ClusterView {
+    /// A view that will learn the map from `seeds`.
+    pub fn new(pool: Arc<Pool>, seeds: Vec<String>) -> Self {
+        Self { pool, seeds, map: watch::Sender::new(None), liveness: Mutex::default() }
+    }
+
+    /// The connection pool shared with the coordinator.
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
+    /// The newest map, if any has been learned.
+    pub fn map(&self) -> Option<Arc<ClusterMap>> {
+        self.map.borrow().clone().filter(|m| m.is_ready())
+    }
+
+    /// The client of a member.
+    pub fn client(&self, map: &ClusterMap, node: NodeId) -> Option<Arc<Client>> {
+        map.addr(node).map(|addr| self.pool.get(addr))
+    }
+
+    /// Liveness of every member pinged so far.
+    pub fn liveness(&self) -> BTreeMap<NodeId, Liveness> {
+        self.liveness.lock().expect("liveness poisoned").clone()
+    }
+
+    /// Keeps `map` if it is newer than the one held.
+    fn offer(&self, map: ClusterMap) {
+        self.map.send_if_modified(|held| {
+            let newer = held.as_ref().is_none_or(|h| map.epoch > h.epoch);
+            if newer {
+                tracing::info!(epoch = map.epoch, "cluster map updated");
+                *held = Some(Arc::new(map));
+            }
+            newer
+        });
+    }
+
+    fn epoch(&self) -> u64 {
+        self.map.borrow().as_ref().map_or(0, |m| m.epoch)
+    }
+
+    /// Asks `node` for its map because it reported an epoch newer than
+    /// ours; returns once we hold at least `epoch` or the node fails to
+    /// answer in `timeout`.
+    pub async fn refresh_from(&self, client: &Client, epoch: u64, timeout: Duration) {
+        if self.epoch() >= epoch {
+            return;
+        }
+        let request = Request::GetMap { known_epoch: self.epoch(), wait_ms: 0 };
+        if let Ok(Response::Map(map)) = client.call(request, timeout).await {
+            self.offer(*map);
+        }
+    }
+
+    /// Follows the map forever: long-polls one node at a time, moving on to
+    /// the next when one fails.
+    pub async fn follow(self: Arc<Self>) {
+        let mut turn = 0usize;
+        loop {
+            let addrs = self.candidates();
+            let addr = &addrs[turn % addrs.len()];
+            let request = Request::GetMap { known_epoch: self.epoch(), wait_ms: LONG_POLL.as_millis() as u32 };
+            match self.pool.get(addr).call(request, LONG_POLL + Duration::from_secs(2)).await {
+                Ok(Response::Map(map)) if map.is_ready() => self.offer(*map),
+                Ok(_) => {
+                    // The node has no map yet: ask again shortly.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => {
+                    tracing::debug!(%addr, error = %e, "map poll failed; trying another node");
+                    turn += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+
+    /// Seeds first, then every member the map names.
+    fn candidates(&self) -> Vec<String> {
+        let mut addrs = self.seeds.clone();
+        if let Some(map) = self.map() {
+            addrs.extend(map.members.values().map(|m| m.addr.clone()).filter(|a| !self.seeds.contains(a)));
+        }
+        addrs
+    }
+
+    /// Pings every member each second and records who answers.
+    pub async fn watch_liveness(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(PING_EVERY);
+        loop {
+            tick.tick().await;
+            let Some(map) = self.map() else { continue };
+            let pings = map.members.values().map(|m| {
+                let client = self.pool.get(&m.addr);
+                async move { (m.id, matches!(client.call(Request::Ping, PING_TIMEOUT).await, Ok(Response::Pong { .. }))) }
+            });
+            let answers = futures::future::join_all(pings).await;
+            let now = Instant::now();
+            let mut liveness = self.liveness.lock().expect("liveness poisoned");
+            for (node, live) in answers {
+                let entry = liveness.entry(node).or_insert(Liveness { live, last_seen: None });
+                entry.live = live;
+                if live {
+                    entry.last_seen = Some(now);
+                }
+            }
+        }
+    }
+}

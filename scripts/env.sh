@@ -1,0 +1,30 @@
+# Sourced by the other scripts: the shared cargo target directory and the
+# one-time installation of what a fresh machine lacks.
+
+# Outside the clone, so that warm builds (above all RocksDB's C++) are reused
+# by every clone on this machine: yours, CI's, a newcomer's.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ringup-target}"
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    echo "error: '$*' needs root; run it as root or install sudo" >&2; return 1
+  fi
+}
+
+# rust-rocksdb's build runs bindgen (libclang) and compiles C++.
+ensure_build_deps() {
+  local missing=()
+  command -v clang >/dev/null || missing+=(clang)
+  ldconfig -p 2>/dev/null | grep -q 'libclang[-.0-9]*\.so' || missing+=(libclang-dev)
+  command -v c++ >/dev/null || missing+=(g++)
+  command -v curl >/dev/null || missing+=(curl)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "== installing ${missing[*]}"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  if ! command -v cargo >/dev/null; then
+    echo "error: cargo is not installed; install Rust with rustup first" >&2
+    return 1
+  fi
+}

@@ -1,0 +1,170 @@
+//! A harness for end-to-end tests: a ringup cluster of real `ringup-node`
+//! and `ringup-router` processes on loopback, in a temporary directory,
+//! with the means to kill, stop and restart its processes.
+//!
+//! The binaries must be built first (`cargo build --bins`, which the test
+//! script does); they are looked up beside the test executable.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use ringup_router::cli::local::{Layout, Process, wait_ready};
+use serde_json::Value;
+use tempfile::TempDir;
+use tokio::sync::Mutex;
+
+/// How long a stopped process gets before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(15);
+/// How long a cluster gets to become ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A running cluster of real processes. Shared by reference: its processes
+/// can be killed and restarted while other tasks send it traffic.
+pub struct TestCluster {
+    /// Ports and directories.
+    pub layout: Layout,
+    nodes: Mutex<Vec<Option<Process>>>,
+    router: Mutex<Option<Process>>,
+    http: reqwest::Client,
+    _dir: TempDir,
+}
+
+impl TestCluster {
+    /// Starts `n` nodes and a router, and waits until the router is ready.
+    pub async fn start(n: usize) -> Self {
+        let dir = tempfile::Builder::new().prefix("ringup-e2e-").tempdir().expect("cannot make a temp dir");
+        let mut ports = free_ports(n + 1);
+        let router = ports.pop().expect("n + 1 ports");
+        let layout = Layout {
+            dir: dir.path().to_path_buf(),
+            bin_dir: bin_dir(),
+            nodes: ports.into_iter().map(|p| SocketAddr::from(([127, 0, 0, 1], p))).collect(),
+            router: SocketAddr::from(([127, 0, 0, 1], router)),
+        };
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client");
+        let nodes = Mutex::new((0..n).map(|_| None).collect());
+        let cluster = Self { layout, nodes, router: Mutex::new(None), http, _dir: dir };
+        cluster.start_all().await;
+        cluster
+    }
+
+    /// Starts every process that is not running and waits until ready.
+    pub async fn start_all(&self) {
+        for id in 1..=self.layout.nodes.len() {
+            if self.nodes.lock().await[id - 1].is_none() {
+                self.start_node(id).await;
+            }
+        }
+        let mut router = self.router.lock().await;
+        if router.is_none() {
+            let log = self.layout.dir.join("router.log");
+            *router = Some(Process::start("router", self.layout.router(), &log).expect("cannot start the router"));
+        }
+        drop(router);
+        self.wait_ready().await;
+    }
+
+    /// Waits until the router has a map.
+    pub async fn wait_ready(&self) {
+        let url = self.layout.router_url();
+        let mut nodes = self.nodes.lock().await;
+        let mut router = self.router.lock().await;
+        let mut watched: Vec<&mut Process> = nodes.iter_mut().flatten().chain(router.as_mut()).collect();
+        if let Err(e) = wait_ready(&url, &mut watched, READY_TIMEOUT).await {
+            drop(watched);
+            drop((nodes, router));
+            panic!("the cluster did not become ready: {e:#}\n{}", self.logs().await);
+        }
+    }
+
+    /// Starts node `id` (1-based) on its usual port and data directory.
+    pub async fn start_node(&self, id: usize) {
+        let log = self.layout.dir.join(format!("node-{id}.log"));
+        let process = Process::start(&format!("node-{id}"), self.layout.node(id), &log).expect("cannot start a node");
+        self.nodes.lock().await[id - 1] = Some(process);
+    }
+
+    /// SIGKILLs node `id`.
+    pub async fn kill_node(&self, id: usize) {
+        let node = self.nodes.lock().await[id - 1].take();
+        node.unwrap_or_else(|| panic!("node {id} is not running")).kill().await;
+    }
+
+    /// SIGTERMs every process, router first; returns the names of those
+    /// that had to be killed.
+    pub async fn stop_all(&self) -> Vec<String> {
+        let mut processes: Vec<Process> = self.router.lock().await.take().into_iter().collect();
+        processes.extend(self.nodes.lock().await.iter_mut().filter_map(Option::take));
+        let mut killed = Vec::new();
+        for mut process in processes {
+            if !process.stop(STOP_GRACE).await {
+                killed.push(process.name.clone());
+            }
+        }
+        killed
+    }
+
+    /// The router's URL for `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.layout.router_url())
+    }
+
+    /// Sends a request and returns the status and the JSON body (`Null` if
+    /// the body is empty or not JSON).
+    pub async fn call(&self, method: Method, path: &str, content_type: Option<&str>, body: Vec<u8>) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, self.url(path)).body(body);
+        if let Some(ct) = content_type {
+            request = request.header("content-type", ct);
+        }
+        match request.send().await {
+            Ok(response) => {
+                let status = response.status();
+                let bytes = response.bytes().await.unwrap_or_default();
+                (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+            }
+            Err(e) => panic!("request to {path} failed: {e}"),
+        }
+    }
+
+    /// GET as JSON.
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, None, Vec::new()).await
+    }
+
+    /// POST a JSON value.
+    pub async fn post_json(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some("application/json"), body.to_string().into_bytes()).await
+    }
+
+    /// The tail of every process's log, for failure messages.
+    pub async fn logs(&self) -> String {
+        let nodes = self.nodes.lock().await;
+        let router = self.router.lock().await;
+        nodes
+            .iter()
+            .flatten()
+            .chain(router.as_ref())
+            .map(|p| format!("--- {} ---\n{}\n", p.name, p.log_tail(30)))
+            .collect()
+    }
+}
+
+/// The directory of the ringup binaries: the cargo profile directory that
+/// holds this test executable (`target/<profile>/deps/<test>`).
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps").to_path_buf();
+    for bin in ["ringup-node", "ringup-router"] {
+        assert!(dir.join(bin).exists(), "{} is missing: run `cargo build --bins` first", dir.join(bin).display());
+    }
+    dir
+}
+
+/// `n` distinct free loopback ports.
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> =
+        (0..n).map(|_| TcpListener::bind("127.0.0.1:0").expect("cannot bind a loopback port")).collect();
+    listeners.iter().map(|l| l.local_addr().expect("bound").port()).collect()
+}
