@@ -55,9 +55,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 
     let (map_tx, map_rx) = watch::channel(Arc::new(ClusterMap::default()));
     let state_machine = StateMachine::load(storage.clone(), map_tx)?;
-    let raft = Raft::new(id, Arc::new(raft_config()?), Network::new(Arc::new(Pool::new())), LogStore::new(storage.clone()), state_machine)
-        .await
-        .context("cannot start the metadata raft group")?;
+    let raft = Raft::new(
+        id,
+        Arc::new(raft_config()?),
+        Network::new(Arc::new(Pool::new())),
+        LogStore::new(storage.clone()),
+        state_machine,
+    )
+    .await
+    .context("cannot start the metadata raft group")?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let service = Arc::new(service::Service::new(id, storage.clone(), raft.clone(), map_rx.clone()));
@@ -66,7 +72,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 
     if !config.initial_nodes.is_empty() {
         form_cluster(&raft, id, &config).await?;
-        tokio::spawn(bootstrap_map(raft.clone(), id, config.clone(), map_rx.clone(), stop_rx.clone()));
+        tokio::spawn(bootstrap_map(
+            raft.clone(),
+            id,
+            config.clone(),
+            map_rx.clone(),
+            stop_rx.clone(),
+        ));
     }
 
     shutdown.await;
@@ -95,7 +107,9 @@ fn identity(storage: &Storage, configured: Option<NodeId>) -> anyhow::Result<Nod
         .transpose()
         .map_err(|_| anyhow::anyhow!("the stored node id is corrupt"))?;
     match (stored, configured) {
-        (Some(s), Some(c)) if s != c => bail!("this data directory belongs to node {s}, not node {c}"),
+        (Some(s), Some(c)) if s != c => {
+            bail!("this data directory belongs to node {s}, not node {c}")
+        }
         (Some(s), _) => Ok(s),
         (None, Some(c)) => {
             storage.put_meta(&[(MetaKey::NodeId, Some(c.to_be_bytes().to_vec()))])?;
@@ -125,12 +139,18 @@ async fn form_cluster(raft: &Raft, id: NodeId, config: &Config) -> anyhow::Resul
     }
     let voters: BTreeMap<NodeId, BasicNode> = initial_nodes(config).into_iter().take(VOTERS).collect();
     tracing::info!(voters = ?voters.keys().collect::<Vec<_>>(), "initializing the metadata group");
-    raft.initialize(voters).await.context("cannot initialize the metadata group")?;
+    raft.initialize(voters)
+        .await
+        .context("cannot initialize the metadata group")?;
     Ok(())
 }
 
 fn initial_nodes(config: &Config) -> BTreeMap<NodeId, BasicNode> {
-    config.initial_nodes.iter().map(|n| (n.id, BasicNode { addr: n.addr.clone() })).collect()
+    config
+        .initial_nodes
+        .iter()
+        .map(|n| (n.id, BasicNode { addr: n.addr.clone() }))
+        .collect()
 }
 
 /// While this node leads and the map is empty, proposes the initial map;
@@ -156,13 +176,21 @@ async fn bootstrap_map(
                 match raft.client_write(command).await {
                     Ok(r) => match r.data {
                         MapResponse(Ok(epoch)) => tracing::info!(epoch, "cluster map created"),
-                        MapResponse(Err(e)) => tracing::info!(error = %e, "cluster map not created"),
+                        MapResponse(Err(e)) => {
+                            tracing::info!(error = %e, "cluster map not created")
+                        }
                     },
                     Err(e) => tracing::warn!(error = %e, "cannot propose the cluster map yet"),
                 }
             }
         }
-        let in_membership: BTreeSet<NodeId> = raft.metrics().borrow().membership_config.nodes().map(|(id, _)| *id).collect();
+        let in_membership: BTreeSet<NodeId> = raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .nodes()
+            .map(|(id, _)| *id)
+            .collect();
         if map.borrow().is_ready() && nodes.keys().all(|n| in_membership.contains(n)) {
             return;
         }
@@ -171,7 +199,13 @@ async fn bootstrap_map(
 }
 
 async fn add_learners(raft: &Raft, nodes: &BTreeMap<NodeId, BasicNode>) {
-    let known: BTreeSet<NodeId> = raft.metrics().borrow().membership_config.nodes().map(|(id, _)| *id).collect();
+    let known: BTreeSet<NodeId> = raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .nodes()
+        .map(|(id, _)| *id)
+        .collect();
     for (node, addr) in nodes.iter().filter(|(n, _)| !known.contains(n)) {
         if let Err(e) = raft.add_learner(*node, addr.clone(), false).await {
             tracing::warn!(node, error = %e, "cannot add a learner yet");

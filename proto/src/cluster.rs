@@ -141,9 +141,11 @@ impl ClusterMap {
     /// Applies one command, raising the epoch, and returns the new epoch.
     pub fn apply(&mut self, command: &MapCommand) -> Result<u64, MapError> {
         match command {
-            MapCommand::Bootstrap { partitions, replication_factor, members } => {
-                self.bootstrap(*partitions, *replication_factor, members)?
-            }
+            MapCommand::Bootstrap {
+                partitions,
+                replication_factor,
+                members,
+            } => self.bootstrap(*partitions, *replication_factor, members)?,
             MapCommand::SetAddress { id, addr } => {
                 let member = self.members.get_mut(id).ok_or(MapError::UnknownNode(*id))?;
                 member.addr = addr.clone();
@@ -168,7 +170,16 @@ impl ClusterMap {
         self.replication_factor = rf;
         self.members = members
             .iter()
-            .map(|(id, addr)| (*id, Member { id: *id, addr: addr.clone(), state: MemberState::Up }))
+            .map(|(id, addr)| {
+                (
+                    *id,
+                    Member {
+                        id: *id,
+                        addr: addr.clone(),
+                        state: MemberState::Up,
+                    },
+                )
+            })
             .collect();
         self.placement = Some(Placement::initial(self.ring, &ids, rf as usize));
         Ok(())
@@ -210,10 +221,19 @@ mod tests {
     fn set_address_needs_a_member() {
         let mut map = ClusterMap::default();
         map.apply(&bootstrap()).unwrap();
-        assert_eq!(map.apply(&MapCommand::SetAddress { id: 2, addr: "b:9".into() }), Ok(2));
+        assert_eq!(
+            map.apply(&MapCommand::SetAddress {
+                id: 2,
+                addr: "b:9".into()
+            }),
+            Ok(2)
+        );
         assert_eq!(map.addr(2), Some("b:9"));
         assert_eq!(
-            map.apply(&MapCommand::SetAddress { id: 7, addr: "x:1".into() }),
+            map.apply(&MapCommand::SetAddress {
+                id: 7,
+                addr: "x:1".into()
+            }),
             Err(MapError::UnknownNode(7))
         );
         assert_eq!(map.epoch, 2);

@@ -65,7 +65,9 @@ pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameError> {
 /// How many bytes the frame starting at `buf` needs in all, once its header
 /// is in; an error if it declares too large a payload.
 pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, FrameError> {
-    let Some(len) = buf.first_chunk::<4>() else { return Ok(None) };
+    let Some(len) = buf.first_chunk::<4>() else {
+        return Ok(None);
+    };
     let len = u32::from_be_bytes(*len) as usize;
     if len > MAX_FRAME {
         return Err(FrameError::TooLarge(len));
@@ -76,7 +78,9 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, FrameError> {
 /// Decodes the frame at the start of `buf`: the message and how many bytes
 /// it used, or `None` if more bytes are needed.
 pub fn decode<T: DeserializeOwned>(buf: &[u8]) -> Result<Option<(T, usize)>, FrameError> {
-    let Some(total) = frame_len(buf)? else { return Ok(None) };
+    let Some(total) = frame_len(buf)? else {
+        return Ok(None);
+    };
     if buf.len() < total {
         return Ok(None);
     }
@@ -95,8 +99,19 @@ mod tests {
     use proptest::prelude::*;
 
     fn write_request() -> Envelope<Request> {
-        let target = CollectionRef { epoch: 3, partition: 7, shop: "s".into(), collection: "sales".into() };
-        Envelope { id: 42, body: Request::Write { target, records: vec![("a".into(), vec![1, 2, 3])] } }
+        let target = CollectionRef {
+            epoch: 3,
+            partition: 7,
+            shop: "s".into(),
+            collection: "sales".into(),
+        };
+        Envelope {
+            id: 42,
+            body: Request::Write {
+                target,
+                records: vec![("a".into(), vec![1, 2, 3])],
+            },
+        }
     }
 
     #[test]
@@ -111,7 +126,10 @@ mod tests {
     fn waits_for_the_whole_frame() {
         let frame = encode(&write_request()).unwrap();
         for cut in [0, 3, HEADER_LEN, frame.len() - 1] {
-            assert!(decode::<Envelope<Request>>(&frame[..cut]).unwrap().is_none(), "cut at {cut}");
+            assert!(
+                decode::<Envelope<Request>>(&frame[..cut]).unwrap().is_none(),
+                "cut at {cut}"
+            );
         }
     }
 
@@ -127,12 +145,19 @@ mod tests {
     fn refuses_an_oversized_frame_before_reading_it() {
         let mut header = ((MAX_FRAME + 1) as u32).to_be_bytes().to_vec();
         header.extend_from_slice(&[0; 4]);
-        assert!(matches!(decode::<Envelope<Request>>(&header), Err(FrameError::TooLarge(_))));
+        assert!(matches!(
+            decode::<Envelope<Request>>(&header),
+            Err(FrameError::TooLarge(_))
+        ));
     }
 
     #[test]
     fn refuses_a_payload_of_the_wrong_type() {
-        let frame = encode(&Envelope { id: 1, body: Response::Error(RpcError::NoMap) }).unwrap();
+        let frame = encode(&Envelope {
+            id: 1,
+            body: Response::Error(RpcError::NoMap),
+        })
+        .unwrap();
         assert!(decode::<Envelope<Request>>(&frame).is_err());
     }
 

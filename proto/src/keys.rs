@@ -62,7 +62,12 @@ impl RecordKey {
         if !rest.is_empty() {
             return Err(KeyError::Trailing);
         }
-        Ok(Self { partition: u32::from_be_bytes(*partition), shop, collection, id })
+        Ok(Self {
+            partition: u32::from_be_bytes(*partition),
+            shop,
+            collection,
+            id,
+        })
     }
 }
 
@@ -84,7 +89,12 @@ pub fn collection_prefix(partition: PartitionId, shop: &str, collection: &str) -
 
 /// The bounds `[start, end)` of the keys of one shop's collection whose id is
 /// greater than `after` (all of them without `after`).
-pub fn collection_range(partition: PartitionId, shop: &str, collection: &str, after: Option<&str>) -> (Vec<u8>, Vec<u8>) {
+pub fn collection_range(
+    partition: PartitionId,
+    shop: &str,
+    collection: &str,
+    after: Option<&str>,
+) -> (Vec<u8>, Vec<u8>) {
     let prefix = collection_prefix(partition, shop, collection);
     let end = prefix_end(&prefix);
     let mut start = prefix;
@@ -146,12 +156,16 @@ mod tests {
     use proptest::prelude::*;
 
     fn key(partition: u32, shop: &str, collection: &str, id: &str) -> RecordKey {
-        RecordKey { partition, shop: shop.into(), collection: collection.into(), id: id.into() }
+        RecordKey {
+            partition,
+            shop: shop.into(),
+            collection: collection.into(),
+            id: id.into(),
+        }
     }
 
     fn any_key() -> impl Strategy<Value = RecordKey> {
-        (0u32..4, "[a\u{0}b]{0,4}", "[a\u{0}\u{ff}]{0,3}", "\\PC{0,6}")
-            .prop_map(|(p, s, c, i)| key(p, &s, &c, &i))
+        (0u32..4, "[a\u{0}b]{0,4}", "[a\u{0}\u{ff}]{0,3}", "\\PC{0,6}").prop_map(|(p, s, c, i)| key(p, &s, &c, &i))
     }
 
     #[test]
@@ -164,8 +178,14 @@ mod tests {
     fn corrupt_keys_are_errors() {
         assert_eq!(RecordKey::decode(b"\0\0"), Err(KeyError::Truncated));
         assert_eq!(RecordKey::decode(b"\0\0\0\x01s\0\x07"), Err(KeyError::BadEscape));
-        assert_eq!(RecordKey::decode(b"\0\0\0\x01s\0\0c\0\0i\0\0x"), Err(KeyError::Trailing));
-        assert_eq!(RecordKey::decode(b"\0\0\0\x01\xc3\0\0c\0\0i\0\0"), Err(KeyError::NotUtf8));
+        assert_eq!(
+            RecordKey::decode(b"\0\0\0\x01s\0\0c\0\0i\0\0x"),
+            Err(KeyError::Trailing)
+        );
+        assert_eq!(
+            RecordKey::decode(b"\0\0\0\x01\xc3\0\0c\0\0i\0\0"),
+            Err(KeyError::NotUtf8)
+        );
     }
 
     #[test]

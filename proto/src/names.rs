@@ -65,7 +65,11 @@ mod tests {
     fn collection_names() {
         assert!(validate_collection("sales_2026").is_ok());
         for bad in ["", "Sales", "a-b", &"a".repeat(65)] {
-            assert_eq!(validate_collection(bad), Err(NameError::Collection), "{bad:?} should be refused");
+            assert_eq!(
+                validate_collection(bad),
+                Err(NameError::Collection),
+                "{bad:?} should be refused"
+            );
         }
     }
 

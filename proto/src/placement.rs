@@ -82,7 +82,9 @@ impl Placement {
         let mut next = Rebalance::new(self, nodes, rf);
         next.fill_holes(rf);
         next.level();
-        Placement { replicas: next.replicas }
+        Placement {
+            replicas: next.replicas,
+        }
     }
 }
 
@@ -110,7 +112,12 @@ impl Rebalance {
             *load.get_mut(node).expect("only members remain") += 1;
         }
         let target = targets(&load, replicas.len() * rf);
-        Self { replicas, load, target, cursor: 0 }
+        Self {
+            replicas,
+            load,
+            target,
+            cursor: 0,
+        }
     }
 
     fn deficit(&self, node: NodeId) -> isize {
@@ -139,9 +146,19 @@ impl Rebalance {
     /// node is at its target.
     fn level(&mut self) {
         loop {
-            let donor = self.load.keys().copied().max_by_key(|n| (-self.deficit(*n), std::cmp::Reverse(*n)));
-            let taker = self.load.keys().copied().max_by_key(|n| (self.deficit(*n), std::cmp::Reverse(*n)));
-            let (Some(donor), Some(taker)) = (donor, taker) else { return };
+            let donor = self
+                .load
+                .keys()
+                .copied()
+                .max_by_key(|n| (-self.deficit(*n), std::cmp::Reverse(*n)));
+            let taker = self
+                .load
+                .keys()
+                .copied()
+                .max_by_key(|n| (self.deficit(*n), std::cmp::Reverse(*n)));
+            let (Some(donor), Some(taker)) = (donor, taker) else {
+                return;
+            };
             if self.deficit(donor) >= 0 || self.deficit(taker) <= 0 {
                 return;
             }
@@ -203,7 +220,10 @@ mod tests {
         for p in 0..placement.partitions() {
             let set = placement.replicas(p);
             assert_eq!(set.len(), RF.min(members.len()), "partition {p} has {set:?}");
-            assert!(set.iter().all(|n| members.contains(n)), "partition {p} names a non-member: {set:?}");
+            assert!(
+                set.iter().all(|n| members.contains(n)),
+                "partition {p} names a non-member: {set:?}"
+            );
             let distinct: BTreeSet<_> = set.iter().collect();
             assert_eq!(distinct.len(), set.len(), "partition {p} repeats a node: {set:?}");
         }

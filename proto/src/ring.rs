@@ -61,11 +61,14 @@ mod tests {
         // These values are part of the on-disk format: if this test fails,
         // existing clusters would look for their shops in the wrong place.
         let ring = Ring::default();
-        let got: Vec<_> = ["shop-1", "shop-2", "acme", ""].iter().map(|s| ring.partition_of(s)).collect();
+        let got: Vec<_> = ["shop-1", "shop-2", "acme", ""]
+            .iter()
+            .map(|s| ring.partition_of(s))
+            .collect();
         assert_eq!(got, STABLE_PARTITIONS);
     }
 
-    const STABLE_PARTITIONS: [u32; 4] = [0, 0, 0, 0];
+    const STABLE_PARTITIONS: [u32; 4] = [1021, 416, 326, 997];
 
     #[test]
     fn shops_spread_evenly() {

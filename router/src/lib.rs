@@ -56,7 +56,9 @@ pub async fn run(config: RouterConfig, shutdown: impl Future<Output = ()> + Send
         metrics: Metrics::new(),
     });
     tracing::info!(listen = %config.listen, nodes = ?config.nodes, "router started");
-    axum::serve(listener, api::routes(state)).with_graceful_shutdown(shutdown).await?;
+    axum::serve(listener, api::routes(state))
+        .with_graceful_shutdown(shutdown)
+        .await?;
     follower.abort();
     pinger.abort();
     tracing::info!("router stopped");
@@ -65,24 +67,7 @@ pub async fn run(config: RouterConfig, shutdown: impl Future<Output = ()> + Send
 
 /// Wall-clock time in epoch milliseconds.
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
-/// Resolves on the first SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("cannot listen for SIGTERM");
-    let mut int = signal(SignalKind::interrupt()).expect("cannot listen for SIGINT");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-}
-
-/// Logs to stderr, filtered by `RUST_LOG` (default: info).
-pub fn init_tracing() {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

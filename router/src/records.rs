@@ -31,7 +31,11 @@ impl NewRecord {
     pub fn encode(&self, version: Version, index: Option<usize>) -> Result<Vec<u8>, ApiError> {
         let bytes = StoredRecord::from_json(version, self.ts, &self.fields).encode();
         if bytes.len() > MAX_RECORD {
-            let message = format!("record {} encodes to {} bytes, over the limit of {MAX_RECORD}", self.id, bytes.len());
+            let message = format!(
+                "record {} encodes to {} bytes, over the limit of {MAX_RECORD}",
+                self.id,
+                bytes.len()
+            );
             return Err(ApiError::record_too_large(message, index));
         }
         Ok(bytes)
@@ -52,8 +56,18 @@ pub fn parse_batch(body: &[u8], format: BatchFormat, now_ms: i64) -> Result<Vec<
     let values: Vec<Value> = match format {
         BatchFormat::JsonArray => match serde_json::from_slice(body) {
             Ok(Value::Array(items)) => items,
-            Ok(_) => return Err(ApiError::bad_request("invalid_json", "the body must be a JSON array of records")),
-            Err(e) => return Err(ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))),
+            Ok(_) => {
+                return Err(ApiError::bad_request(
+                    "invalid_json",
+                    "the body must be a JSON array of records",
+                ));
+            }
+            Err(e) => {
+                return Err(ApiError::bad_request(
+                    "invalid_json",
+                    format!("the body is not valid JSON: {e}"),
+                ));
+            }
         },
         BatchFormat::Ndjson => parse_ndjson(body)?,
     };
@@ -81,16 +95,26 @@ fn parse_ndjson(body: &[u8]) -> Result<Vec<Value>, ApiError> {
 /// an `id` inside the record must match it.
 pub fn parse_record(value: Value, path_id: Option<&str>, now_ms: i64) -> Result<NewRecord, ApiError> {
     let Value::Object(mut fields) = value else {
-        return Err(ApiError::bad_request("invalid_record", "a record must be a JSON object"));
+        return Err(ApiError::bad_request(
+            "invalid_record",
+            "a record must be a JSON object",
+        ));
     };
     let id = match (fields.remove("id"), path_id) {
         (Some(Value::String(id)), Some(path)) if id != path => {
-            return Err(ApiError::bad_request("id_mismatch", format!("the record's id {id:?} differs from the path's {path:?}")));
+            return Err(ApiError::bad_request(
+                "id_mismatch",
+                format!("the record's id {id:?} differs from the path's {path:?}"),
+            ));
         }
         (Some(Value::String(id)), _) => id,
         (None, Some(path)) => path.to_string(),
-        (None, None) => return Err(ApiError::bad_request("invalid_id", "the record has no \"id\"")),
-        (Some(_), _) => return Err(ApiError::bad_request("invalid_id", "\"id\" must be a string")),
+        (None, None) => {
+            return Err(ApiError::bad_request("invalid_id", "the record has no \"id\""));
+        }
+        (Some(_), _) => {
+            return Err(ApiError::bad_request("invalid_id", "\"id\" must be a string"));
+        }
     };
     names::validate_id(&id).map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))?;
     let ts = match fields.remove("ts") {
@@ -102,10 +126,17 @@ pub fn parse_record(value: Value, path_id: Option<&str>, now_ms: i64) -> Result<
 
 /// An event time: integer epoch milliseconds or an RFC 3339 string.
 fn parse_ts(ts: &Value) -> Result<i64, ApiError> {
-    let invalid = || ApiError::bad_request("invalid_ts", "\"ts\" must be integer epoch milliseconds or an RFC 3339 string");
+    let invalid = || {
+        ApiError::bad_request(
+            "invalid_ts",
+            "\"ts\" must be integer epoch milliseconds or an RFC 3339 string",
+        )
+    };
     match ts {
         Value::Number(n) => n.as_i64().ok_or_else(invalid),
-        Value::String(s) => DateTime::parse_from_rfc3339(s).map(|t| t.timestamp_millis()).map_err(|_| invalid()),
+        Value::String(s) => DateTime::parse_from_rfc3339(s)
+            .map(|t| t.timestamp_millis())
+            .map_err(|_| invalid()),
         _ => Err(invalid()),
     }
 }

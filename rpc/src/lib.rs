@@ -10,8 +10,12 @@
 //!
 //! A corrupt or oversized frame closes the connection, on either side. A
 //! caller sees that as [`CallError::Closed`] and the next call reconnects.
+//!
+//! [`process`] holds the set-up every server binary shares: logging and the
+//! shutdown signal.
 
 mod client;
+pub mod process;
 mod server;
 
 pub use client::{CallError, Client, Pool};

@@ -34,23 +34,39 @@ pub struct TestCluster {
 impl TestCluster {
     /// Starts `n` nodes and a router, and waits until the router is ready.
     pub async fn start(n: usize) -> Self {
-        let dir = tempfile::Builder::new().prefix("ringup-e2e-").tempdir().expect("cannot make a temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("ringup-e2e-")
+            .tempdir()
+            .expect("cannot make a temp dir");
         let mut ports = free_ports(n + 1);
         let router = ports.pop().expect("n + 1 ports");
         let layout = Layout {
             dir: dir.path().to_path_buf(),
             bin_dir: bin_dir(),
-            nodes: ports.into_iter().map(|p| SocketAddr::from(([127, 0, 0, 1], p))).collect(),
+            nodes: ports
+                .into_iter()
+                .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+                .collect(),
             router: SocketAddr::from(([127, 0, 0, 1], router)),
         };
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client");
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("http client");
         let nodes = Mutex::new((0..n).map(|_| None).collect());
-        let cluster = Self { layout, nodes, router: Mutex::new(None), http, _dir: dir };
+        let cluster = Self {
+            layout,
+            nodes,
+            router: Mutex::new(None),
+            http,
+            _dir: dir,
+        };
         cluster.start_all().await;
         cluster
     }
 
-    /// Starts every process that is not running and waits until ready.
+    /// Starts every process that is not running and waits until the router
+    /// has a map and sees every node live.
     pub async fn start_all(&self) {
         for id in 1..=self.layout.nodes.len() {
             if self.nodes.lock().await[id - 1].is_none() {
@@ -64,6 +80,9 @@ impl TestCluster {
         }
         drop(router);
         self.wait_ready().await;
+        for id in 1..=self.layout.nodes.len() {
+            self.wait_node_live(id).await;
+        }
     }
 
     /// Waits until the router has a map.
@@ -84,6 +103,28 @@ impl TestCluster {
         let log = self.layout.dir.join(format!("node-{id}.log"));
         let process = Process::start(&format!("node-{id}"), self.layout.node(id), &log).expect("cannot start a node");
         self.nodes.lock().await[id - 1] = Some(process);
+    }
+
+    /// Waits until the router sees node `id` answer its pings.
+    pub async fn wait_node_live(&self, id: usize) {
+        let deadline = std::time::Instant::now() + READY_TIMEOUT;
+        loop {
+            let (_, cluster) = self.get("/v1/cluster").await;
+            let live = cluster["nodes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|n| n["id"] == id && n["live"] == true);
+            if live {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "node {id} did not come back:\n{}",
+                self.logs().await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// SIGKILLs node `id`.
@@ -113,7 +154,13 @@ impl TestCluster {
 
     /// Sends a request and returns the status and the JSON body (`Null` if
     /// the body is empty or not JSON).
-    pub async fn call(&self, method: Method, path: &str, content_type: Option<&str>, body: Vec<u8>) -> (StatusCode, Value) {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
         let mut request = self.http.request(method, self.url(path)).body(body);
         if let Some(ct) = content_type {
             request = request.header("content-type", ct);
@@ -135,7 +182,13 @@ impl TestCluster {
 
     /// POST a JSON value.
     pub async fn post_json(&self, path: &str, body: &Value) -> (StatusCode, Value) {
-        self.call(Method::POST, path, Some("application/json"), body.to_string().into_bytes()).await
+        self.call(
+            Method::POST,
+            path,
+            Some("application/json"),
+            body.to_string().into_bytes(),
+        )
+        .await
     }
 
     /// The tail of every process's log, for failure messages.
@@ -155,16 +208,28 @@ impl TestCluster {
 /// holds this test executable (`target/<profile>/deps/<test>`).
 fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps").to_path_buf();
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps")
+        .to_path_buf();
     for bin in ["ringup-node", "ringup-router"] {
-        assert!(dir.join(bin).exists(), "{} is missing: run `cargo build --bins` first", dir.join(bin).display());
+        assert!(
+            dir.join(bin).exists(),
+            "{} is missing: run `cargo build --bins` first",
+            dir.join(bin).display()
+        );
     }
     dir
 }
 
 /// `n` distinct free loopback ports.
 fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> =
-        (0..n).map(|_| TcpListener::bind("127.0.0.1:0").expect("cannot bind a loopback port")).collect();
-    listeners.iter().map(|l| l.local_addr().expect("bound").port()).collect()
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("cannot bind a loopback port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("bound").port())
+        .collect()
 }

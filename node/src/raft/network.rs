@@ -3,15 +3,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
-};
+use openraft::BasicNode;
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
     VoteResponse,
 };
-use openraft::BasicNode;
 use ringup_proto::NodeId;
 use ringup_proto::frame;
 use ringup_proto::rpc::{RaftCall, Request, Response};
@@ -37,7 +35,10 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Peer {
-        Peer { target, client: self.pool.get(&node.addr) }
+        Peer {
+            target,
+            client: self.pool.get(&node.addr),
+        }
     }
 }
 
@@ -68,7 +69,9 @@ impl Peer {
                 let e = std::io::Error::other(format!("unexpected answer to a raft call: {other:?}"));
                 return Err(RPCError::Network(NetworkError::new(&e)));
             }
-            Err(e @ CallError::Unreachable { .. }) => return Err(RPCError::Unreachable(Unreachable::new(&e))),
+            Err(e @ CallError::Unreachable { .. }) => {
+                return Err(RPCError::Unreachable(Unreachable::new(&e)));
+            }
             Err(e) => return Err(RPCError::Network(NetworkError::new(&e))),
         };
         let result: Result<Resp, RaftError<NodeId, E>> =

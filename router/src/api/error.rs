@@ -20,7 +20,12 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), details: Map::new() }
+        Self {
+            status,
+            code,
+            message: message.into(),
+            details: Map::new(),
+        }
     }
 
     /// 400: the client sent something invalid.
@@ -40,7 +45,11 @@ impl ApiError {
 
     /// 413 for a whole body.
     pub fn body_too_large(limit: usize) -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("the body exceeds the limit of {limit} bytes"))
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the body exceeds the limit of {limit} bytes"),
+        )
     }
 
     /// 413 for one record of a body.
@@ -94,7 +103,9 @@ impl From<CoordError> for ApiError {
     fn from(e: CoordError) -> Self {
         match e {
             CoordError::NoMap => ApiError::unavailable("no_cluster_map", e.to_string()),
-            CoordError::Unavailable { level, needed, acked, .. } => ApiError::unavailable("not_enough_replicas", e.to_string())
+            CoordError::Unavailable {
+                level, needed, acked, ..
+            } => ApiError::unavailable("not_enough_replicas", e.to_string())
                 .with("consistency", Value::from(level.as_str()))
                 .with("required", Value::from(needed))
                 .with("acknowledged", Value::from(acked)),
@@ -110,7 +121,9 @@ impl IntoResponse for ApiError {
         body.insert("message".into(), Value::from(self.message));
         let mut response = (self.status, axum::Json(json!({ "error": body }))).into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
         }
         response
     }

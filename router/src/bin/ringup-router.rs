@@ -2,12 +2,13 @@
 
 use clap::Parser;
 use ringup_router::config::RouterConfig;
+use ringup_rpc::process;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    ringup_router::init_tracing();
+    process::init_tracing("info");
     let config = RouterConfig::parse();
-    match ringup_router::run(config, ringup_router::shutdown_signal()).await {
+    match ringup_router::run(config, process::shutdown_signal()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ringup-router: {e:#}");
