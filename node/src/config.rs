@@ -37,10 +37,7 @@ impl FromStr for InitialNode {
         if addr.is_empty() {
             return Err(format!("{s:?} has no address"));
         }
-        Ok(Self {
-            id,
-            addr: addr.to_string(),
-        })
+        Ok(Self { id, addr: addr.to_string() })
     }
 }
 
@@ -115,13 +112,7 @@ mod tests {
     #[test]
     fn parses_initial_nodes() {
         let config = Config::parse_from(["ringup-node", "--id", "2", "--initial-nodes", "1=a:1,2=b:2"]);
-        assert_eq!(
-            config.initial_nodes[1],
-            InitialNode {
-                id: 2,
-                addr: "b:2".into()
-            }
-        );
+        assert_eq!(config.initial_nodes[1], InitialNode { id: 2, addr: "b:2".into() });
         assert!(config.validate().is_ok());
         assert!("x=a:1".parse::<InitialNode>().is_err());
         assert!("1=".parse::<InitialNode>().is_err());

@@ -27,6 +27,7 @@ use anyhow::{Context, bail};
 use openraft::BasicNode;
 use ringup_proto::NodeId;
 use ringup_proto::cluster::{ClusterMap, MapCommand};
+use ringup_proto::rpc::{Request, Response, RpcError};
 use ringup_rpc::Pool;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -38,6 +39,8 @@ use crate::raft::state_machine::StateMachine;
 use crate::raft::{MapResponse, Raft};
 use crate::storage::{MetaKey, Storage};
 
+/// How long a forwarded proposal may take.
+const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How many voters the metadata group has; other nodes are learners.
 const VOTERS: usize = 3;
 
@@ -49,16 +52,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let storage = Storage::open(&config.data_dir.join("db"), config.fsync)
         .with_context(|| format!("cannot open the database in {}", config.data_dir.display()))?;
     let id = identity(&storage, config.id)?;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listener =
+        TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
 
+    let pool = Arc::new(Pool::new());
     let (map_tx, map_rx) = watch::channel(Arc::new(ClusterMap::default()));
     let state_machine = StateMachine::load(storage.clone(), map_tx)?;
     let raft = Raft::new(
         id,
         Arc::new(raft_config()?),
-        Network::new(Arc::new(Pool::new())),
+        Network::new(pool.clone()),
         LogStore::new(storage.clone()),
         state_machine,
     )
@@ -72,14 +75,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 
     if !config.initial_nodes.is_empty() {
         form_cluster(&raft, id, &config).await?;
-        tokio::spawn(bootstrap_map(
-            raft.clone(),
-            id,
-            config.clone(),
-            map_rx.clone(),
-            stop_rx.clone(),
-        ));
+        tokio::spawn(bootstrap_map(raft.clone(), id, config.clone(), map_rx.clone(), stop_rx.clone()));
     }
+
+    tokio::spawn(announce_address(raft.clone(), pool, id, config.advertise_addr(), map_rx.clone(), stop_rx.clone()));
 
     shutdown.await;
     tracing::info!(node = id, "shutting down");
@@ -139,18 +138,12 @@ async fn form_cluster(raft: &Raft, id: NodeId, config: &Config) -> anyhow::Resul
     }
     let voters: BTreeMap<NodeId, BasicNode> = initial_nodes(config).into_iter().take(VOTERS).collect();
     tracing::info!(voters = ?voters.keys().collect::<Vec<_>>(), "initializing the metadata group");
-    raft.initialize(voters)
-        .await
-        .context("cannot initialize the metadata group")?;
+    raft.initialize(voters).await.context("cannot initialize the metadata group")?;
     Ok(())
 }
 
 fn initial_nodes(config: &Config) -> BTreeMap<NodeId, BasicNode> {
-    config
-        .initial_nodes
-        .iter()
-        .map(|n| (n.id, BasicNode { addr: n.addr.clone() }))
-        .collect()
+    config.initial_nodes.iter().map(|n| (n.id, BasicNode { addr: n.addr.clone() })).collect()
 }
 
 /// While this node leads and the map is empty, proposes the initial map;
@@ -184,13 +177,8 @@ async fn bootstrap_map(
                 }
             }
         }
-        let in_membership: BTreeSet<NodeId> = raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .nodes()
-            .map(|(id, _)| *id)
-            .collect();
+        let in_membership: BTreeSet<NodeId> =
+            raft.metrics().borrow().membership_config.nodes().map(|(id, _)| *id).collect();
         if map.borrow().is_ready() && nodes.keys().all(|n| in_membership.contains(n)) {
             return;
         }
@@ -199,16 +187,49 @@ async fn bootstrap_map(
 }
 
 async fn add_learners(raft: &Raft, nodes: &BTreeMap<NodeId, BasicNode>) {
-    let known: BTreeSet<NodeId> = raft
-        .metrics()
-        .borrow()
-        .membership_config
-        .nodes()
-        .map(|(id, _)| *id)
-        .collect();
+    let known: BTreeSet<NodeId> = raft.metrics().borrow().membership_config.nodes().map(|(id, _)| *id).collect();
     for (node, addr) in nodes.iter().filter(|(n, _)| !known.contains(n)) {
         if let Err(e) = raft.add_learner(*node, addr.clone(), false).await {
             tracing::warn!(node, error = %e, "cannot add a learner yet");
         }
+    }
+}
+
+/// Once the map exists, makes sure it names this node at the address it
+/// now listens on: a node restarted elsewhere proposes its new address,
+/// through the leader.
+async fn announce_address(
+    raft: Raft,
+    pool: Arc<Pool>,
+    id: NodeId,
+    addr: String,
+    mut map: watch::Receiver<Arc<ClusterMap>>,
+    stop: watch::Receiver<bool>,
+) {
+    if map.wait_for(|m| m.is_ready()).await.is_err() {
+        return;
+    }
+    while !*stop.borrow() {
+        let known = map.borrow().addr(id).map(str::to_string);
+        if known.is_none() || known.as_deref() == Some(addr.as_str()) {
+            return;
+        }
+        let command = MapCommand::SetAddress { id, addr: addr.clone() };
+        let answer = match raft::propose(&raft, command.clone()).await {
+            Err(RpcError::NotLeader { leader: Some(leader) }) => {
+                match pool.get(&leader).call(Request::Propose { command }, PROPOSE_TIMEOUT).await {
+                    Ok(Response::Proposed { epoch }) => Ok(epoch),
+                    Ok(Response::Error(e)) => Err(e),
+                    Ok(other) => Err(RpcError::Unavailable(format!("unexpected answer {other:?}"))),
+                    Err(e) => Err(RpcError::Unavailable(e.to_string())),
+                }
+            }
+            other => other,
+        };
+        match answer {
+            Ok(epoch) => tracing::info!(epoch, %addr, "announced this node's new address"),
+            Err(e) => tracing::info!(error = %e, "cannot announce this node's new address yet"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }

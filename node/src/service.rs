@@ -35,48 +35,36 @@ impl Service {
 
     async fn dispatch(&self, request: Request) -> Result<Response, RpcError> {
         match request {
-            Request::Ping => Ok(Response::Pong {
-                node: self.id,
-                epoch: self.map.borrow().epoch,
-            }),
+            Request::Ping => Ok(Response::Pong { node: self.id, epoch: self.map.borrow().epoch }),
             Request::Write { target, records } => {
                 self.check(&target)?;
-                let records = records
-                    .into_iter()
-                    .map(|(id, value)| (record_key(&target, id), value))
-                    .collect();
+                let records = records.into_iter().map(|(id, value)| (record_key(&target, id), value)).collect();
                 self.storage.merge_records(records).await.map_err(storage_error)?;
                 Ok(Response::Written)
             }
             Request::Get { target, id } => {
                 self.check(&target)?;
-                let value = self
-                    .storage
-                    .get_record(record_key(&target, id))
-                    .await
-                    .map_err(storage_error)?;
+                let value = self.storage.get_record(record_key(&target, id)).await.map_err(storage_error)?;
                 Ok(Response::Value(value))
             }
             Request::Scan { target, after, limit } => {
                 self.check(&target)?;
                 let range =
                     keys::collection_range(target.partition, &target.shop, &target.collection, after.as_deref());
-                let entries = self
-                    .storage
-                    .scan_records(range, limit.min(MAX_SCAN) as usize)
-                    .await
-                    .map_err(storage_error)?;
+                let entries =
+                    self.storage.scan_records(range, limit.min(MAX_SCAN) as usize).await.map_err(storage_error)?;
                 Ok(Response::Entries(entries))
             }
             Request::Digests { target } => {
                 self.check(&target)?;
                 let range = keys::collection_range(target.partition, &target.shop, &target.collection, None);
-                Ok(Response::Digests(
-                    self.storage.digest_records(range).await.map_err(storage_error)?,
-                ))
+                Ok(Response::Digests(self.storage.digest_records(range).await.map_err(storage_error)?))
             }
             Request::GetMap { known_epoch, wait_ms } => {
                 Ok(Response::Map(Box::new(self.map_after(known_epoch, wait_ms).await)))
+            }
+            Request::Propose { command } => {
+                raft::propose(&self.raft, command).await.map(|epoch| Response::Proposed { epoch })
             }
             Request::Raft { kind, payload } => raft::handle_call(&self.raft, kind, &payload)
                 .await
@@ -119,20 +107,13 @@ pub fn check_route(map: &ClusterMap, node: NodeId, target: &CollectionRef) -> Re
     }
     // A coordinator with a newer map than ours knows better; trust it.
     if target.epoch == map.epoch && !map.replicas(target.partition).contains(&node) {
-        return Err(RpcError::NotReplica {
-            partition: target.partition,
-        });
+        return Err(RpcError::NotReplica { partition: target.partition });
     }
     Ok(())
 }
 
 fn record_key(target: &CollectionRef, id: String) -> RecordKey {
-    RecordKey {
-        partition: target.partition,
-        shop: target.shop.clone(),
-        collection: target.collection.clone(),
-        id,
-    }
+    RecordKey { partition: target.partition, shop: target.shop.clone(), collection: target.collection.clone(), id }
 }
 
 fn storage_error(e: crate::storage::StorageError) -> RpcError {
@@ -148,36 +129,19 @@ mod tests {
     fn map() -> ClusterMap {
         let mut map = ClusterMap::default();
         let members = (1..=4).map(|i| (i, format!("n{i}:1"))).collect();
-        map.apply(&MapCommand::Bootstrap {
-            partitions: 8,
-            replication_factor: 3,
-            members,
-        })
-        .unwrap();
+        map.apply(&MapCommand::Bootstrap { partitions: 8, replication_factor: 3, members }).unwrap();
         map
     }
 
     fn target(epoch: u64, partition: u32) -> CollectionRef {
-        CollectionRef {
-            epoch,
-            partition,
-            shop: "s".into(),
-            collection: "c".into(),
-        }
+        CollectionRef { epoch, partition, shop: "s".into(), collection: "c".into() }
     }
 
     #[test]
     fn a_request_with_an_older_epoch_learns_the_current_one() {
         let mut map = map();
-        map.apply(&MapCommand::SetAddress {
-            id: 1,
-            addr: "n1:2".into(),
-        })
-        .unwrap();
-        assert_eq!(
-            check_route(&map, 1, &target(1, 0)),
-            Err(RpcError::StaleEpoch { current: 2 })
-        );
+        map.apply(&MapCommand::SetAddress { id: 1, addr: "n1:2".into() }).unwrap();
+        assert_eq!(check_route(&map, 1, &target(1, 0)), Err(RpcError::StaleEpoch { current: 2 }));
         assert_eq!(check_route(&map, 1, &target(2, 0)), Ok(()));
     }
 
@@ -185,22 +149,12 @@ mod tests {
     fn a_node_outside_the_replica_set_refuses() {
         let map = map();
         let outsider = (1..=4).find(|n| !map.replicas(0).contains(n)).unwrap();
-        assert_eq!(
-            check_route(&map, outsider, &target(1, 0)),
-            Err(RpcError::NotReplica { partition: 0 })
-        );
-        assert_eq!(
-            check_route(&map, outsider, &target(2, 0)),
-            Ok(()),
-            "a newer coordinator is trusted"
-        );
+        assert_eq!(check_route(&map, outsider, &target(1, 0)), Err(RpcError::NotReplica { partition: 0 }));
+        assert_eq!(check_route(&map, outsider, &target(2, 0)), Ok(()), "a newer coordinator is trusted");
     }
 
     #[test]
     fn no_map_no_service() {
-        assert_eq!(
-            check_route(&ClusterMap::default(), 1, &target(1, 0)),
-            Err(RpcError::NoMap)
-        );
+        assert_eq!(check_route(&ClusterMap::default(), 1, &target(1, 0)), Err(RpcError::NoMap));
     }
 }

@@ -142,16 +142,10 @@ impl Storage {
     pub async fn merge_records(&self, records: Vec<(RecordKey, Vec<u8>)>) -> Result<(), StorageError> {
         let records = records.into_iter().map(|(k, v)| (k.encode(), v)).collect();
         let (done, wait) = oneshot::channel();
-        self.writer
-            .send(WriteJob { records, done })
-            .await
-            .map_err(|_| StorageError::Stopped)?;
+        self.writer.send(WriteJob { records, done }).await.map_err(|_| StorageError::Stopped)?;
         wait.await
             .map_err(|_| StorageError::Stopped)?
-            .map_err(|reason| StorageError::Corrupt {
-                what: "write batch",
-                reason,
-            })
+            .map_err(|reason| StorageError::Corrupt { what: "write batch", reason })
     }
 
     /// The stored value of one record.
@@ -166,10 +160,7 @@ impl Storage {
         blocking(move || {
             let mut out = Vec::new();
             this.for_each_in(CF_DATA, range, |key, value| {
-                out.push(Entry {
-                    id: record_id(key)?,
-                    value: value.to_vec(),
-                });
+                out.push(Entry { id: record_id(key)?, value: value.to_vec() });
                 Ok(out.len() < limit)
             })?;
             Ok(out)
@@ -183,15 +174,9 @@ impl Storage {
         blocking(move || {
             let mut out = Vec::new();
             this.for_each_in(CF_DATA, range, |key, value| {
-                let header = Header::read(value).map_err(|e| StorageError::Corrupt {
-                    what: "record value",
-                    reason: e.to_string(),
-                })?;
-                out.push(Digest {
-                    id: record_id(key)?,
-                    version: header.version,
-                    tombstone: header.tombstone,
-                });
+                let header = Header::read(value)
+                    .map_err(|e| StorageError::Corrupt { what: "record value", reason: e.to_string() })?;
+                out.push(Digest { id: record_id(key)?, version: header.version, tombstone: header.tombstone });
                 Ok(true)
             })?;
             Ok(out)
@@ -255,14 +240,10 @@ impl Storage {
     /// The Raft log entries with index in `[from, to)`, in order.
     pub fn read_log(&self, from: u64, to: u64) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
         let mut out = Vec::new();
-        self.for_each_in(
-            CF_RAFT_LOG,
-            (from.to_be_bytes().to_vec(), to.to_be_bytes().to_vec()),
-            |k, v| {
-                out.push((log_index(k)?, v.to_vec()));
-                Ok(true)
-            },
-        )?;
+        self.for_each_in(CF_RAFT_LOG, (from.to_be_bytes().to_vec(), to.to_be_bytes().to_vec()), |k, v| {
+            out.push((log_index(k)?, v.to_vec()));
+            Ok(true)
+        })?;
         Ok(out)
     }
 
@@ -319,24 +300,19 @@ fn write_loop(db: &rocksdb::DB, mut jobs: mpsc::Receiver<WriteJob>, fsync: Fsync
 
 /// The `data` family's merge operator: last writer wins.
 fn lww_merge(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) -> Option<Vec<u8>> {
-    let newest = operands
-        .iter()
-        .fold(existing, |acc, op| Some(acc.map_or(op, |cur| value::merge(cur, op))));
+    let newest = operands.iter().fold(existing, |acc, op| Some(acc.map_or(op, |cur| value::merge(cur, op))));
     newest.map(<[u8]>::to_vec)
 }
 
 fn record_id(key: &[u8]) -> Result<String, StorageError> {
-    RecordKey::decode(key).map(|k| k.id).map_err(|e| StorageError::Corrupt {
-        what: "record key",
-        reason: e.to_string(),
-    })
+    RecordKey::decode(key)
+        .map(|k| k.id)
+        .map_err(|e| StorageError::Corrupt { what: "record key", reason: e.to_string() })
 }
 
 fn log_index(key: &[u8]) -> Result<u64, StorageError> {
-    let bytes: [u8; 8] = key.try_into().map_err(|_| StorageError::Corrupt {
-        what: "raft log key",
-        reason: format!("{key:?}"),
-    })?;
+    let bytes: [u8; 8] =
+        key.try_into().map_err(|_| StorageError::Corrupt { what: "raft log key", reason: format!("{key:?}") })?;
     Ok(u64::from_be_bytes(bytes))
 }
 
@@ -352,12 +328,7 @@ mod tests {
     }
 
     fn key(id: &str) -> RecordKey {
-        RecordKey {
-            partition: 5,
-            shop: "s".into(),
-            collection: "c".into(),
-            id: id.into(),
-        }
+        RecordKey { partition: 5, shop: "s".into(), collection: "c".into(), id: id.into() }
     }
 
     #[tokio::test]
@@ -365,23 +336,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path(), FsyncPolicy::Group).unwrap();
         storage.merge_records(vec![(key("a"), value(2, 20))]).await.unwrap();
-        storage
-            .merge_records(vec![(key("a"), value(1, 10)), (key("b"), value(1, 1))])
-            .await
-            .unwrap();
+        storage.merge_records(vec![(key("a"), value(1, 10)), (key("b"), value(1, 1))]).await.unwrap();
         storage.merge_records(vec![(key("a"), value(2, 20))]).await.unwrap();
         assert_eq!(storage.get_record(key("a")).await.unwrap(), Some(value(2, 20)));
 
-        let page = storage
-            .scan_records(collection_range(5, "s", "c", None), 10)
-            .await
-            .unwrap();
+        let page = storage.scan_records(collection_range(5, "s", "c", None), 10).await.unwrap();
         let ids: Vec<_> = page.iter().map(|e| e.id.as_str()).collect();
         assert_eq!(ids, ["a", "b"]);
-        let after_a = storage
-            .scan_records(collection_range(5, "s", "c", Some("a")), 10)
-            .await
-            .unwrap();
+        let after_a = storage.scan_records(collection_range(5, "s", "c", Some("a")), 10).await.unwrap();
         assert_eq!(after_a.len(), 1);
     }
 

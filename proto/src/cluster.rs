@@ -85,6 +85,9 @@ pub enum MapError {
     /// A bootstrap with nothing to place.
     #[error("invalid bootstrap: {0}")]
     InvalidBootstrap(String),
+    /// A command that would change nothing; the epoch stays.
+    #[error("the command changes nothing")]
+    Unchanged,
     /// A command naming a node the map does not hold.
     #[error("node {0} is not a member")]
     UnknownNode(NodeId),
@@ -141,13 +144,14 @@ impl ClusterMap {
     /// Applies one command, raising the epoch, and returns the new epoch.
     pub fn apply(&mut self, command: &MapCommand) -> Result<u64, MapError> {
         match command {
-            MapCommand::Bootstrap {
-                partitions,
-                replication_factor,
-                members,
-            } => self.bootstrap(*partitions, *replication_factor, members)?,
+            MapCommand::Bootstrap { partitions, replication_factor, members } => {
+                self.bootstrap(*partitions, *replication_factor, members)?
+            }
             MapCommand::SetAddress { id, addr } => {
                 let member = self.members.get_mut(id).ok_or(MapError::UnknownNode(*id))?;
+                if member.addr == *addr {
+                    return Err(MapError::Unchanged);
+                }
                 member.addr = addr.clone();
             }
         }
@@ -170,16 +174,7 @@ impl ClusterMap {
         self.replication_factor = rf;
         self.members = members
             .iter()
-            .map(|(id, addr)| {
-                (
-                    *id,
-                    Member {
-                        id: *id,
-                        addr: addr.clone(),
-                        state: MemberState::Up,
-                    },
-                )
-            })
+            .map(|(id, addr)| (*id, Member { id: *id, addr: addr.clone(), state: MemberState::Up }))
             .collect();
         self.placement = Some(Placement::initial(self.ring, &ids, rf as usize));
         Ok(())
@@ -221,21 +216,10 @@ mod tests {
     fn set_address_needs_a_member() {
         let mut map = ClusterMap::default();
         map.apply(&bootstrap()).unwrap();
-        assert_eq!(
-            map.apply(&MapCommand::SetAddress {
-                id: 2,
-                addr: "b:9".into()
-            }),
-            Ok(2)
-        );
+        assert_eq!(map.apply(&MapCommand::SetAddress { id: 2, addr: "b:9".into() }), Ok(2));
         assert_eq!(map.addr(2), Some("b:9"));
-        assert_eq!(
-            map.apply(&MapCommand::SetAddress {
-                id: 7,
-                addr: "x:1".into()
-            }),
-            Err(MapError::UnknownNode(7))
-        );
+        assert_eq!(map.apply(&MapCommand::SetAddress { id: 2, addr: "b:9".into() }), Err(MapError::Unchanged));
+        assert_eq!(map.apply(&MapCommand::SetAddress { id: 7, addr: "x:1".into() }), Err(MapError::UnknownNode(7)));
         assert_eq!(map.epoch, 2);
     }
 }

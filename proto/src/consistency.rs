@@ -79,12 +79,7 @@ pub struct AckCounter {
 impl AckCounter {
     /// A counter for `level` over `replicas` replicas.
     pub fn new(level: Consistency, replicas: usize) -> Self {
-        Self {
-            replicas,
-            required: level.required(replicas),
-            acks: 0,
-            failures: 0,
-        }
+        Self { replicas, required: level.required(replicas), acks: 0, failures: 0 }
     }
 
     /// How many successes are needed.

@@ -99,19 +99,8 @@ mod tests {
     use proptest::prelude::*;
 
     fn write_request() -> Envelope<Request> {
-        let target = CollectionRef {
-            epoch: 3,
-            partition: 7,
-            shop: "s".into(),
-            collection: "sales".into(),
-        };
-        Envelope {
-            id: 42,
-            body: Request::Write {
-                target,
-                records: vec![("a".into(), vec![1, 2, 3])],
-            },
-        }
+        let target = CollectionRef { epoch: 3, partition: 7, shop: "s".into(), collection: "sales".into() };
+        Envelope { id: 42, body: Request::Write { target, records: vec![("a".into(), vec![1, 2, 3])] } }
     }
 
     #[test]
@@ -126,10 +115,7 @@ mod tests {
     fn waits_for_the_whole_frame() {
         let frame = encode(&write_request()).unwrap();
         for cut in [0, 3, HEADER_LEN, frame.len() - 1] {
-            assert!(
-                decode::<Envelope<Request>>(&frame[..cut]).unwrap().is_none(),
-                "cut at {cut}"
-            );
+            assert!(decode::<Envelope<Request>>(&frame[..cut]).unwrap().is_none(), "cut at {cut}");
         }
     }
 
@@ -145,19 +131,12 @@ mod tests {
     fn refuses_an_oversized_frame_before_reading_it() {
         let mut header = ((MAX_FRAME + 1) as u32).to_be_bytes().to_vec();
         header.extend_from_slice(&[0; 4]);
-        assert!(matches!(
-            decode::<Envelope<Request>>(&header),
-            Err(FrameError::TooLarge(_))
-        ));
+        assert!(matches!(decode::<Envelope<Request>>(&header), Err(FrameError::TooLarge(_))));
     }
 
     #[test]
     fn refuses_a_payload_of_the_wrong_type() {
-        let frame = encode(&Envelope {
-            id: 1,
-            body: Response::Error(RpcError::NoMap),
-        })
-        .unwrap();
+        let frame = encode(&Envelope { id: 1, body: Response::Error(RpcError::NoMap) }).unwrap();
         assert!(decode::<Envelope<Request>>(&frame).is_err());
     }
 

@@ -62,12 +62,7 @@ impl RecordKey {
         if !rest.is_empty() {
             return Err(KeyError::Trailing);
         }
-        Ok(Self {
-            partition: u32::from_be_bytes(*partition),
-            shop,
-            collection,
-            id,
-        })
+        Ok(Self { partition: u32::from_be_bytes(*partition), shop, collection, id })
     }
 }
 
@@ -156,12 +151,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn key(partition: u32, shop: &str, collection: &str, id: &str) -> RecordKey {
-        RecordKey {
-            partition,
-            shop: shop.into(),
-            collection: collection.into(),
-            id: id.into(),
-        }
+        RecordKey { partition, shop: shop.into(), collection: collection.into(), id: id.into() }
     }
 
     fn any_key() -> impl Strategy<Value = RecordKey> {
@@ -178,14 +168,8 @@ mod tests {
     fn corrupt_keys_are_errors() {
         assert_eq!(RecordKey::decode(b"\0\0"), Err(KeyError::Truncated));
         assert_eq!(RecordKey::decode(b"\0\0\0\x01s\0\x07"), Err(KeyError::BadEscape));
-        assert_eq!(
-            RecordKey::decode(b"\0\0\0\x01s\0\0c\0\0i\0\0x"),
-            Err(KeyError::Trailing)
-        );
-        assert_eq!(
-            RecordKey::decode(b"\0\0\0\x01\xc3\0\0c\0\0i\0\0"),
-            Err(KeyError::NotUtf8)
-        );
+        assert_eq!(RecordKey::decode(b"\0\0\0\x01s\0\0c\0\0i\0\0x"), Err(KeyError::Trailing));
+        assert_eq!(RecordKey::decode(b"\0\0\0\x01\xc3\0\0c\0\0i\0\0"), Err(KeyError::NotUtf8));
     }
 
     #[test]

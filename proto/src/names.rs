@@ -27,18 +27,14 @@ pub enum NameError {
 /// Checks a shop name.
 pub fn validate_shop(shop: &str) -> Result<(), NameError> {
     let ok = (1..=MAX_SHOP_LEN).contains(&shop.len())
-        && shop
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        && shop.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
     ok.then_some(()).ok_or(NameError::Shop)
 }
 
 /// Checks a collection name.
 pub fn validate_collection(collection: &str) -> Result<(), NameError> {
     let ok = (1..=MAX_COLLECTION_LEN).contains(&collection.len())
-        && collection
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        && collection.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
     ok.then_some(()).ok_or(NameError::Collection)
 }
 
@@ -65,11 +61,7 @@ mod tests {
     fn collection_names() {
         assert!(validate_collection("sales_2026").is_ok());
         for bad in ["", "Sales", "a-b", &"a".repeat(65)] {
-            assert_eq!(
-                validate_collection(bad),
-                Err(NameError::Collection),
-                "{bad:?} should be refused"
-            );
+            assert_eq!(validate_collection(bad), Err(NameError::Collection), "{bad:?} should be refused");
         }
     }
 

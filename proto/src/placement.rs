@@ -82,9 +82,7 @@ impl Placement {
         let mut next = Rebalance::new(self, nodes, rf);
         next.fill_holes(rf);
         next.level();
-        Placement {
-            replicas: next.replicas,
-        }
+        Placement { replicas: next.replicas }
     }
 }
 
@@ -112,12 +110,7 @@ impl Rebalance {
             *load.get_mut(node).expect("only members remain") += 1;
         }
         let target = targets(&load, replicas.len() * rf);
-        Self {
-            replicas,
-            load,
-            target,
-            cursor: 0,
-        }
+        Self { replicas, load, target, cursor: 0 }
     }
 
     fn deficit(&self, node: NodeId) -> isize {
@@ -146,16 +139,8 @@ impl Rebalance {
     /// node is at its target.
     fn level(&mut self) {
         loop {
-            let donor = self
-                .load
-                .keys()
-                .copied()
-                .max_by_key(|n| (-self.deficit(*n), std::cmp::Reverse(*n)));
-            let taker = self
-                .load
-                .keys()
-                .copied()
-                .max_by_key(|n| (self.deficit(*n), std::cmp::Reverse(*n)));
+            let donor = self.load.keys().copied().max_by_key(|n| (-self.deficit(*n), std::cmp::Reverse(*n)));
+            let taker = self.load.keys().copied().max_by_key(|n| (self.deficit(*n), std::cmp::Reverse(*n)));
             let (Some(donor), Some(taker)) = (donor, taker) else {
                 return;
             };
@@ -190,11 +175,7 @@ fn targets(load: &BTreeMap<NodeId, usize>, total: usize) -> BTreeMap<NodeId, usi
     let (base, extra) = (total / n, total % n);
     let mut by_load: Vec<(NodeId, usize)> = load.iter().map(|(k, v)| (*k, *v)).collect();
     by_load.sort_by_key(|(node, load)| (std::cmp::Reverse(*load), *node));
-    by_load
-        .iter()
-        .enumerate()
-        .map(|(rank, (node, _))| (*node, base + usize::from(rank < extra)))
-        .collect()
+    by_load.iter().enumerate().map(|(rank, (node, _))| (*node, base + usize::from(rank < extra))).collect()
 }
 
 #[cfg(test)]
@@ -220,10 +201,7 @@ mod tests {
         for p in 0..placement.partitions() {
             let set = placement.replicas(p);
             assert_eq!(set.len(), RF.min(members.len()), "partition {p} has {set:?}");
-            assert!(
-                set.iter().all(|n| members.contains(n)),
-                "partition {p} names a non-member: {set:?}"
-            );
+            assert!(set.iter().all(|n| members.contains(n)), "partition {p} names a non-member: {set:?}");
             let distinct: BTreeSet<_> = set.iter().collect();
             assert_eq!(distinct.len(), set.len(), "partition {p} repeats a node: {set:?}");
         }

@@ -26,10 +26,7 @@ pub struct Ring {
 impl Ring {
     /// A ring of `partitions` partitions, which must be a power of two.
     pub fn new(partitions: u32) -> Self {
-        assert!(
-            partitions.is_power_of_two(),
-            "the partition count must be a power of two, not {partitions}"
-        );
+        assert!(partitions.is_power_of_two(), "the partition count must be a power of two, not {partitions}");
         Self { partitions }
     }
 
@@ -61,10 +58,7 @@ mod tests {
         // These values are part of the on-disk format: if this test fails,
         // existing clusters would look for their shops in the wrong place.
         let ring = Ring::default();
-        let got: Vec<_> = ["shop-1", "shop-2", "acme", ""]
-            .iter()
-            .map(|s| ring.partition_of(s))
-            .collect();
+        let got: Vec<_> = ["shop-1", "shop-2", "acme", ""].iter().map(|s| ring.partition_of(s)).collect();
         assert_eq!(got, STABLE_PARTITIONS);
     }
 

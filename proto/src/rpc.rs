@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::cluster::ClusterMap;
+use crate::cluster::{ClusterMap, MapCommand};
 use crate::placement::NodeId;
 use crate::ring::PartitionId;
 use crate::value::Version;
@@ -81,6 +81,13 @@ pub enum Request {
         /// How long to wait for a newer one, in milliseconds.
         wait_ms: u32,
     },
+    /// Applies a map command through the metadata group. Only the Raft
+    /// leader does so; any other node answers [`RpcError::NotLeader`].
+    /// Answered with [`Response::Proposed`].
+    Propose {
+        /// The command.
+        command: MapCommand,
+    },
     /// A message of the metadata Raft group, opaque to this crate.
     /// Answered with [`Response::Raft`].
     Raft {
@@ -142,6 +149,11 @@ pub enum Response {
     Digests(Vec<Digest>),
     /// The node's cluster map.
     Map(Box<ClusterMap>),
+    /// The command was applied; the map is at this epoch.
+    Proposed {
+        /// The new epoch.
+        epoch: u64,
+    },
     /// The answer to a Raft call, serialized with [`crate::frame::to_bytes`].
     Raft(Vec<u8>),
     /// The request failed.
@@ -172,6 +184,18 @@ pub enum RpcError {
     /// The node's storage failed.
     #[error("storage error: {0}")]
     Storage(String),
+    /// Only the metadata group's leader applies map commands.
+    #[error("this node does not lead the metadata group; the leader is at {leader:?}")]
+    NotLeader {
+        /// The leader's RPC address, if known.
+        leader: Option<String>,
+    },
+    /// The map refused the command.
+    #[error("the cluster map refused the command: {0}")]
+    Refused(String),
+    /// The metadata group cannot serve the request now.
+    #[error("the metadata group is unavailable: {0}")]
+    Unavailable(String),
     /// The node is stopping.
     #[error("the node is shutting down")]
     ShuttingDown,

@@ -86,12 +86,7 @@ pub enum ValueError {
 impl StoredRecord {
     /// A deletion marker.
     pub fn tombstone(version: Version, ts: i64) -> Self {
-        Self {
-            version,
-            ts,
-            tombstone: true,
-            fields: Vec::new(),
-        }
+        Self { version, ts, tombstone: true, fields: Vec::new() }
     }
 
     /// Encodes the record, checksum included.
@@ -124,24 +119,14 @@ impl StoredRecord {
         if !r.0.is_empty() {
             return Err(ValueError::Trailing);
         }
-        Ok(Self {
-            version: header.version,
-            ts: header.ts,
-            tombstone: header.tombstone,
-            fields,
-        })
+        Ok(Self { version: header.version, ts: header.ts, tombstone: header.tombstone, fields })
     }
 
     /// Builds a live record from a JSON object's fields (without `id` and `ts`).
     pub fn from_json(version: Version, ts: i64, object: &Map<String, Json>) -> Self {
         let mut fields: Vec<(String, Field)> = object.iter().map(|(k, v)| (k.clone(), Field::from_json(v))).collect();
         fields.sort_by(|a, b| a.0.cmp(&b.0));
-        Self {
-            version,
-            ts,
-            tombstone: false,
-            fields,
-        }
+        Self { version, ts, tombstone: false, fields }
     }
 
     /// The fields as a JSON object.
@@ -177,19 +162,11 @@ impl Header {
         if format != FORMAT {
             return Err(ValueError::Unknown(format));
         }
-        let version = Version {
-            hlc: u64::from_be_bytes(r.array()?),
-            origin: u64::from_be_bytes(r.array()?),
-        };
+        let version = Version { hlc: u64::from_be_bytes(r.array()?), origin: u64::from_be_bytes(r.array()?) };
         let ts = i64::from_be_bytes(r.array()?);
         let tombstone = u8::from_be_bytes(r.array()?) & TOMBSTONE != 0;
         let field_count = u32::from_be_bytes(r.array()?);
-        Ok(Self {
-            version,
-            ts,
-            tombstone,
-            field_count,
-        })
+        Ok(Self { version, ts, tombstone, field_count })
     }
 }
 
@@ -311,10 +288,7 @@ mod tests {
         let back = StoredRecord::decode(&r.encode()).unwrap();
         assert_eq!(back, r);
         assert_eq!(Json::Object(back.fields_json()), fields);
-        assert_eq!(
-            back.fields.iter().find(|(k, _)| k == "amount").unwrap().1,
-            Field::Int(12)
-        );
+        assert_eq!(back.fields.iter().find(|(k, _)| k == "amount").unwrap().1, Field::Int(12));
     }
 
     #[test]
@@ -353,12 +327,7 @@ mod tests {
     fn any_value() -> impl Strategy<Value = Vec<u8>> {
         (0u64..4, 0u64..3, any::<bool>(), 0i64..3).prop_map(|(hlc, origin, tombstone, n)| {
             let version = Version { hlc, origin };
-            let mut r = StoredRecord {
-                version,
-                ts: n,
-                tombstone,
-                fields: vec![("n".into(), Field::Int(n))],
-            };
+            let mut r = StoredRecord { version, ts: n, tombstone, fields: vec![("n".into(), Field::Int(n))] };
             if tombstone {
                 r.fields.clear();
             }

@@ -77,21 +77,13 @@ impl Coordinator {
     /// A coordinator over `view`, waiting at most `timeout` for replicas.
     pub fn new(view: Arc<ClusterView>, timeout: Duration) -> Self {
         let origin = rand_origin();
-        Self {
-            view,
-            timeout,
-            origin,
-            clock: Mutex::new(Hlc::new()),
-        }
+        Self { view, timeout, origin, clock: Mutex::new(Hlc::new()) }
     }
 
     /// A fresh version for a write.
     pub fn stamp(&self) -> Version {
         let hlc = self.clock.lock().expect("clock poisoned").tick(now_ms() as u64);
-        Version {
-            hlc,
-            origin: self.origin,
-        }
+        Version { hlc, origin: self.origin }
     }
 
     /// Writes encoded records, answering once `level` replicas hold them.
@@ -101,23 +93,14 @@ impl Coordinator {
         records: Vec<(String, Vec<u8>)>,
         level: Consistency,
     ) -> Result<(), CoordError> {
-        self.fan_out(at, level, |target| Request::Write {
-            target,
-            records: records.clone(),
-        })
-        .await?;
+        self.fan_out(at, level, |target| Request::Write { target, records: records.clone() }).await?;
         Ok(())
     }
 
     /// The newest version of one record, with stale replicas repaired.
     /// Deleted records come back as tombstones.
     pub async fn get(&self, at: &Collection, id: &str, level: Consistency) -> Result<Option<StoredRecord>, CoordError> {
-        let (target, answers) = self
-            .fan_out(at, level, |target| Request::Get {
-                target,
-                id: id.to_string(),
-            })
-            .await?;
+        let (target, answers) = self.fan_out(at, level, |target| Request::Get { target, id: id.to_string() }).await?;
         let values: Vec<(NodeId, Option<Vec<u8>>)> = answers
             .into_iter()
             .filter_map(|(node, r)| match r {
@@ -125,24 +108,14 @@ impl Coordinator {
                 _ => None,
             })
             .collect();
-        let newest = values
-            .iter()
-            .filter_map(|(_, v)| v.as_deref())
-            .reduce(value::merge)
-            .map(<[u8]>::to_vec);
+        let newest = values.iter().filter_map(|(_, v)| v.as_deref()).reduce(value::merge).map(<[u8]>::to_vec);
         let Some(newest) = newest else {
             return Ok(None);
         };
-        let stale: Vec<NodeId> = values
-            .iter()
-            .filter(|(_, v)| v.as_deref() != Some(&newest[..]))
-            .map(|(n, _)| *n)
-            .collect();
-        self.repair(&target, stale, vec![(id.to_string(), newest.clone())])
-            .await;
-        StoredRecord::decode(&newest)
-            .map(Some)
-            .map_err(|e| CoordError::Corrupt(e.to_string()))
+        let stale: Vec<NodeId> =
+            values.iter().filter(|(_, v)| v.as_deref() != Some(&newest[..])).map(|(n, _)| *n).collect();
+        self.repair(&target, stale, vec![(id.to_string(), newest.clone())]).await;
+        StoredRecord::decode(&newest).map(Some).map_err(|e| CoordError::Corrupt(e.to_string()))
     }
 
     /// Up to `limit` live records after `after`, in id order, merged from
@@ -157,13 +130,8 @@ impl Coordinator {
         let mut page = Vec::new();
         for _ in 0..MAX_LIST_ROUNDS {
             let ask = limit.saturating_sub(page.len()) as u32;
-            let (_, answers) = self
-                .fan_out(at, level, |target| Request::Scan {
-                    target,
-                    after: after.clone(),
-                    limit: ask,
-                })
-                .await?;
+            let (_, answers) =
+                self.fan_out(at, level, |target| Request::Scan { target, after: after.clone(), limit: ask }).await?;
             let pages: Vec<Vec<Entry>> = answers
                 .into_iter()
                 .filter_map(|(_, r)| match r {
@@ -207,20 +175,16 @@ impl Coordinator {
     /// Writes the newest values back to stale replicas and waits for them.
     async fn repair(&self, target: &CollectionRef, stale: Vec<NodeId>, records: Vec<(String, Vec<u8>)>) {
         let Some(map) = self.view.map() else { return };
-        let writes = stale
-            .into_iter()
-            .filter_map(|node| self.view.client(&map, node).map(|c| (node, c)))
-            .map(|(node, client)| {
-                let request = Request::Write {
-                    target: target.clone(),
-                    records: records.clone(),
-                };
+        let writes = stale.into_iter().filter_map(|node| self.view.client(&map, node).map(|c| (node, c))).map(
+            |(node, client)| {
+                let request = Request::Write { target: target.clone(), records: records.clone() };
                 async move {
                     if let Err(e) = client.call(request, self.timeout).await {
                         tracing::warn!(node, error = %e, "read repair failed");
                     }
                 }
-            });
+            },
+        );
         futures::future::join_all(writes).await;
     }
 
@@ -236,12 +200,8 @@ impl Coordinator {
         loop {
             let map = self.view.map().ok_or(CoordError::NoMap)?;
             let partition = map.partition_of(&at.shop);
-            let target = CollectionRef {
-                epoch: map.epoch,
-                partition,
-                shop: at.shop.clone(),
-                collection: at.collection.clone(),
-            };
+            let target =
+                CollectionRef { epoch: map.epoch, partition, shop: at.shop.clone(), collection: at.collection.clone() };
             let outcome = self.gather(&map, &target, level, &request).await;
             match outcome {
                 Gathered::Met(answers) => return Ok((target, answers)),
@@ -251,17 +211,8 @@ impl Coordinator {
                 }
                 Gathered::Stale { .. } | Gathered::Failed { .. } => {
                     let replicas = map.replicas(partition).len();
-                    let acked = if let Gathered::Failed { acked } = outcome {
-                        acked
-                    } else {
-                        0
-                    };
-                    return Err(CoordError::Unavailable {
-                        level,
-                        needed: level.required(replicas),
-                        replicas,
-                        acked,
-                    });
+                    let acked = if let Gathered::Failed { acked } = outcome { acked } else { 0 };
+                    return Err(CoordError::Unavailable { level, needed: level.required(replicas), replicas, acked });
                 }
             }
         }
@@ -331,10 +282,7 @@ enum Gathered {
     /// Enough replicas answered.
     Met(Vec<(NodeId, Response)>),
     /// A replica knows a newer map.
-    Stale {
-        client: Arc<ringup_rpc::Client>,
-        epoch: u64,
-    },
+    Stale { client: Arc<ringup_rpc::Client>, epoch: u64 },
     /// Too few answered.
     Failed { acked: usize },
 }
@@ -346,12 +294,8 @@ enum Gathered {
 /// bound, returned as the cursor to continue from (`None` when every replica
 /// reached the end).
 pub fn merge_pages(pages: Vec<Vec<Entry>>, limit: usize) -> (Vec<(String, Vec<u8>)>, Option<String>) {
-    let bound = pages
-        .iter()
-        .filter(|p| p.len() >= limit && limit > 0)
-        .filter_map(|p| p.last())
-        .map(|e| e.id.clone())
-        .min();
+    let bound =
+        pages.iter().filter(|p| p.len() >= limit && limit > 0).filter_map(|p| p.last()).map(|e| e.id.clone()).min();
     let mut merged: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for entry in pages.into_iter().flatten() {
         if bound.as_ref().is_some_and(|b| &entry.id > b) {
@@ -386,16 +330,8 @@ mod tests {
     use ringup_proto::value::Header;
 
     fn entry(id: &str, hlc: u64) -> Entry {
-        let r = StoredRecord {
-            version: Version { hlc, origin: 0 },
-            ts: 0,
-            tombstone: false,
-            fields: vec![],
-        };
-        Entry {
-            id: id.into(),
-            value: r.encode(),
-        }
+        let r = StoredRecord { version: Version { hlc, origin: 0 }, ts: 0, tombstone: false, fields: vec![] };
+        Entry { id: id.into(), value: r.encode() }
     }
 
     fn hlc_of(bytes: &[u8]) -> u64 {

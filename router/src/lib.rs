@@ -44,9 +44,8 @@ use crate::view::ClusterView;
 
 /// Runs the router until `shutdown` completes.
 pub async fn run(config: RouterConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listener =
+        TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
     let view = Arc::new(ClusterView::new(Arc::new(Pool::new()), config.nodes.clone()));
     let follower = tokio::spawn(view.clone().follow());
     let pinger = tokio::spawn(view.clone().watch_liveness());
@@ -56,9 +55,7 @@ pub async fn run(config: RouterConfig, shutdown: impl Future<Output = ()> + Send
         metrics: Metrics::new(),
     });
     tracing::info!(listen = %config.listen, nodes = ?config.nodes, "router started");
-    axum::serve(listener, api::routes(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    axum::serve(listener, api::routes(state)).with_graceful_shutdown(shutdown).await?;
     follower.abort();
     pinger.abort();
     tracing::info!("router stopped");
@@ -67,7 +64,5 @@ pub async fn run(config: RouterConfig, shutdown: impl Future<Output = ()> + Send
 
 /// Wall-clock time in epoch milliseconds.
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }

@@ -31,31 +31,16 @@ impl Metrics {
         let records = Counter::default();
         let epoch = Gauge::default();
         let live_nodes = Gauge::default();
-        registry.register(
-            "http_requests",
-            "HTTP requests answered, by method and status",
-            requests.clone(),
-        );
+        registry.register("http_requests", "HTTP requests answered, by method and status", requests.clone());
         registry.register("records_written", "Records acknowledged to clients", records.clone());
         registry.register("map_epoch", "Epoch of the cluster map the router holds", epoch.clone());
         registry.register("live_nodes", "Members that answered the last ping", live_nodes.clone());
-        Self {
-            registry,
-            requests,
-            records,
-            epoch,
-            live_nodes,
-        }
+        Self { registry, requests, records, epoch, live_nodes }
     }
 
     /// Counts one answered request.
     pub fn count_request(&self, method: &str, status: u16) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                method: method.to_string(),
-                status,
-            })
-            .inc();
+        self.requests.get_or_create(&RequestLabels { method: method.to_string(), status }).inc();
     }
 
     /// Counts acknowledged records.

@@ -31,11 +31,8 @@ impl NewRecord {
     pub fn encode(&self, version: Version, index: Option<usize>) -> Result<Vec<u8>, ApiError> {
         let bytes = StoredRecord::from_json(version, self.ts, &self.fields).encode();
         if bytes.len() > MAX_RECORD {
-            let message = format!(
-                "record {} encodes to {} bytes, over the limit of {MAX_RECORD}",
-                self.id,
-                bytes.len()
-            );
+            let message =
+                format!("record {} encodes to {} bytes, over the limit of {MAX_RECORD}", self.id, bytes.len());
             return Err(ApiError::record_too_large(message, index));
         }
         Ok(bytes)
@@ -57,16 +54,10 @@ pub fn parse_batch(body: &[u8], format: BatchFormat, now_ms: i64) -> Result<Vec<
         BatchFormat::JsonArray => match serde_json::from_slice(body) {
             Ok(Value::Array(items)) => items,
             Ok(_) => {
-                return Err(ApiError::bad_request(
-                    "invalid_json",
-                    "the body must be a JSON array of records",
-                ));
+                return Err(ApiError::bad_request("invalid_json", "the body must be a JSON array of records"));
             }
             Err(e) => {
-                return Err(ApiError::bad_request(
-                    "invalid_json",
-                    format!("the body is not valid JSON: {e}"),
-                ));
+                return Err(ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}")));
             }
         },
         BatchFormat::Ndjson => parse_ndjson(body)?,
@@ -95,10 +86,7 @@ fn parse_ndjson(body: &[u8]) -> Result<Vec<Value>, ApiError> {
 /// an `id` inside the record must match it.
 pub fn parse_record(value: Value, path_id: Option<&str>, now_ms: i64) -> Result<NewRecord, ApiError> {
     let Value::Object(mut fields) = value else {
-        return Err(ApiError::bad_request(
-            "invalid_record",
-            "a record must be a JSON object",
-        ));
+        return Err(ApiError::bad_request("invalid_record", "a record must be a JSON object"));
     };
     let id = match (fields.remove("id"), path_id) {
         (Some(Value::String(id)), Some(path)) if id != path => {
@@ -126,17 +114,11 @@ pub fn parse_record(value: Value, path_id: Option<&str>, now_ms: i64) -> Result<
 
 /// An event time: integer epoch milliseconds or an RFC 3339 string.
 fn parse_ts(ts: &Value) -> Result<i64, ApiError> {
-    let invalid = || {
-        ApiError::bad_request(
-            "invalid_ts",
-            "\"ts\" must be integer epoch milliseconds or an RFC 3339 string",
-        )
-    };
+    let invalid =
+        || ApiError::bad_request("invalid_ts", "\"ts\" must be integer epoch milliseconds or an RFC 3339 string");
     match ts {
         Value::Number(n) => n.as_i64().ok_or_else(invalid),
-        Value::String(s) => DateTime::parse_from_rfc3339(s)
-            .map(|t| t.timestamp_millis())
-            .map_err(|_| invalid()),
+        Value::String(s) => DateTime::parse_from_rfc3339(s).map(|t| t.timestamp_millis()).map_err(|_| invalid()),
         _ => Err(invalid()),
     }
 }

@@ -44,12 +44,7 @@ pub struct ClusterView {
 impl ClusterView {
     /// A view that will learn the map from `seeds`.
     pub fn new(pool: Arc<Pool>, seeds: Vec<String>) -> Self {
-        Self {
-            pool,
-            seeds,
-            map: watch::Sender::new(None),
-            liveness: Mutex::default(),
-        }
+        Self { pool, seeds, map: watch::Sender::new(None), liveness: Mutex::default() }
     }
 
     /// The connection pool shared with the coordinator.
@@ -95,10 +90,7 @@ impl ClusterView {
         if self.epoch() >= epoch {
             return;
         }
-        let request = Request::GetMap {
-            known_epoch: self.epoch(),
-            wait_ms: 0,
-        };
+        let request = Request::GetMap { known_epoch: self.epoch(), wait_ms: 0 };
         if let Ok(Response::Map(map)) = client.call(request, timeout).await {
             self.offer(*map);
         }
@@ -111,16 +103,8 @@ impl ClusterView {
         loop {
             let addrs = self.candidates();
             let addr = &addrs[turn % addrs.len()];
-            let request = Request::GetMap {
-                known_epoch: self.epoch(),
-                wait_ms: LONG_POLL.as_millis() as u32,
-            };
-            match self
-                .pool
-                .get(addr)
-                .call(request, LONG_POLL + Duration::from_secs(2))
-                .await
-            {
+            let request = Request::GetMap { known_epoch: self.epoch(), wait_ms: LONG_POLL.as_millis() as u32 };
+            match self.pool.get(addr).call(request, LONG_POLL + Duration::from_secs(2)).await {
                 Ok(Response::Map(map)) if map.is_ready() => self.offer(*map),
                 Ok(_) => {
                     // The node has no map yet: ask again shortly.
@@ -139,12 +123,7 @@ impl ClusterView {
     fn candidates(&self) -> Vec<String> {
         let mut addrs = self.seeds.clone();
         if let Some(map) = self.map() {
-            addrs.extend(
-                map.members
-                    .values()
-                    .map(|m| m.addr.clone())
-                    .filter(|a| !self.seeds.contains(a)),
-            );
+            addrs.extend(map.members.values().map(|m| m.addr.clone()).filter(|a| !self.seeds.contains(a)));
         }
         addrs
     }
@@ -152,27 +131,18 @@ impl ClusterView {
     /// Pings every member each second and records who answers.
     pub async fn watch_liveness(self: Arc<Self>) {
         // Ping as soon as there is a map to name the members.
-        let _ = self
-            .map
-            .subscribe()
-            .wait_for(|m| m.as_ref().is_some_and(|m| m.is_ready()))
-            .await;
+        let _ = self.map.subscribe().wait_for(|m| m.as_ref().is_some_and(|m| m.is_ready())).await;
         let mut tick = tokio::time::interval(PING_EVERY);
         loop {
             tick.tick().await;
             let Some(map) = self.map() else { continue };
-            let pings = map.members.values().map(|m| {
-                let client = self.pool.get(&m.addr);
-                async move {
-                    (
-                        m.id,
-                        matches!(
-                            client.call(Request::Ping, PING_TIMEOUT).await,
-                            Ok(Response::Pong { .. })
-                        ),
-                    )
-                }
-            });
+            let pings =
+                map.members.values().map(|m| {
+                    let client = self.pool.get(&m.addr);
+                    async move {
+                        (m.id, matches!(client.call(Request::Ping, PING_TIMEOUT).await, Ok(Response::Pong { .. })))
+                    }
+                });
             let answers = futures::future::join_all(pings).await;
             let now = Instant::now();
             let mut liveness = self.liveness.lock().expect("liveness poisoned");

@@ -70,11 +70,7 @@ pub struct Client {
 impl Client {
     /// A client of the peer at `addr` (`host:port`); connects on first use.
     pub fn new(addr: impl Into<String>) -> Self {
-        Self {
-            addr: addr.into(),
-            next_id: AtomicU64::new(1),
-            conn: Mutex::new(None),
-        }
+        Self { addr: addr.into(), next_id: AtomicU64::new(1), conn: Mutex::new(None) }
     }
 
     /// The peer's address.
@@ -104,19 +100,10 @@ impl Client {
 
     /// The open connection, or a new one.
     async fn connection(&self) -> Result<Arc<Conn>, CallError> {
-        if let Some(conn) = self
-            .conn
-            .lock()
-            .expect("conn poisoned")
-            .as_ref()
-            .filter(|c| c.is_open())
-        {
+        if let Some(conn) = self.conn.lock().expect("conn poisoned").as_ref().filter(|c| c.is_open()) {
             return Ok(conn.clone());
         }
-        let unreachable = |reason: String| CallError::Unreachable {
-            addr: self.addr.clone(),
-            reason,
-        };
+        let unreachable = |reason: String| CallError::Unreachable { addr: self.addr.clone(), reason };
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr))
             .await
             .map_err(|_| unreachable("connect timed out".into()))?
@@ -212,9 +199,6 @@ impl Pool {
     /// The client of the peer at `addr`.
     pub fn get(&self, addr: &str) -> Arc<Client> {
         let mut clients = self.clients.lock().expect("pool poisoned");
-        clients
-            .entry(addr.to_string())
-            .or_insert_with(|| Arc::new(Client::new(addr)))
-            .clone()
+        clients.entry(addr.to_string()).or_insert_with(|| Arc::new(Client::new(addr))).clone()
     }
 }

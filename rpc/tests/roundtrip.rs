@@ -41,23 +41,10 @@ async fn concurrent_calls_share_a_connection_and_get_their_own_answers() {
     let client = Arc::new(Client::new(server().await));
     let slow = tokio::spawn({
         let client = client.clone();
-        async move {
-            client
-                .call(
-                    Request::GetMap {
-                        known_epoch: 0,
-                        wait_ms: 200,
-                    },
-                    TIMEOUT,
-                )
-                .await
-        }
+        async move { client.call(Request::GetMap { known_epoch: 0, wait_ms: 200 }, TIMEOUT).await }
     });
     for _ in 0..50 {
-        assert!(matches!(
-            client.call(Request::Ping, TIMEOUT).await,
-            Ok(Response::Pong { node: 7, .. })
-        ));
+        assert!(matches!(client.call(Request::Ping, TIMEOUT).await, Ok(Response::Pong { node: 7, .. })));
     }
     assert!(matches!(slow.await.unwrap(), Ok(Response::Error(RpcError::NoMap))));
 }
@@ -67,20 +54,13 @@ async fn a_corrupt_frame_closes_only_its_connection() {
     let addr = server().await;
     let mut raw = TcpStream::connect(&addr).await.unwrap();
     // A header announcing 4 bytes with the wrong checksum.
-    raw.write_all(&[0, 0, 0, 4, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4])
-        .await
-        .unwrap();
+    raw.write_all(&[0, 0, 0, 4, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4]).await.unwrap();
     let mut buf = [0u8; 16];
-    let read = tokio::time::timeout(TIMEOUT, raw.read(&mut buf))
-        .await
-        .expect("the server should close");
+    let read = tokio::time::timeout(TIMEOUT, raw.read(&mut buf)).await.expect("the server should close");
     assert_eq!(read.unwrap(), 0, "the server closes a connection that sent a bad frame");
 
     let client = Client::new(addr);
-    assert!(matches!(
-        client.call(Request::Ping, TIMEOUT).await,
-        Ok(Response::Pong { .. })
-    ));
+    assert!(matches!(client.call(Request::Ping, TIMEOUT).await, Ok(Response::Pong { .. })));
 }
 
 #[tokio::test]
@@ -89,9 +69,7 @@ async fn an_oversized_frame_is_refused_before_it_is_read() {
     let mut raw = TcpStream::connect(&addr).await.unwrap();
     raw.write_all(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]).await.unwrap();
     let mut buf = [0u8; 16];
-    let read = tokio::time::timeout(TIMEOUT, raw.read(&mut buf))
-        .await
-        .expect("the server should close");
+    let read = tokio::time::timeout(TIMEOUT, raw.read(&mut buf)).await.expect("the server should close");
     assert_eq!(read.unwrap(), 0);
 }
 

@@ -26,6 +26,8 @@ pub struct TestCluster {
     /// Ports and directories.
     pub layout: Layout,
     nodes: Mutex<Vec<Option<Process>>>,
+    /// Where each node listens now; nodes can move.
+    addrs: Mutex<Vec<SocketAddr>>,
     router: Mutex<Option<Process>>,
     http: reqwest::Client,
     _dir: TempDir,
@@ -34,33 +36,19 @@ pub struct TestCluster {
 impl TestCluster {
     /// Starts `n` nodes and a router, and waits until the router is ready.
     pub async fn start(n: usize) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("ringup-e2e-")
-            .tempdir()
-            .expect("cannot make a temp dir");
+        let dir = tempfile::Builder::new().prefix("ringup-e2e-").tempdir().expect("cannot make a temp dir");
         let mut ports = free_ports(n + 1);
         let router = ports.pop().expect("n + 1 ports");
         let layout = Layout {
             dir: dir.path().to_path_buf(),
             bin_dir: bin_dir(),
-            nodes: ports
-                .into_iter()
-                .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
-                .collect(),
+            nodes: ports.into_iter().map(|p| SocketAddr::from(([127, 0, 0, 1], p))).collect(),
             router: SocketAddr::from(([127, 0, 0, 1], router)),
         };
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("http client");
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client");
         let nodes = Mutex::new((0..n).map(|_| None).collect());
-        let cluster = Self {
-            layout,
-            nodes,
-            router: Mutex::new(None),
-            http,
-            _dir: dir,
-        };
+        let addrs = Mutex::new(layout.nodes.clone());
+        let cluster = Self { layout, nodes, addrs, router: Mutex::new(None), http, _dir: dir };
         cluster.start_all().await;
         cluster
     }
@@ -101,7 +89,9 @@ impl TestCluster {
     /// Starts node `id` (1-based) on its usual port and data directory.
     pub async fn start_node(&self, id: usize) {
         let log = self.layout.dir.join(format!("node-{id}.log"));
-        let process = Process::start(&format!("node-{id}"), self.layout.node(id), &log).expect("cannot start a node");
+        let addr = self.addrs.lock().await[id - 1];
+        let process =
+            Process::start(&format!("node-{id}"), self.layout.node_at(id, addr), &log).expect("cannot start a node");
         self.nodes.lock().await[id - 1] = Some(process);
     }
 
@@ -110,21 +100,24 @@ impl TestCluster {
         let deadline = std::time::Instant::now() + READY_TIMEOUT;
         loop {
             let (_, cluster) = self.get("/v1/cluster").await;
-            let live = cluster["nodes"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|n| n["id"] == id && n["live"] == true);
+            let live = cluster["nodes"].as_array().into_iter().flatten().any(|n| n["id"] == id && n["live"] == true);
             if live {
                 return;
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "node {id} did not come back:\n{}",
-                self.logs().await
-            );
+            assert!(std::time::Instant::now() < deadline, "node {id} did not come back:\n{}", self.logs().await);
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Stops node `id` with SIGTERM and starts it again on a new port, with
+    /// the same data; returns the new address.
+    pub async fn move_node(&self, id: usize) -> SocketAddr {
+        let node = self.nodes.lock().await[id - 1].take();
+        assert!(node.unwrap_or_else(|| panic!("node {id} is not running")).stop(STOP_GRACE).await);
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_ports(1)[0]));
+        self.addrs.lock().await[id - 1] = addr;
+        self.start_node(id).await;
+        addr
     }
 
     /// SIGKILLs node `id`.
@@ -145,6 +138,11 @@ impl TestCluster {
             }
         }
         killed
+    }
+
+    /// The HTTP client, for requests that need more than [`Self::call`].
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 
     /// The router's URL for `path`.
@@ -182,13 +180,7 @@ impl TestCluster {
 
     /// POST a JSON value.
     pub async fn post_json(&self, path: &str, body: &Value) -> (StatusCode, Value) {
-        self.call(
-            Method::POST,
-            path,
-            Some("application/json"),
-            body.to_string().into_bytes(),
-        )
-        .await
+        self.call(Method::POST, path, Some("application/json"), body.to_string().into_bytes()).await
     }
 
     /// The tail of every process's log, for failure messages.
@@ -208,28 +200,16 @@ impl TestCluster {
 /// holds this test executable (`target/<profile>/deps/<test>`).
 fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps")
-        .to_path_buf();
+    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps").to_path_buf();
     for bin in ["ringup-node", "ringup-router"] {
-        assert!(
-            dir.join(bin).exists(),
-            "{} is missing: run `cargo build --bins` first",
-            dir.join(bin).display()
-        );
+        assert!(dir.join(bin).exists(), "{} is missing: run `cargo build --bins` first", dir.join(bin).display());
     }
     dir
 }
 
 /// `n` distinct free loopback ports.
 fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("cannot bind a loopback port"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("bound").port())
-        .collect()
+    let listeners: Vec<TcpListener> =
+        (0..n).map(|_| TcpListener::bind("127.0.0.1:0").expect("cannot bind a loopback port")).collect();
+    listeners.iter().map(|l| l.local_addr().expect("bound").port()).collect()
 }

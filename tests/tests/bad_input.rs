@@ -25,15 +25,7 @@ fn case(
     status: u16,
     code: &'static str,
 ) -> Case {
-    Case {
-        name,
-        method,
-        path: path.to_string(),
-        content_type,
-        body: body.into(),
-        status,
-        code,
-    }
+    Case { name, method, path: path.to_string(), content_type, body: body.into(), status, code }
 }
 
 const JSON: Option<&str> = Some("application/json");
@@ -42,137 +34,30 @@ const BATCH: &str = "/v1/shops/victim/sales";
 
 /// Ten records of which the one at index 7 has an invalid id.
 fn batch_with_bad_record_7() -> Vec<u8> {
-    let records: Vec<Value> = (0..10)
-        .map(|i| json!({"id": if i == 7 { "_bad".to_string() } else { format!("b{i}") }, "n": i}))
-        .collect();
+    let records: Vec<Value> =
+        (0..10).map(|i| json!({"id": if i == 7 { "_bad".to_string() } else { format!("b{i}") }, "n": i})).collect();
     Value::Array(records).to_string().into_bytes()
 }
 
 fn cases() -> Vec<Case> {
     let huge_field = "x".repeat((1 << 20) + 10);
     let big_record = json!([{"id": "big", "blob": huge_field}]).to_string();
-    let big_body = format!(
-        "[{}]",
-        vec![json!({"id": "p", "pad": "y".repeat((1 << 20) - 64)}).to_string(); 17].join(",")
-    );
+    let big_body =
+        format!("[{}]", vec![json!({"id": "p", "pad": "y".repeat((1 << 20) - 64)}).to_string(); 17].join(","));
     vec![
-        case(
-            "malformed JSON",
-            Method::POST,
-            BATCH,
-            JSON,
-            r#"[{"id": "a","#,
-            400,
-            "invalid_json",
-        ),
-        case(
-            "JSON that is not an array",
-            Method::POST,
-            BATCH,
-            JSON,
-            r#"{"id": "a"}"#,
-            400,
-            "invalid_json",
-        ),
-        case(
-            "malformed NDJSON line",
-            Method::POST,
-            BATCH,
-            NDJSON,
-            "{\"id\":\"a\"}\n{oops}\n",
-            400,
-            "invalid_json",
-        ),
-        case(
-            "record 7 of 10 is bad",
-            Method::POST,
-            BATCH,
-            JSON,
-            batch_with_bad_record_7(),
-            400,
-            "invalid_id",
-        ),
-        case(
-            "a record that is not an object",
-            Method::POST,
-            BATCH,
-            JSON,
-            r#"[{"id":"a"}, 5]"#,
-            400,
-            "invalid_record",
-        ),
-        case(
-            "a record without id",
-            Method::POST,
-            BATCH,
-            JSON,
-            r#"[{"n": 1}]"#,
-            400,
-            "invalid_id",
-        ),
-        case(
-            "a bad ts",
-            Method::POST,
-            BATCH,
-            JSON,
-            r#"[{"id": "a", "ts": "noon"}]"#,
-            400,
-            "invalid_ts",
-        ),
-        case(
-            "a record over 1 MiB",
-            Method::POST,
-            BATCH,
-            JSON,
-            big_record,
-            413,
-            "record_too_large",
-        ),
-        case(
-            "a body over 16 MiB",
-            Method::POST,
-            BATCH,
-            JSON,
-            big_body,
-            413,
-            "body_too_large",
-        ),
-        case(
-            "invalid shop",
-            Method::POST,
-            "/v1/shops/bad%20shop!/sales",
-            JSON,
-            "[]",
-            400,
-            "invalid_shop",
-        ),
-        case(
-            "invalid collection",
-            Method::POST,
-            "/v1/shops/victim/Sales",
-            JSON,
-            "[]",
-            400,
-            "invalid_collection",
-        ),
-        case(
-            "invalid id on GET",
-            Method::GET,
-            "/v1/shops/victim/sales/_secret",
-            None,
-            "",
-            400,
-            "invalid_id",
-        ),
-        case(
-            "invalid id on PUT",
-            Method::PUT,
-            "/v1/shops/victim/sales/_x",
-            JSON,
-            "{}",
-            400,
-            "invalid_id",
-        ),
+        case("malformed JSON", Method::POST, BATCH, JSON, r#"[{"id": "a","#, 400, "invalid_json"),
+        case("JSON that is not an array", Method::POST, BATCH, JSON, r#"{"id": "a"}"#, 400, "invalid_json"),
+        case("malformed NDJSON line", Method::POST, BATCH, NDJSON, "{\"id\":\"a\"}\n{oops}\n", 400, "invalid_json"),
+        case("record 7 of 10 is bad", Method::POST, BATCH, JSON, batch_with_bad_record_7(), 400, "invalid_id"),
+        case("a record that is not an object", Method::POST, BATCH, JSON, r#"[{"id":"a"}, 5]"#, 400, "invalid_record"),
+        case("a record without id", Method::POST, BATCH, JSON, r#"[{"n": 1}]"#, 400, "invalid_id"),
+        case("a bad ts", Method::POST, BATCH, JSON, r#"[{"id": "a", "ts": "noon"}]"#, 400, "invalid_ts"),
+        case("a record over 1 MiB", Method::POST, BATCH, JSON, big_record, 413, "record_too_large"),
+        case("a body over 16 MiB", Method::POST, BATCH, JSON, big_body, 413, "body_too_large"),
+        case("invalid shop", Method::POST, "/v1/shops/bad%20shop!/sales", JSON, "[]", 400, "invalid_shop"),
+        case("invalid collection", Method::POST, "/v1/shops/victim/Sales", JSON, "[]", 400, "invalid_collection"),
+        case("invalid id on GET", Method::GET, "/v1/shops/victim/sales/_secret", None, "", 400, "invalid_id"),
+        case("invalid id on PUT", Method::PUT, "/v1/shops/victim/sales/_x", JSON, "{}", 400, "invalid_id"),
         case(
             "PUT body id differs from the path",
             Method::PUT,
@@ -191,15 +76,7 @@ fn cases() -> Vec<Case> {
             400,
             "invalid_patch",
         ),
-        case(
-            "wrong content type",
-            Method::POST,
-            BATCH,
-            Some("text/csv"),
-            "id\na\n",
-            415,
-            "unsupported_media_type",
-        ),
+        case("wrong content type", Method::POST, BATCH, Some("text/csv"), "id\na\n", 415, "unsupported_media_type"),
         case(
             "wrong content type on PUT",
             Method::PUT,
@@ -209,24 +86,17 @@ fn cases() -> Vec<Case> {
             415,
             "unsupported_media_type",
         ),
+        case("wrong method on a collection", Method::PATCH, BATCH, JSON, "{}", 405, "method_not_allowed"),
         case(
-            "wrong method on a collection",
-            Method::PATCH,
-            BATCH,
-            JSON,
-            "{}",
-            405,
-            "method_not_allowed",
-        ),
-        case(
-            "wrong method on the cluster",
+            "wrong method on _count",
             Method::DELETE,
-            "/v1/cluster",
+            "/v1/shops/victim/sales/_count",
             None,
             "",
             405,
             "method_not_allowed",
         ),
+        case("wrong method on the cluster", Method::DELETE, "/v1/cluster", None, "", 405, "method_not_allowed"),
         case(
             "unknown consistency level",
             Method::POST,
@@ -269,9 +139,7 @@ fn cases() -> Vec<Case> {
 
 /// Everything a shop's collection holds, at ALL.
 async fn snapshot(cluster: &TestCluster, shop: &str) -> Value {
-    let (status, page) = cluster
-        .get(&format!("/v1/shops/{shop}/sales?limit=1000&consistency=all"))
-        .await;
+    let (status, page) = cluster.get(&format!("/v1/shops/{shop}/sales?limit=1000&consistency=all")).await;
     assert_eq!(status, 200, "{page}");
     page["records"].clone()
 }
@@ -279,9 +147,8 @@ async fn snapshot(cluster: &TestCluster, shop: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_input_gets_a_4xx_json_error_and_changes_nothing() {
     let cluster = TestCluster::start(3).await;
-    let seed: Vec<Value> = (0..5)
-        .map(|i| json!({"id": format!("a{i}"), "n": i, "ts": 1_700_000_000_000i64 + i}))
-        .collect();
+    let seed: Vec<Value> =
+        (0..5).map(|i| json!({"id": format!("a{i}"), "n": i, "ts": 1_700_000_000_000i64 + i})).collect();
     let (status, _) = cluster.post_json("/v1/shops/victim/sales", &Value::Array(seed)).await;
     assert_eq!(status, 200);
     let before = snapshot(&cluster, "victim").await;
@@ -292,18 +159,11 @@ async fn bad_input_gets_a_4xx_json_error_and_changes_nothing() {
         let code = body["error"]["code"].as_str().unwrap_or("<no JSON error>");
         let message = body["error"]["message"].as_str().unwrap_or("");
         if status.as_u16() != c.status || code != c.code || message.is_empty() {
-            failures.push(format!(
-                "{}: expected {} {}, got {status} {body}",
-                c.name, c.status, c.code
-            ));
+            failures.push(format!("{}: expected {} {}, got {status} {body}", c.name, c.status, c.code));
         }
     }
     let (_, bad7) = cluster.call(Method::POST, BATCH, JSON, batch_with_bad_record_7()).await;
-    assert_eq!(
-        bad7["error"]["index"],
-        json!(7),
-        "the error names the bad record: {bad7}"
-    );
+    assert_eq!(bad7["error"]["index"], json!(7), "the error names the bad record: {bad7}");
 
     assert!(
         failures.is_empty(),
@@ -312,16 +172,9 @@ async fn bad_input_gets_a_4xx_json_error_and_changes_nothing() {
         cases().len(),
         failures.join("\n")
     );
-    assert_eq!(
-        snapshot(&cluster, "victim").await,
-        before,
-        "bad input changed the store"
-    );
+    assert_eq!(snapshot(&cluster, "victim").await, before, "bad input changed the store");
     let (_, count) = cluster.get("/v1/shops/victim/sales/_count").await;
     assert_eq!(count["count"], json!(5));
-    eprintln!(
-        "{} bad requests answered with the documented error; the store is unchanged",
-        cases().len()
-    );
+    eprintln!("{} bad requests answered with the documented error; the store is unchanged", cases().len());
     assert!(cluster.stop_all().await.is_empty());
 }

@@ -59,8 +59,7 @@ async fn writer(cluster: Arc<TestCluster>, ledger: Arc<Mutex<Ledger>>, shops: Ve
                         book.acked.insert((shop(s), record_id(k)), value);
                     }
                 } else {
-                    book.write_failures
-                        .push(format!("{} pass {pass} batch {start}: {status} {body}", shop(s)));
+                    book.write_failures.push(format!("{} pass {pass} batch {start}: {status} {body}", shop(s)));
                 }
                 drop(book);
                 read_one_back(&cluster, &ledger, s, &record_id(start + BATCH - 1)).await;
@@ -74,15 +73,11 @@ async fn writer(cluster: Arc<TestCluster>, ledger: Arc<Mutex<Ledger>>, shops: Ve
 /// acknowledged.
 async fn read_one_back(cluster: &TestCluster, ledger: &Mutex<Ledger>, s: usize, id: &str) {
     let expected = ledger.lock().await.acked.get(&(shop(s), id.to_string())).copied();
-    let (status, body) = cluster
-        .get(&format!("/v1/shops/{}/sales/{id}?consistency=quorum", shop(s)))
-        .await;
+    let (status, body) = cluster.get(&format!("/v1/shops/{}/sales/{id}?consistency=quorum", shop(s))).await;
     let mut ledger = ledger.lock().await;
     ledger.reads += 1;
     if expected.is_some() && (status != 200 || body["v"].as_i64() != expected) {
-        ledger
-            .read_failures
-            .push(format!("{}/{id}: {status} {body}, expected v={expected:?}", shop(s)));
+        ledger.read_failures.push(format!("{}/{id}: {status} {body}, expected v={expected:?}", shop(s)));
     }
 }
 
@@ -98,17 +93,11 @@ async fn wait_for(progress: &AtomicUsize, batches: usize, what: &str) {
 /// is missing or older than acknowledged.
 async fn lost_records(cluster: &TestCluster, acked: &BTreeMap<(String, String), i64>, level: &str) -> Vec<String> {
     let checks = acked.iter().map(|((shop, id), expected)| async move {
-        let (status, body) = cluster
-            .get(&format!("/v1/shops/{shop}/sales/{id}?consistency={level}"))
-            .await;
+        let (status, body) = cluster.get(&format!("/v1/shops/{shop}/sales/{id}?consistency={level}")).await;
         (status != 200 || body["v"].as_i64() != Some(*expected))
             .then(|| format!("{shop}/{id}: {status} {body}, expected v={expected}"))
     });
-    futures::stream::iter(checks)
-        .buffer_unordered(32)
-        .filter_map(|lost| async { lost })
-        .collect()
-        .await
+    futures::stream::iter(checks).buffer_unordered(32).filter_map(|lost| async { lost }).collect().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -133,11 +122,7 @@ async fn killing_a_node_loses_no_acknowledged_write() {
     wait_for(&progress, total_batches * 3 / 5, "the restart").await;
     let (writes_while_down, reads_while_down, failures_while_down) = {
         let l = ledger.lock().await;
-        (
-            progress.load(Ordering::Relaxed) - killed_at,
-            l.reads,
-            l.write_failures.len() + l.read_failures.len(),
-        )
+        (progress.load(Ordering::Relaxed) - killed_at, l.reads, l.write_failures.len() + l.read_failures.len())
     };
     cluster.start_node(victim).await;
     eprintln!(
@@ -148,9 +133,7 @@ async fn killing_a_node_loses_no_acknowledged_write() {
         w.await.expect("a writer panicked");
     }
 
-    let ledger = Arc::try_unwrap(ledger)
-        .unwrap_or_else(|_| panic!("ledger still shared"))
-        .into_inner();
+    let ledger = Arc::try_unwrap(ledger).unwrap_or_else(|_| panic!("ledger still shared")).into_inner();
     let records = ledger.acked.len();
     eprintln!(
         "{} batches sent, {} record writes acknowledged, {} distinct records, {} reads ({} before the restart)",
@@ -160,28 +143,13 @@ async fn killing_a_node_loses_no_acknowledged_write() {
         ledger.reads,
         reads_while_down
     );
-    assert!(
-        ledger.write_failures.is_empty(),
-        "QUORUM writes failed:\n{}",
-        ledger.write_failures.join("\n")
-    );
-    assert!(
-        ledger.read_failures.is_empty(),
-        "QUORUM reads failed:\n{}",
-        ledger.read_failures.join("\n")
-    );
-    assert_eq!(
-        records,
-        SHOPS * RECORDS_PER_SHOP,
-        "every record should have been acknowledged"
-    );
+    assert!(ledger.write_failures.is_empty(), "QUORUM writes failed:\n{}", ledger.write_failures.join("\n"));
+    assert!(ledger.read_failures.is_empty(), "QUORUM reads failed:\n{}", ledger.read_failures.join("\n"));
+    assert_eq!(records, SHOPS * RECORDS_PER_SHOP, "every record should have been acknowledged");
 
     for level in ["quorum", "all"] {
         let lost = lost_records(&cluster, &ledger.acked, level).await;
-        eprintln!(
-            "read back {records} acknowledged records at {level}: {} lost",
-            lost.len()
-        );
+        eprintln!("read back {records} acknowledged records at {level}: {} lost", lost.len());
         assert!(
             lost.is_empty(),
             "{} acknowledged records lost at {level}, e.g.:\n{}",
@@ -189,8 +157,22 @@ async fn killing_a_node_loses_no_acknowledged_write() {
             lost[..lost.len().min(10)].join("\n")
         );
     }
-    assert!(
-        cluster.stop_all().await.is_empty(),
-        "every process should stop on SIGTERM"
+
+    // The ALL read-back repaired the restarted node; alone, it must now
+    // hold every latest value.
+    for other in (1..=3).filter(|n| *n != victim) {
+        cluster.kill_node(other).await;
+    }
+    let lost = lost_records(&cluster, &ledger.acked, "one").await;
+    eprintln!(
+        "read back {records} records at ONE from node {victim} alone after read repair: {} missing or stale",
+        lost.len()
     );
+    assert!(
+        lost.is_empty(),
+        "read repair left {} records stale on node {victim}, e.g.:\n{}",
+        lost.len(),
+        lost[..lost.len().min(10)].join("\n")
+    );
+    assert!(cluster.stop_all().await.is_empty(), "every process should stop on SIGTERM");
 }

@@ -39,20 +39,13 @@ impl LogStore {
     }
 
     fn read_meta<T: DeserializeOwned>(&self, key: MetaKey, subject: ErrorSubject<NodeId>) -> Result<Option<T>> {
-        let bytes = self
-            .storage
-            .get_meta(key)
-            .map_err(|e| io_error(subject.clone(), ErrorVerb::Read, e))?;
-        bytes
-            .map(|b| frame::from_bytes(&b).map_err(|e| io_error(subject, ErrorVerb::Read, e)))
-            .transpose()
+        let bytes = self.storage.get_meta(key).map_err(|e| io_error(subject.clone(), ErrorVerb::Read, e))?;
+        bytes.map(|b| frame::from_bytes(&b).map_err(|e| io_error(subject, ErrorVerb::Read, e))).transpose()
     }
 
     fn write_meta<T: Serialize>(&self, key: MetaKey, value: &T, subject: ErrorSubject<NodeId>) -> Result<()> {
         let bytes = frame::to_bytes(value).map_err(|e| io_error(subject.clone(), ErrorVerb::Write, e))?;
-        self.storage
-            .put_meta(&[(key, Some(bytes))])
-            .map_err(|e| io_error(subject, ErrorVerb::Write, e))
+        self.storage.put_meta(&[(key, Some(bytes))]).map_err(|e| io_error(subject, ErrorVerb::Write, e))
     }
 }
 
@@ -84,10 +77,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>> {
         let last_purged: Option<LogId<NodeId>> = self.read_meta(MetaKey::RaftLastPurged, ErrorSubject::Store)?;
-        let last = self
-            .storage
-            .last_log()
-            .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+        let last = self.storage.last_log().map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, e))?;
         let last_log_id = match last {
             Some((_, bytes)) => {
                 let entry: Entry<TypeConfig> =
@@ -96,10 +86,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
             None => last_purged,
         };
-        Ok(LogState {
-            last_purged_log_id: last_purged,
-            last_log_id,
-        })
+        Ok(LogState { last_purged_log_id: last_purged, last_log_id })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -119,9 +106,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>> {
-        Ok(self
-            .read_meta::<Option<LogId<NodeId>>>(MetaKey::RaftCommitted, ErrorSubject::Store)?
-            .flatten())
+        Ok(self.read_meta::<Option<LogId<NodeId>>>(MetaKey::RaftCommitted, ErrorSubject::Store)?.flatten())
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<()>

@@ -17,12 +17,15 @@ pub mod state_machine;
 
 use std::io::Cursor;
 
-use openraft::error::{InstallSnapshotError, RaftError};
+use std::collections::BTreeMap;
+
+use openraft::error::{ClientWriteError, InstallSnapshotError, RaftError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::{BasicNode, ChangeMembers};
 use ringup_proto::NodeId;
-use ringup_proto::cluster::{ClusterMap, MapCommand, MapError};
+use ringup_proto::cluster::{MapCommand, MapError};
 use ringup_proto::frame::{self, FrameError};
-use ringup_proto::rpc::RaftCall;
+use ringup_proto::rpc::{RaftCall, RpcError};
 use serde::{Deserialize, Serialize};
 
 /// The answer to a [`MapCommand`]: the new epoch, or why the map refused it.
@@ -66,7 +69,27 @@ pub async fn handle_call(raft: &Raft, call: RaftCall, payload: &[u8]) -> Result<
     }
 }
 
-/// The map a node starts with before its state machine is loaded.
-pub fn empty_map() -> ClusterMap {
-    ClusterMap::default()
+/// Applies a map command if this node leads the metadata group.
+///
+/// A new address also goes into the Raft membership first, so that the
+/// leader replicates to the member where it now listens.
+pub async fn propose(raft: &Raft, command: MapCommand) -> Result<u64, RpcError> {
+    if let MapCommand::SetAddress { id, addr } = &command {
+        let node = BTreeMap::from([(*id, BasicNode { addr: addr.clone() })]);
+        let in_membership = raft.metrics().borrow().membership_config.membership().get_node(id).cloned();
+        if in_membership.is_some_and(|n| n.addr != *addr) {
+            raft.change_membership(ChangeMembers::SetNodes(node), true).await.map_err(write_error)?;
+        }
+    }
+    let written = raft.client_write(command).await.map_err(write_error)?;
+    written.data.0.map_err(|e| RpcError::Refused(e.to_string()))
+}
+
+fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> RpcError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+            RpcError::NotLeader { leader: f.leader_node.map(|n| n.addr) }
+        }
+        other => RpcError::Unavailable(other.to_string()),
+    }
 }

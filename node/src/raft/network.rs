@@ -35,10 +35,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Peer {
-        Peer {
-            target,
-            client: self.pool.get(&node.addr),
-        }
+        Peer { target, client: self.pool.get(&node.addr) }
     }
 }
 

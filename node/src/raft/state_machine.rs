@@ -57,10 +57,7 @@ fn sm_error(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageErro
 impl StateMachine {
     /// Loads the persisted state (or starts empty) and publishes its map.
     pub fn load(storage: Storage, map: watch::Sender<Arc<ClusterMap>>) -> Result<Self> {
-        let state = match storage
-            .get_meta(MetaKey::RaftStateMachine)
-            .map_err(|e| sm_error(ErrorVerb::Read, e))?
-        {
+        let state = match storage.get_meta(MetaKey::RaftStateMachine).map_err(|e| sm_error(ErrorVerb::Read, e))? {
             Some(bytes) => frame::from_bytes(&bytes).map_err(|e| sm_error(ErrorVerb::Read, e))?,
             None => MachineState::default(),
         };
@@ -108,17 +105,11 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             last_membership: self.state.membership.clone(),
             snapshot_id,
         };
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data: data.clone(),
-        };
+        let stored = StoredSnapshot { meta: meta.clone(), data: data.clone() };
         let bytes = frame::to_bytes(&stored).map_err(|e| sm_error(ErrorVerb::Write, e))?;
         tokio::task::block_in_place(|| self.storage.put_meta(&[(MetaKey::RaftSnapshot, Some(bytes))]))
             .map_err(|e| sm_error(ErrorVerb::Write, e))?;
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
-        })
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 }
 
@@ -154,10 +145,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<()> {
         let data = snapshot.into_inner();
         self.state = frame::from_bytes(&data).map_err(|e| sm_error(ErrorVerb::Read, e))?;
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data,
-        };
+        let stored = StoredSnapshot { meta: meta.clone(), data };
         let bytes = frame::to_bytes(&stored).map_err(|e| sm_error(ErrorVerb::Write, e))?;
         tokio::task::block_in_place(|| self.storage.put_meta(&[(MetaKey::RaftSnapshot, Some(bytes))]))
             .map_err(|e| sm_error(ErrorVerb::Write, e))?;
@@ -165,17 +153,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>> {
-        let Some(bytes) = self
-            .storage
-            .get_meta(MetaKey::RaftSnapshot)
-            .map_err(|e| sm_error(ErrorVerb::Read, e))?
+        let Some(bytes) = self.storage.get_meta(MetaKey::RaftSnapshot).map_err(|e| sm_error(ErrorVerb::Read, e))?
         else {
             return Ok(None);
         };
         let stored: StoredSnapshot = frame::from_bytes(&bytes).map_err(|e| sm_error(ErrorVerb::Read, e))?;
-        Ok(Some(Snapshot {
-            meta: stored.meta,
-            snapshot: Box::new(Cursor::new(stored.data)),
-        }))
+        Ok(Some(Snapshot { meta: stored.meta, snapshot: Box::new(Cursor::new(stored.data)) }))
     }
 }

@@ -20,12 +20,7 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-            details: Map::new(),
-        }
+        Self { status, code, message: message.into(), details: Map::new() }
     }
 
     /// 400: the client sent something invalid.
@@ -103,12 +98,12 @@ impl From<CoordError> for ApiError {
     fn from(e: CoordError) -> Self {
         match e {
             CoordError::NoMap => ApiError::unavailable("no_cluster_map", e.to_string()),
-            CoordError::Unavailable {
-                level, needed, acked, ..
-            } => ApiError::unavailable("not_enough_replicas", e.to_string())
-                .with("consistency", Value::from(level.as_str()))
-                .with("required", Value::from(needed))
-                .with("acknowledged", Value::from(acked)),
+            CoordError::Unavailable { level, needed, acked, .. } => {
+                ApiError::unavailable("not_enough_replicas", e.to_string())
+                    .with("consistency", Value::from(level.as_str()))
+                    .with("required", Value::from(needed))
+                    .with("acknowledged", Value::from(acked))
+            }
             CoordError::Corrupt(_) => ApiError::new(StatusCode::BAD_GATEWAY, "corrupt_replica_value", e.to_string()),
         }
     }
@@ -121,9 +116,7 @@ impl IntoResponse for ApiError {
         body.insert("message".into(), Value::from(self.message));
         let mut response = (self.status, axum::Json(json!({ "error": body }))).into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
         }
         response
     }

@@ -37,16 +37,10 @@ pub type State = axum::extract::State<Arc<AppState>>;
 /// The API's routes.
 pub fn routes(state: Arc<AppState>) -> Router {
     Router::new()
-        .route(
-            "/v1/shops/{shop}/{collection}",
-            get(records::list).post(records::ingest),
-        )
+        .route("/v1/shops/{shop}/{collection}", get(records::list).post(records::ingest))
         .route(
             "/v1/shops/{shop}/{collection}/{id}",
-            get(records::get)
-                .put(records::put)
-                .patch(records::patch)
-                .delete(records::delete),
+            get(records::get).put(records::put).patch(records::patch).delete(records::delete),
         )
         .route("/v1/cluster", get(cluster::show))
         .route("/healthz", get(ops::healthz))
@@ -59,11 +53,7 @@ pub fn routes(state: Arc<AppState>) -> Router {
 }
 
 async fn method_not_allowed(request: Request) -> ApiError {
-    ApiError::method_not_allowed(format!(
-        "{} is not allowed on {}",
-        request.method(),
-        request.uri().path()
-    ))
+    ApiError::method_not_allowed(format!("{} is not allowed on {}", request.method(), request.uri().path()))
 }
 
 async fn not_found(request: Request) -> ApiError {

@@ -14,10 +14,8 @@ pub async fn healthz() -> impl IntoResponse {
 
 /// `GET /readyz`: 200 once the router has a cluster map.
 pub async fn readyz(state: State) -> Result<impl IntoResponse, ApiError> {
-    let map = state
-        .view
-        .map()
-        .ok_or_else(|| ApiError::unavailable("no_cluster_map", "the router has no cluster map yet"))?;
+    let map =
+        state.view.map().ok_or_else(|| ApiError::unavailable("no_cluster_map", "the router has no cluster map yet"))?;
     Ok(axum::Json(json!({ "status": "ready", "epoch": map.epoch })))
 }
 
@@ -26,11 +24,5 @@ pub async fn metrics(state: State) -> impl IntoResponse {
     let epoch = state.view.map().map_or(0, |m| m.epoch);
     let live = state.view.liveness().values().filter(|l| l.live).count();
     let body = state.metrics.render(epoch, live);
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        body,
-    )
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
 }

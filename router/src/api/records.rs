@@ -93,10 +93,7 @@ pub async fn patch(
     require_json(&headers, &["application/merge-patch+json", "application/json"])?;
     let patch = parse_json(&read_body(body).await?)?;
     if !patch.is_object() {
-        return Err(ApiError::bad_request(
-            "invalid_patch",
-            "a merge patch of a record must be a JSON object",
-        ));
+        return Err(ApiError::bad_request("invalid_patch", "a merge patch of a record must be a JSON object"));
     }
     let current = live(state.coordinator.get(&at, &id, level).await?).ok_or_else(|| missing(&id))?;
     let mut document = records::to_json(&id, &current);
@@ -149,23 +146,14 @@ pub async fn list(
     let limit = match query.ok().and_then(|q| q.get("limit")) {
         None => DEFAULT_LIMIT,
         Some(s) => s.parse().ok().filter(|l| (1..=MAX_LIMIT).contains(l)).ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_limit",
-                format!("limit must be a whole number from 1 to {MAX_LIMIT}"),
-            )
+            ApiError::bad_request("invalid_limit", format!("limit must be a whole number from 1 to {MAX_LIMIT}"))
         })?,
     };
-    let after = query
-        .ok()
-        .and_then(|q| q.get("cursor"))
-        .filter(|c| !c.is_empty())
-        .map(|c| decode_cursor(c))
-        .transpose()?;
+    let after =
+        query.ok().and_then(|q| q.get("cursor")).filter(|c| !c.is_empty()).map(|c| decode_cursor(c)).transpose()?;
     let (page, next) = state.coordinator.list(&at, after, limit, level).await?;
     let records: Vec<Value> = page.iter().map(|(id, r)| records::to_json(id, r)).collect();
-    Ok(Json(
-        json!({ "records": records, "next_cursor": next.map(|id| URL_SAFE_NO_PAD.encode(id)) }),
-    ))
+    Ok(Json(json!({ "records": records, "next_cursor": next.map(|id| URL_SAFE_NO_PAD.encode(id)) })))
 }
 
 async fn store(
@@ -175,10 +163,7 @@ async fn store(
     level: Consistency,
 ) -> Result<Json<Value>, ApiError> {
     let bytes = record.encode(state.coordinator.stamp(), None)?;
-    state
-        .coordinator
-        .write(at, vec![(record.id.clone(), bytes)], level)
-        .await?;
+    state.coordinator.write(at, vec![(record.id.clone(), bytes)], level).await?;
     state.metrics.count_records(1);
     Ok(Json(json!({ "written": 1 })))
 }
@@ -201,19 +186,18 @@ fn collection(path: Result<Path<(String, String)>, PathRejection>) -> Result<Col
 fn record_path(path: Result<Path<(String, String, String)>, PathRejection>) -> Result<(Collection, String), ApiError> {
     let Path((shop, coll, id)) = path.map_err(|e| ApiError::bad_request("invalid_path", e.body_text()))?;
     let at = collection(Ok(Path((shop, coll))))?;
+    if id == "_count" {
+        return Err(ApiError::method_not_allowed("_count only answers GET"));
+    }
     names::validate_id(&id).map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))?;
     Ok((at, id))
 }
 
 fn consistency(params: &Params) -> Result<Consistency, ApiError> {
-    let query = params
-        .as_ref()
-        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let query = params.as_ref().map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     match query.get("consistency") {
         None => Ok(Consistency::default()),
-        Some(level) => level
-            .parse()
-            .map_err(|e: String| ApiError::bad_request("invalid_consistency", e)),
+        Some(level) => level.parse().map_err(|e: String| ApiError::bad_request("invalid_consistency", e)),
     }
 }
 
@@ -235,9 +219,7 @@ fn require_json(headers: &HeaderMap, accepted: &[&str]) -> Result<(), ApiError> 
 }
 
 async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
-    to_bytes(body, MAX_BODY)
-        .await
-        .map_err(|_| ApiError::body_too_large(MAX_BODY))
+    to_bytes(body, MAX_BODY).await.map_err(|_| ApiError::body_too_large(MAX_BODY))
 }
 
 fn parse_json(body: &[u8]) -> Result<Value, ApiError> {

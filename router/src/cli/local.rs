@@ -74,17 +74,17 @@ impl Layout {
         format!("http://{}", self.router)
     }
 
-    /// The command that starts node `id` (1-based).
+    /// The command that starts node `id` (1-based) at its usual address.
     pub fn node(&self, id: usize) -> Command {
-        let initial: Vec<String> = self
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(i, a)| format!("{}={a}", i + 1))
-            .collect();
+        self.node_at(id, self.nodes[id - 1])
+    }
+
+    /// The command that starts node `id` (1-based) listening on `addr`.
+    pub fn node_at(&self, id: usize, addr: SocketAddr) -> Command {
+        let initial: Vec<String> = self.nodes.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
         let mut cmd = Command::new(self.bin_dir.join("ringup-node"));
         cmd.arg("--id").arg(id.to_string());
-        cmd.arg("--listen").arg(self.nodes[id - 1].to_string());
+        cmd.arg("--listen").arg(addr.to_string());
         cmd.arg("--data-dir").arg(self.dir.join(format!("node-{id}")));
         cmd.arg("--initial-nodes").arg(initial.join(","));
         cmd
@@ -116,18 +116,9 @@ impl Process {
             .append(true)
             .open(log)
             .with_context(|| format!("cannot open {}", log.display()))?;
-        cmd.stdin(Stdio::null())
-            .stdout(file.try_clone()?)
-            .stderr(file)
-            .kill_on_drop(true);
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("cannot start {name}: {:?}", cmd.as_std().get_program()))?;
-        Ok(Self {
-            name: name.to_string(),
-            log: log.to_path_buf(),
-            child,
-        })
+        cmd.stdin(Stdio::null()).stdout(file.try_clone()?).stderr(file).kill_on_drop(true);
+        let child = cmd.spawn().with_context(|| format!("cannot start {name}: {:?}", cmd.as_std().get_program()))?;
+        Ok(Self { name: name.to_string(), log: log.to_path_buf(), child })
     }
 
     /// The process id, while it runs.
@@ -183,22 +174,14 @@ pub async fn wait_ready(router_url: &str, watch: &mut [&mut Process], timeout: D
     let client = reqwest::Client::new();
     let deadline = Instant::now() + timeout;
     loop {
-        if let Ok(r) = client
-            .get(format!("{router_url}/readyz"))
-            .timeout(Duration::from_secs(1))
-            .send()
-            .await
+        if let Ok(r) = client.get(format!("{router_url}/readyz")).timeout(Duration::from_secs(1)).send().await
             && r.status().is_success()
         {
             return Ok(());
         }
         for p in watch.iter_mut() {
             if let Some(status) = p.exited() {
-                bail!(
-                    "{} exited ({status}) before the cluster was ready; its log ends:\n{}",
-                    p.name,
-                    p.log_tail(20)
-                );
+                bail!("{} exited ({status}) before the cluster was ready; its log ends:\n{}", p.name, p.log_tail(20));
             }
         }
         if Instant::now() > deadline {
@@ -220,26 +203,14 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
             Some(dir) => dir.clone(),
             None => Layout::own_bin_dir()?,
         },
-        nodes: (0..args.nodes)
-            .map(|i| SocketAddr::from(([127, 0, 0, 1], args.base_port + i as u16)))
-            .collect(),
+        nodes: (0..args.nodes).map(|i| SocketAddr::from(([127, 0, 0, 1], args.base_port + i as u16))).collect(),
         router: args.router_listen,
     };
     let mut nodes = (1..=args.nodes)
-        .map(|id| {
-            Process::start(
-                &format!("node-{id}"),
-                layout.node(id),
-                &layout.dir.join(format!("node-{id}.log")),
-            )
-        })
+        .map(|id| Process::start(&format!("node-{id}"), layout.node(id), &layout.dir.join(format!("node-{id}.log"))))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut router = Process::start("router", layout.router(), &layout.dir.join("router.log"))?;
-    println!(
-        "starting {} nodes and a router in {} ...",
-        args.nodes,
-        layout.dir.display()
-    );
+    println!("starting {} nodes and a router in {} ...", args.nodes, layout.dir.display());
 
     let mut watched: Vec<&mut Process> = nodes.iter_mut().chain(std::iter::once(&mut router)).collect();
     let ready = wait_ready(&layout.router_url(), &mut watched, READY_TIMEOUT).await;
@@ -270,12 +241,7 @@ async fn show(layout: &Layout, sample: bool) -> anyhow::Result<()> {
     println!("ringup is running");
     println!("  router:  {url}");
     for (i, addr) in layout.nodes.iter().enumerate() {
-        println!(
-            "  node {}:  {addr}  (data {}/node-{})",
-            i + 1,
-            layout.dir.display(),
-            i + 1
-        );
+        println!("  node {}:  {addr}  (data {}/node-{})", i + 1, layout.dir.display(), i + 1);
     }
     println!("  logs:    {}/*.log", layout.dir.display());
     println!();

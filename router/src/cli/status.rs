@@ -31,16 +31,11 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
 /// `GET /v1/cluster` from the router.
 pub async fn fetch(router: &str) -> anyhow::Result<Value> {
     let url = format!("{}/v1/cluster", router.trim_end_matches('/'));
-    let response = reqwest::get(&url)
-        .await
-        .with_context(|| format!("cannot reach the router at {router}"))?;
+    let response = reqwest::get(&url).await.with_context(|| format!("cannot reach the router at {router}"))?;
     let status = response.status();
     let body: Value = response.json().await.context("the router's answer is not JSON")?;
     if !status.is_success() {
-        anyhow::bail!(
-            "the router answered {status}: {}",
-            body["error"]["message"].as_str().unwrap_or("no message")
-        );
+        anyhow::bail!("the router answered {status}: {}", body["error"]["message"].as_str().unwrap_or("no message"));
     }
     Ok(body)
 }
@@ -61,11 +56,7 @@ pub fn render(cluster: &Value) -> String {
             node["id"].to_string(),
             node["addr"].as_str().unwrap_or("?"),
             node["state"].as_str().unwrap_or("?"),
-            if node["live"].as_bool() == Some(true) {
-                "yes"
-            } else {
-                "no"
-            },
+            if node["live"].as_bool() == Some(true) { "yes" } else { "no" },
             node["partition_replicas"].to_string(),
         ));
     }
