@@ -19,7 +19,7 @@
 //! [`StoredRecord`]: ringup_proto::value::StoredRecord
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::thread;
 
 use ringup_proto::keys::RecordKey;
@@ -125,7 +125,7 @@ impl Storage {
         ];
         let db = Arc::new(rocksdb::DB::open_cf_descriptors(&db_opts, dir, families)?);
         let (writer, jobs) = mpsc::channel(WRITE_QUEUE);
-        let thread_db = db.clone();
+        let thread_db = Arc::downgrade(&db);
         thread::Builder::new()
             .name("storage-writer".into())
             .spawn(move || write_loop(&thread_db, jobs, fsync))
@@ -274,8 +274,10 @@ async fn blocking<T: Send + 'static>(
 
 /// The writer thread: takes every job waiting, commits them in one batch,
 /// then answers them all.
-fn write_loop(db: &rocksdb::DB, mut jobs: mpsc::Receiver<WriteJob>, fsync: FsyncPolicy) {
-    let cf = db.cf_handle(CF_DATA).expect("created at open");
+///
+/// It holds the database weakly, so dropping the last [`Storage`] closes
+/// the database at once; the thread ends when the queue closes.
+fn write_loop(db: &Weak<rocksdb::DB>, mut jobs: mpsc::Receiver<WriteJob>, fsync: FsyncPolicy) {
     let mut opts = WriteOptions::default();
     opts.set_sync(fsync != FsyncPolicy::Never);
     let max_group = if fsync == FsyncPolicy::Always { 1 } else { MAX_GROUP };
@@ -287,15 +289,24 @@ fn write_loop(db: &rocksdb::DB, mut jobs: mpsc::Receiver<WriteJob>, fsync: Fsync
                 Err(_) => break,
             }
         }
-        let mut batch = WriteBatch::default();
-        for (key, value) in group.iter().flat_map(|job| &job.records) {
-            batch.merge_cf(cf, key, value);
-        }
-        let result = db.write_opt(batch, &opts).map_err(|e| e.to_string());
+        let result = match db.upgrade() {
+            Some(db) => commit(&db, &group, &opts),
+            None => Err("the database is closed".to_string()),
+        };
         for job in group {
             let _ = job.done.send(result.clone());
         }
     }
+}
+
+/// Merges every record of a group in one `WriteBatch`.
+fn commit(db: &rocksdb::DB, group: &[WriteJob], opts: &WriteOptions) -> Result<(), String> {
+    let cf = db.cf_handle(CF_DATA).expect("created at open");
+    let mut batch = WriteBatch::default();
+    for (key, value) in group.iter().flat_map(|job| &job.records) {
+        batch.merge_cf(cf, key, value);
+    }
+    db.write_opt(batch, opts).map_err(|e| e.to_string())
 }
 
 /// The `data` family's merge operator: last writer wins.
@@ -355,8 +366,6 @@ mod tests {
             storage.merge_records(vec![(key("a"), value(3, 30))]).await.unwrap();
             storage.put_meta(&[(MetaKey::NodeId, Some(vec![7]))]).unwrap();
         }
-        // The writer thread holds a clone of the database until its queue closes.
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         let storage = Storage::open(dir.path(), FsyncPolicy::Group).unwrap();
         assert_eq!(storage.get_record(key("a")).await.unwrap(), Some(value(3, 30)));
         assert_eq!(storage.get_meta(MetaKey::NodeId).unwrap(), Some(vec![7]));
