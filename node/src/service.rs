@@ -95,18 +95,24 @@ impl Handler for Service {
 }
 
 /// The epoch and ownership check of a data request.
+///
+/// A coordinator routing with a newer map than this node's knows better
+/// and is trusted; that includes a node that has not applied the first map
+/// yet. Under the same map, the node must hold a replica of the partition.
 pub fn check_route(map: &ClusterMap, node: NodeId, target: &CollectionRef) -> Result<(), RpcError> {
-    if !map.is_ready() {
-        return Err(RpcError::NoMap);
-    }
     if target.epoch < map.epoch {
         return Err(RpcError::StaleEpoch { current: map.epoch });
+    }
+    if target.epoch > map.epoch {
+        return Ok(());
+    }
+    if !map.is_ready() {
+        return Err(RpcError::NoMap);
     }
     if target.partition >= map.ring.partitions() {
         return Err(RpcError::BadRequest(format!("no partition {}", target.partition)));
     }
-    // A coordinator with a newer map than ours knows better; trust it.
-    if target.epoch == map.epoch && !map.replicas(target.partition).contains(&node) {
+    if !map.replicas(target.partition).contains(&node) {
         return Err(RpcError::NotReplica { partition: target.partition });
     }
     Ok(())
@@ -154,7 +160,8 @@ mod tests {
     }
 
     #[test]
-    fn no_map_no_service() {
-        assert_eq!(check_route(&ClusterMap::default(), 1, &target(1, 0)), Err(RpcError::NoMap));
+    fn a_node_without_a_map_trusts_a_coordinator_that_has_one() {
+        assert_eq!(check_route(&ClusterMap::default(), 1, &target(1, 0)), Ok(()));
+        assert_eq!(check_route(&ClusterMap::default(), 1, &target(0, 0)), Err(RpcError::NoMap));
     }
 }
