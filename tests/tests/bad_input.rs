@@ -155,7 +155,7 @@ async fn bad_input_gets_a_4xx_json_error_and_changes_nothing() {
 
     let mut failures = Vec::new();
     for c in cases() {
-        let (status, body) = cluster.call(c.method.clone(), &c.path, c.content_type, c.body).await;
+        let (status, body) = cluster.call_alone(c.method.clone(), &c.path, c.content_type, c.body).await;
         let code = body["error"]["code"].as_str().unwrap_or("<no JSON error>");
         let message = body["error"]["message"].as_str().unwrap_or("");
         if status.as_u16() != c.status || code != c.code || message.is_empty() {
