@@ -162,20 +162,6 @@ impl TestCluster {
         send(self.http.request(method, self.url(path)), content_type, body).await
     }
 
-    /// Like [`Self::call`], on a connection of its own: for requests that
-    /// the router may answer before reading their whole body (a body over
-    /// the limit), after which it closes the connection.
-    pub async fn call_alone(
-        &self,
-        method: Method,
-        path: &str,
-        content_type: Option<&str>,
-        body: Vec<u8>,
-    ) -> (StatusCode, Value) {
-        let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("http client");
-        send(client.request(method, self.url(path)), content_type, body).await
-    }
-
     /// GET as JSON.
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
         self.call(Method::GET, path, None, Vec::new()).await
@@ -201,7 +187,7 @@ impl TestCluster {
 
 /// Sends a request; returns the status and the JSON body (`Null` if empty
 /// or not JSON).
-async fn send(request: reqwest::RequestBuilder, content_type: Option<&str>, body: Vec<u8>) -> (StatusCode, Value) {
+pub async fn send(request: reqwest::RequestBuilder, content_type: Option<&str>, body: Vec<u8>) -> (StatusCode, Value) {
     let mut request = request.body(body);
     if let Some(ct) = content_type {
         request = request.header("content-type", ct);
