@@ -41,11 +41,12 @@ pub enum CallError {
     Encode(String),
 }
 
-/// Answers awaited on one connection, by request id.
+/// Answers awaited on one connection, by request id; `None` once the
+/// connection has closed, so no caller can wait on it after that.
 ///
 /// A `std` mutex: it is only held to insert or remove one entry, never
 /// across an `.await`.
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Response>>>>;
+type Pending = Arc<Mutex<Option<HashMap<u64, oneshot::Sender<Response>>>>>;
 
 /// One live connection: a queue to its writer task and the answers awaited.
 struct Conn {
@@ -55,7 +56,7 @@ struct Conn {
 
 impl Conn {
     fn is_open(&self) -> bool {
-        !self.queue.is_closed()
+        !self.queue.is_closed() && self.pending.lock().expect("pending map poisoned").is_some()
     }
 }
 
@@ -89,13 +90,17 @@ impl Client {
         let conn = self.connection().await?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let bytes = frame::encode(&Envelope { id, body: request }).map_err(|e| CallError::Encode(e.to_string()))?;
+        let closed = || CallError::Closed(self.addr.clone());
         let (tx, rx) = oneshot::channel();
-        conn.pending.lock().expect("pending map poisoned").insert(id, tx);
+        conn.pending.lock().expect("pending map poisoned").as_mut().ok_or_else(closed)?.insert(id, tx);
         if conn.queue.send(bytes).await.is_err() {
-            conn.pending.lock().expect("pending map poisoned").remove(&id);
-            return Err(CallError::Closed(self.addr.clone()));
+            if let Some(pending) = conn.pending.lock().expect("pending map poisoned").as_mut() {
+                pending.remove(&id);
+            }
+            return Err(closed());
         }
-        rx.await.map_err(|_| CallError::Closed(self.addr.clone()))
+        // The reader answers, or drops every waiting sender when the connection closes.
+        rx.await.map_err(|_| closed())
     }
 
     /// The open connection, or a new one.
@@ -122,15 +127,20 @@ impl Client {
     }
 }
 
-/// Starts the reader and writer tasks of a new connection.
+/// Starts the tasks of a new connection: one writes queued frames, one
+/// reads answers. When either stops, both stop and the connection is closed.
 fn open(stream: TcpStream) -> Conn {
     let (read, write) = stream.into_split();
     let (queue, rx) = mpsc::channel(WRITE_QUEUE);
-    let pending: Pending = Arc::default();
-    let reader = tokio::spawn(read_answers(read, pending.clone()));
+    let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
+    let answers = pending.clone();
     tokio::spawn(async move {
-        write_frames(write, rx).await;
-        reader.abort();
+        tokio::select! {
+            _ = write_frames(write, rx) => {}
+            _ = read_answers(read, &answers) => {}
+        }
+        // Dropping the senders tells every waiting caller the connection closed.
+        answers.lock().expect("pending map poisoned").take();
     });
     Conn { queue, pending }
 }
@@ -149,16 +159,15 @@ pub(crate) async fn write_frames(write: OwnedWriteHalf, mut rx: mpsc::Receiver<V
     }
 }
 
-/// Hands each answer to its caller; on any failure, drops every pending
-/// caller, who then sees the connection as closed.
-async fn read_answers(mut read: OwnedReadHalf, pending: Pending) {
+/// Hands each answer to its caller until the connection fails or closes.
+async fn read_answers(mut read: OwnedReadHalf, pending: &Pending) {
     let mut buf = Vec::with_capacity(64 << 10);
     while let Ok(Some(envelope)) = read_frame::<Response>(&mut read, &mut buf).await {
-        if let Some(tx) = pending.lock().expect("pending map poisoned").remove(&envelope.id) {
+        let waiting = pending.lock().expect("pending map poisoned").as_mut().and_then(|p| p.remove(&envelope.id));
+        if let Some(tx) = waiting {
             let _ = tx.send(envelope.body);
         }
     }
-    pending.lock().expect("pending map poisoned").clear();
 }
 
 /// Reads the next whole frame: `Ok(None)` at a clean end of stream.

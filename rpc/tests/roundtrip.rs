@@ -81,3 +81,29 @@ async fn a_dead_peer_is_unreachable() {
     let answer = Client::new(addr).call(Request::Ping, TIMEOUT).await;
     assert!(matches!(answer, Err(CallError::Unreachable { .. })), "{answer:?}");
 }
+
+#[tokio::test]
+async fn a_peer_that_goes_away_is_noticed_at_once_and_reconnected_to() {
+    // A peer that answers one ping per connection, then hangs up.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 1024];
+            let n = stream.read(&mut buf).await.unwrap();
+            let (request, _) =
+                ringup_proto::frame::decode::<ringup_proto::rpc::Envelope<Request>>(&buf[..n]).unwrap().unwrap();
+            let answer = ringup_proto::rpc::Envelope { id: request.id, body: Response::Pong { node: 1, epoch: 1 } };
+            stream.write_all(&ringup_proto::frame::encode(&answer).unwrap()).await.unwrap();
+        }
+    });
+    let client = Client::new(addr);
+    for _ in 0..3 {
+        // Each call after the first finds its connection closed by the peer
+        // and must reconnect rather than wait out the timeout.
+        let answer = client.call(Request::Ping, Duration::from_secs(30)).await;
+        assert!(matches!(answer, Ok(Response::Pong { .. })), "{answer:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
