@@ -39,6 +39,8 @@ use crate::raft::state_machine::StateMachine;
 use crate::raft::{MapResponse, Raft};
 use crate::storage::{MetaKey, Storage};
 
+/// How many leader redirects a proposal follows.
+const MAX_REDIRECTS: usize = 3;
 /// How long a forwarded proposal may take.
 const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How many voters the metadata group has; other nodes are learners.
@@ -195,6 +197,23 @@ async fn add_learners(raft: &Raft, nodes: &BTreeMap<NodeId, BasicNode>) {
     }
 }
 
+/// Applies a map command here if this node leads, else at the leader,
+/// following up to [`MAX_REDIRECTS`] redirects from nodes with a staler
+/// view of who leads.
+async fn propose_via_leader(raft: &Raft, pool: &Pool, command: MapCommand) -> Result<u64, RpcError> {
+    let mut answer = raft::propose(raft, command.clone()).await;
+    for _ in 0..MAX_REDIRECTS {
+        let Err(RpcError::NotLeader { leader: Some(leader) }) = &answer else { break };
+        answer = match pool.get(leader).call(Request::Propose { command: command.clone() }, PROPOSE_TIMEOUT).await {
+            Ok(Response::Proposed { epoch }) => Ok(epoch),
+            Ok(Response::Error(e)) => Err(e),
+            Ok(other) => Err(RpcError::Unavailable(format!("unexpected answer {other:?}"))),
+            Err(e) => Err(RpcError::Unavailable(e.to_string())),
+        };
+    }
+    answer
+}
+
 /// Once the map exists, makes sure it names this node at the address it
 /// now listens on: a node restarted elsewhere proposes its new address,
 /// through the leader.
@@ -215,18 +234,7 @@ async fn announce_address(
             return;
         }
         let command = MapCommand::SetAddress { id, addr: addr.clone() };
-        let answer = match raft::propose(&raft, command.clone()).await {
-            Err(RpcError::NotLeader { leader: Some(leader) }) => {
-                match pool.get(&leader).call(Request::Propose { command }, PROPOSE_TIMEOUT).await {
-                    Ok(Response::Proposed { epoch }) => Ok(epoch),
-                    Ok(Response::Error(e)) => Err(e),
-                    Ok(other) => Err(RpcError::Unavailable(format!("unexpected answer {other:?}"))),
-                    Err(e) => Err(RpcError::Unavailable(e.to_string())),
-                }
-            }
-            other => other,
-        };
-        match answer {
+        match propose_via_leader(&raft, &pool, command).await {
             Ok(epoch) => tracing::info!(epoch, %addr, "announced this node's new address"),
             Err(e) => tracing::info!(error = %e, "cannot announce this node's new address yet"),
         }

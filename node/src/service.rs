@@ -18,6 +18,8 @@ use crate::storage::Storage;
 const MAX_MAP_WAIT: Duration = Duration::from_secs(30);
 /// The most entries one scan returns.
 const MAX_SCAN: u32 = 10_000;
+/// The most digests one request returns.
+const MAX_DIGESTS: u32 = 100_000;
 
 /// Answers the internal RPC.
 pub struct Service {
@@ -51,14 +53,17 @@ impl Service {
                 self.check(&target)?;
                 let range =
                     keys::collection_range(target.partition, &target.shop, &target.collection, after.as_deref());
-                let entries =
-                    self.storage.scan_records(range, limit.min(MAX_SCAN) as usize).await.map_err(storage_error)?;
-                Ok(Response::Entries(entries))
+                let limit = limit.min(MAX_SCAN) as usize;
+                let (entries, more) = self.storage.scan_records(range, limit).await.map_err(storage_error)?;
+                Ok(Response::Entries { entries, more })
             }
-            Request::Digests { target } => {
+            Request::Digests { target, after, limit } => {
                 self.check(&target)?;
-                let range = keys::collection_range(target.partition, &target.shop, &target.collection, None);
-                Ok(Response::Digests(self.storage.digest_records(range).await.map_err(storage_error)?))
+                let range =
+                    keys::collection_range(target.partition, &target.shop, &target.collection, after.as_deref());
+                let limit = limit.min(MAX_DIGESTS) as usize;
+                let (digests, more) = self.storage.digest_records(range, limit).await.map_err(storage_error)?;
+                Ok(Response::Digests { digests, more })
             }
             Request::GetMap { known_epoch, wait_ms } => {
                 Ok(Response::Map(Box::new(self.map_after(known_epoch, wait_ms).await)))

@@ -43,6 +43,12 @@ const CF_RAFT_LOG: &str = "raft_log";
 const WRITE_QUEUE: usize = 4096;
 /// The most batches one group commit takes.
 const MAX_GROUP: usize = 256;
+/// The most bytes of record batches one group commit takes (a single
+/// larger batch still goes alone).
+const MAX_GROUP_BYTES: usize = 64 << 20;
+/// The most bytes of values one scan returns, well under the RPC frame
+/// limit.
+pub const SCAN_BYTES: usize = 16 << 20;
 
 /// A storage failure. Fatal to the request, not to the node.
 #[derive(Debug, Error)]
@@ -97,6 +103,12 @@ impl MetaKey {
 struct WriteJob {
     records: Vec<(Vec<u8>, Vec<u8>)>,
     done: oneshot::Sender<Result<(), String>>,
+}
+
+impl WriteJob {
+    fn bytes(&self) -> usize {
+        self.records.iter().map(|(k, v)| k.len() + v.len()).sum()
+    }
 }
 
 /// The node's storage. Cheap to clone.
@@ -154,32 +166,55 @@ impl Storage {
         blocking(move || Ok(this.db.get_cf(this.cf(CF_DATA), key.encode())?)).await
     }
 
-    /// Up to `limit` records of a range, in key order, tombstones included.
-    pub async fn scan_records(&self, range: (Vec<u8>, Vec<u8>), limit: usize) -> Result<Vec<Entry>, StorageError> {
+    /// Up to `limit` records of a range, in key order, tombstones included,
+    /// and no more than [`SCAN_BYTES`] of values; and whether it stopped
+    /// before the end of the range.
+    pub async fn scan_records(
+        &self,
+        range: (Vec<u8>, Vec<u8>),
+        limit: usize,
+    ) -> Result<(Vec<Entry>, bool), StorageError> {
         let this = self.clone();
         blocking(move || {
-            let mut out = Vec::new();
+            let (mut out, mut bytes, mut more) = (Vec::new(), 0, false);
             this.for_each_in(CF_DATA, range, |key, value| {
+                if out.len() >= limit || bytes >= SCAN_BYTES {
+                    more = true;
+                    return Ok(false);
+                }
+                bytes += key.len() + value.len();
                 out.push(Entry { id: record_id(key)?, value: value.to_vec() });
-                Ok(out.len() < limit)
+                Ok(true)
             })?;
-            Ok(out)
+            Ok((out, more))
         })
         .await
     }
 
-    /// The id, version and tombstone flag of every record in a range.
-    pub async fn digest_records(&self, range: (Vec<u8>, Vec<u8>)) -> Result<Vec<Digest>, StorageError> {
+    /// The id, version and tombstone flag of up to `limit` records of a
+    /// range, and whether it stopped before the end. A value that fails its
+    /// checksum is logged and left out.
+    pub async fn digest_records(
+        &self,
+        range: (Vec<u8>, Vec<u8>),
+        limit: usize,
+    ) -> Result<(Vec<Digest>, bool), StorageError> {
         let this = self.clone();
         blocking(move || {
-            let mut out = Vec::new();
+            let (mut out, mut more) = (Vec::new(), false);
             this.for_each_in(CF_DATA, range, |key, value| {
-                let header = Header::read(value)
-                    .map_err(|e| StorageError::Corrupt { what: "record value", reason: e.to_string() })?;
-                out.push(Digest { id: record_id(key)?, version: header.version, tombstone: header.tombstone });
+                if out.len() >= limit {
+                    more = true;
+                    return Ok(false);
+                }
+                let id = record_id(key)?;
+                match Header::read(value) {
+                    Ok(h) => out.push(Digest { id, version: h.version, tombstone: h.tombstone }),
+                    Err(e) => tracing::error!(id, error = %e, "corrupt record value left out of a digest"),
+                }
                 Ok(true)
             })?;
-            Ok(out)
+            Ok((out, more))
         })
         .await
     }
@@ -282,10 +317,14 @@ fn write_loop(db: &Weak<rocksdb::DB>, mut jobs: mpsc::Receiver<WriteJob>, fsync:
     opts.set_sync(fsync != FsyncPolicy::Never);
     let max_group = if fsync == FsyncPolicy::Always { 1 } else { MAX_GROUP };
     while let Some(first) = jobs.blocking_recv() {
+        let mut bytes = first.bytes();
         let mut group = vec![first];
-        while group.len() < max_group {
+        while group.len() < max_group && bytes < MAX_GROUP_BYTES {
             match jobs.try_recv() {
-                Ok(job) => group.push(job),
+                Ok(job) => {
+                    bytes += job.bytes();
+                    group.push(job);
+                }
                 Err(_) => break,
             }
         }
@@ -351,11 +390,15 @@ mod tests {
         storage.merge_records(vec![(key("a"), value(2, 20))]).await.unwrap();
         assert_eq!(storage.get_record(key("a")).await.unwrap(), Some(value(2, 20)));
 
-        let page = storage.scan_records(collection_range(5, "s", "c", None), 10).await.unwrap();
+        let (page, more) = storage.scan_records(collection_range(5, "s", "c", None), 10).await.unwrap();
         let ids: Vec<_> = page.iter().map(|e| e.id.as_str()).collect();
-        assert_eq!(ids, ["a", "b"]);
-        let after_a = storage.scan_records(collection_range(5, "s", "c", Some("a")), 10).await.unwrap();
-        assert_eq!(after_a.len(), 1);
+        assert_eq!((ids, more), (vec!["a", "b"], false));
+        let (after_a, more) = storage.scan_records(collection_range(5, "s", "c", Some("a")), 1).await.unwrap();
+        assert_eq!((after_a.len(), more), (1, false), "b is the last record");
+        let (first, more) = storage.scan_records(collection_range(5, "s", "c", None), 1).await.unwrap();
+        assert_eq!((first.len(), more), (1, true));
+        let (digests, more) = storage.digest_records(collection_range(5, "s", "c", None), 10).await.unwrap();
+        assert_eq!((digests.len(), more), (2, false));
     }
 
     #[tokio::test]

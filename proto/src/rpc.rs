@@ -67,11 +67,15 @@ pub enum Request {
         /// At most this many entries.
         limit: u32,
     },
-    /// The id, version and tombstone flag of every record of a collection.
-    /// Answered with [`Response::Digests`].
+    /// The id, version and tombstone flag of records of a collection, in id
+    /// order. Answered with [`Response::Digests`].
     Digests {
         /// The collection.
         target: CollectionRef,
+        /// Start after this id.
+        after: Option<String>,
+        /// At most this many digests.
+        limit: u32,
     },
     /// The node's cluster map, once its epoch exceeds `known_epoch` or after
     /// `wait_ms`, whichever comes first. Answered with [`Response::Map`].
@@ -144,9 +148,20 @@ pub enum Response {
     /// The record's encoded value, if the node has one.
     Value(Option<Vec<u8>>),
     /// A page of a scan.
-    Entries(Vec<Entry>),
-    /// The digests of a collection.
-    Digests(Vec<Digest>),
+    Entries {
+        /// The records, in id order.
+        entries: Vec<Entry>,
+        /// Whether the node stopped before the end of the range (at the
+        /// limit, or at its byte budget).
+        more: bool,
+    },
+    /// A page of digests.
+    Digests {
+        /// The digests, in id order.
+        digests: Vec<Digest>,
+        /// Whether the node stopped before the end of the range.
+        more: bool,
+    },
     /// The node's cluster map.
     Map(Box<ClusterMap>),
     /// The command was applied; the map is at this epoch.

@@ -210,7 +210,8 @@ impl Field {
 }
 
 fn put_field(out: &mut Vec<u8>, name: &str, field: &Field) {
-    out.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    let name_len = u16::try_from(name.len()).expect("field names are checked to fit in 16 bits before encoding");
+    out.extend_from_slice(&name_len.to_be_bytes());
     out.extend_from_slice(name.as_bytes());
     match field {
         Field::Null => out.push(0),

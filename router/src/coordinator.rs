@@ -20,8 +20,8 @@ use ringup_proto::NodeId;
 use ringup_proto::cluster::ClusterMap;
 use ringup_proto::consistency::{AckCounter, Consistency, Tally};
 use ringup_proto::hlc::Hlc;
-use ringup_proto::rpc::{CollectionRef, Entry, Request, Response, RpcError};
-use ringup_proto::value::{self, StoredRecord, Version};
+use ringup_proto::rpc::{CollectionRef, Request, Response, RpcError};
+use ringup_proto::value::{self, Header, StoredRecord, Version};
 use thiserror::Error;
 
 use crate::now_ms;
@@ -31,6 +31,8 @@ use crate::view::ClusterView;
 const EPOCH_RETRIES: usize = 2;
 /// How many scan rounds one list page may take when tombstones hide records.
 const MAX_LIST_ROUNDS: usize = 16;
+/// How many digests one count round asks each replica for.
+const DIGEST_PAGE: usize = 50_000;
 
 /// Why a coordinated request failed.
 #[derive(Debug, Error)]
@@ -97,14 +99,26 @@ impl Coordinator {
         Ok(())
     }
 
+    /// Takes note of a version read from a replica, so that this router's
+    /// next stamp is newer: a read-modify-write (PATCH) then always wins
+    /// over what it read, whichever router wrote that.
+    fn observe(&self, version: Version) {
+        self.clock.lock().expect("clock poisoned").observe(version.hlc);
+    }
+
     /// The newest version of one record, with stale replicas repaired.
     /// Deleted records come back as tombstones.
+    ///
+    /// The answer stands only once `level` replicas hold the newest value,
+    /// counting the repairs: so a later read at the same level never sees
+    /// an older one. A value that fails its checksum counts as absent, and
+    /// its replica as stale.
     pub async fn get(&self, at: &Collection, id: &str, level: Consistency) -> Result<Option<StoredRecord>, CoordError> {
         let (target, answers) = self.fan_out(at, level, |target| Request::Get { target, id: id.to_string() }).await?;
         let values: Vec<(NodeId, Option<Vec<u8>>)> = answers
             .into_iter()
             .filter_map(|(node, r)| match r {
-                Response::Value(v) => Some((node, v)),
+                Response::Value(v) => Some((node, v.filter(|bytes| valid(bytes, node, id)))),
                 _ => None,
             })
             .collect();
@@ -112,10 +126,17 @@ impl Coordinator {
         let Some(newest) = newest else {
             return Ok(None);
         };
+        let record = StoredRecord::decode(&newest).map_err(|e| CoordError::Corrupt(e.to_string()))?;
+        self.observe(record.version);
         let stale: Vec<NodeId> =
             values.iter().filter(|(_, v)| v.as_deref() != Some(&newest[..])).map(|(n, _)| *n).collect();
-        self.repair(&target, stale, vec![(id.to_string(), newest.clone())]).await;
-        StoredRecord::decode(&newest).map(Some).map_err(|e| CoordError::Corrupt(e.to_string()))
+        let holders = values.len() - stale.len() + self.repair(&target, stale, vec![(id.to_string(), newest)]).await;
+        let replicas = target_replicas(&self.view, &target);
+        let needed = level.required(replicas);
+        if holders < needed {
+            return Err(CoordError::Unavailable { level, needed, replicas, acked: holders });
+        }
+        Ok(Some(record))
     }
 
     /// Up to `limit` live records after `after`, in id order, merged from
@@ -129,19 +150,20 @@ impl Coordinator {
     ) -> Result<(Vec<(String, StoredRecord)>, Option<String>), CoordError> {
         let mut page = Vec::new();
         for _ in 0..MAX_LIST_ROUNDS {
-            let ask = limit.saturating_sub(page.len()) as u32;
-            let (_, answers) =
-                self.fan_out(at, level, |target| Request::Scan { target, after: after.clone(), limit: ask }).await?;
-            let pages: Vec<Vec<Entry>> = answers
-                .into_iter()
-                .filter_map(|(_, r)| match r {
-                    Response::Entries(e) => Some(e),
-                    _ => None,
-                })
-                .collect();
-            let (merged, bound) = merge_pages(pages, ask as usize);
+            let ask = limit.saturating_sub(page.len());
+            let request = |target| Request::Scan { target, after: after.clone(), limit: ask as u32 };
+            let (_, answers) = self.fan_out(at, level, request).await?;
+            let pages = answers.into_iter().filter_map(|(node, r)| match r {
+                Response::Entries { entries, more } => {
+                    let items = entries.into_iter().filter(|e| valid(&e.value, node, &e.id)).map(|e| (e.id, e.value));
+                    Some(Page { items: items.collect(), more })
+                }
+                _ => None,
+            });
+            let (merged, bound) = merge_pages(pages.collect(), ask, |held, new| value::merge(held, new) == &new[..]);
             for (id, bytes) in merged {
                 let record = StoredRecord::decode(&bytes).map_err(|e| CoordError::Corrupt(e.to_string()))?;
+                self.observe(record.version);
                 if !record.tombstone {
                     page.push((id, record));
                 }
@@ -152,40 +174,56 @@ impl Coordinator {
                 Some(bound) => after = Some(bound),
             }
         }
-        let next = page.last().map(|(id, _)| id.clone()).or(after);
-        Ok((page, next))
+        // Many tombstones in a row: answer what there is and let the
+        // client continue from where the scan stopped.
+        Ok((page, after))
     }
 
-    /// How many live records a collection holds, merged from `level` replicas.
+    /// How many live records a collection holds, merged from `level`
+    /// replicas a page of digests at a time.
     pub async fn count(&self, at: &Collection, level: Consistency) -> Result<u64, CoordError> {
-        let (_, answers) = self.fan_out(at, level, |target| Request::Digests { target }).await?;
-        let mut newest: BTreeMap<String, (Version, bool)> = BTreeMap::new();
-        for digest in answers.into_iter().flat_map(|(_, r)| match r {
-            Response::Digests(d) => d,
-            _ => Vec::new(),
-        }) {
-            let slot = newest.entry(digest.id).or_insert((digest.version, digest.tombstone));
-            if digest.version > slot.0 {
-                *slot = (digest.version, digest.tombstone);
+        let (mut after, mut live) = (None, 0u64);
+        loop {
+            let request = |target| Request::Digests { target, after: after.clone(), limit: DIGEST_PAGE as u32 };
+            let (_, answers) = self.fan_out(at, level, request).await?;
+            let pages = answers.into_iter().filter_map(|(_, r)| match r {
+                Response::Digests { digests, more } => {
+                    Some(Page { items: digests.into_iter().map(|d| (d.id, (d.version, d.tombstone))).collect(), more })
+                }
+                _ => None,
+            });
+            let (merged, bound) = merge_pages(pages.collect(), DIGEST_PAGE, |held, new| new.0 > held.0);
+            live += merged.iter().filter(|(_, (_, tombstone))| !tombstone).count() as u64;
+            match bound {
+                None => return Ok(live),
+                Some(bound) => after = Some(bound),
             }
         }
-        Ok(newest.values().filter(|(_, tombstone)| !tombstone).count() as u64)
     }
 
-    /// Writes the newest values back to stale replicas and waits for them.
-    async fn repair(&self, target: &CollectionRef, stale: Vec<NodeId>, records: Vec<(String, Vec<u8>)>) {
-        let Some(map) = self.view.map() else { return };
+    /// Writes the newest values back to stale replicas and waits for them;
+    /// returns how many took the write.
+    async fn repair(&self, target: &CollectionRef, stale: Vec<NodeId>, records: Vec<(String, Vec<u8>)>) -> usize {
+        let Some(map) = self.view.map() else { return 0 };
         let writes = stale.into_iter().filter_map(|node| self.view.client(&map, node).map(|c| (node, c))).map(
             |(node, client)| {
                 let request = Request::Write { target: target.clone(), records: records.clone() };
                 async move {
-                    if let Err(e) = client.call(request, self.timeout).await {
-                        tracing::warn!(node, error = %e, "read repair failed");
+                    match client.call(request, self.timeout).await {
+                        Ok(Response::Written) => true,
+                        Ok(other) => {
+                            tracing::warn!(node, answer = ?other, "read repair refused");
+                            false
+                        }
+                        Err(e) => {
+                            tracing::warn!(node, error = %e, "read repair failed");
+                            false
+                        }
                     }
                 }
             },
         );
-        futures::future::join_all(writes).await;
+        futures::future::join_all(writes).await.into_iter().filter(|ok| *ok).count()
     }
 
     /// Sends a request to every replica of the collection's partition and
@@ -287,32 +325,63 @@ enum Gathered {
     Failed { acked: usize },
 }
 
-/// Merges scan pages from several replicas, newest version per id.
+/// One replica's page of a scan: items in id order, and whether the
+/// replica stopped before the end of the range.
+pub struct Page<T> {
+    /// Id and item, in id order.
+    pub items: Vec<(String, T)>,
+    /// Whether the replica may hold more after the last item.
+    pub more: bool,
+}
+
+/// Merges pages from several replicas, keeping per id the item `newer`
+/// prefers, and at most `limit` ids.
 ///
-/// A replica that returned a full page may hold more ids past its last one,
-/// so the merged page is complete only up to the smallest such last id: the
-/// bound, returned as the cursor to continue from (`None` when every replica
+/// A replica that stopped early may hold more ids past its last one, so the
+/// merge is complete only up to the smallest such last id: the bound,
+/// returned as the cursor to continue after (`None` when every replica
 /// reached the end).
-pub fn merge_pages(pages: Vec<Vec<Entry>>, limit: usize) -> (Vec<(String, Vec<u8>)>, Option<String>) {
-    let bound =
-        pages.iter().filter(|p| p.len() >= limit && limit > 0).filter_map(|p| p.last()).map(|e| e.id.clone()).min();
-    let mut merged: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-    for entry in pages.into_iter().flatten() {
-        if bound.as_ref().is_some_and(|b| &entry.id > b) {
+pub fn merge_pages<T>(
+    pages: Vec<Page<T>>,
+    limit: usize,
+    newer: impl Fn(&T, &T) -> bool,
+) -> (Vec<(String, T)>, Option<String>) {
+    let mut bound = pages.iter().filter(|p| p.more).filter_map(|p| p.items.last()).map(|(id, _)| id.clone()).min();
+    let mut merged: BTreeMap<String, T> = BTreeMap::new();
+    for (id, item) in pages.into_iter().flat_map(|p| p.items) {
+        if bound.as_ref().is_some_and(|b| &id > b) {
             continue;
         }
-        match merged.get_mut(&entry.id) {
-            Some(held) => {
-                if value::merge(held, &entry.value) == &entry.value[..] {
-                    *held = entry.value;
-                }
-            }
+        match merged.get_mut(&id) {
+            Some(held) if newer(held, &item) => *held = item,
+            Some(_) => {}
             None => {
-                merged.insert(entry.id, entry.value);
+                merged.insert(id, item);
             }
         }
     }
-    (merged.into_iter().collect(), bound)
+    let mut merged: Vec<(String, T)> = merged.into_iter().collect();
+    if merged.len() > limit {
+        merged.truncate(limit);
+        bound = merged.last().map(|(id, _)| id.clone());
+    }
+    (merged, bound)
+}
+
+/// Whether a value from a replica passes its checksum; logs it if not.
+fn valid(bytes: &[u8], node: NodeId, id: &str) -> bool {
+    match Header::read(bytes) {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::error!(node, id, error = %e, "a replica holds a corrupt value; ignoring it");
+            false
+        }
+    }
+}
+
+/// How many replicas the target's partition has under the current map.
+fn target_replicas(view: &ClusterView, target: &CollectionRef) -> usize {
+    view.map().map_or(0, |m| m.replicas(target.partition).len())
 }
 
 /// A random id for this router process, used to break version ties.
@@ -327,39 +396,46 @@ fn rand_origin() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringup_proto::value::Header;
 
-    fn entry(id: &str, hlc: u64) -> Entry {
-        let r = StoredRecord { version: Version { hlc, origin: 0 }, ts: 0, tombstone: false, fields: vec![] };
-        Entry { id: id.into(), value: r.encode() }
+    fn page(ids: &[(&str, u64)], more: bool) -> Page<u64> {
+        Page { items: ids.iter().map(|(id, v)| (id.to_string(), *v)).collect(), more }
     }
 
-    fn hlc_of(bytes: &[u8]) -> u64 {
-        Header::read(bytes).unwrap().version.hlc
+    fn newer(held: &u64, new: &u64) -> bool {
+        new > held
     }
 
     #[test]
-    fn merged_pages_keep_the_newest_and_stop_at_the_shortest_full_page() {
-        let a = vec![entry("a", 1), entry("b", 5), entry("c", 1)];
-        let b = vec![entry("a", 2), entry("b", 1)];
-        let (merged, bound) = merge_pages(vec![a, b], 3);
+    fn merged_pages_keep_the_newest_and_stop_at_the_first_unfinished_page() {
+        let a = page(&[("a", 1), ("b", 5), ("c", 1)], true);
+        let b = page(&[("a", 2), ("b", 1)], false);
+        let (merged, bound) = merge_pages(vec![a, b], 3, newer);
         assert_eq!(bound.as_deref(), Some("c"));
-        let got: Vec<_> = merged.iter().map(|(id, v)| (id.as_str(), hlc_of(v))).collect();
-        assert_eq!(got, [("a", 2), ("b", 5), ("c", 1)]);
+        assert_eq!(merged, [("a".to_string(), 2), ("b".to_string(), 5), ("c".to_string(), 1)]);
     }
 
     #[test]
-    fn a_full_page_bounds_what_a_short_one_may_add() {
-        let full = vec![entry("a", 1), entry("b", 1)];
-        let short_but_further = vec![entry("a", 1), entry("z", 1)];
-        let (merged, bound) = merge_pages(vec![full, short_but_further], 2);
+    fn an_unfinished_page_bounds_what_a_finished_one_may_add() {
+        let unfinished = page(&[("a", 1), ("b", 1)], true);
+        let finished_but_further = page(&[("a", 1), ("z", 1)], false);
+        let (merged, bound) = merge_pages(vec![unfinished, finished_but_further], 2, newer);
         assert_eq!(bound.as_deref(), Some("b"));
         assert_eq!(merged.len(), 2, "z lies past the bound and must wait for the next page");
     }
 
     #[test]
+    fn the_union_of_pages_is_cut_at_the_limit() {
+        let a = page(&[("a", 1), ("c", 1), ("e", 1)], true);
+        let b = page(&[("b", 1), ("d", 1)], false);
+        let (merged, bound) = merge_pages(vec![a, b], 3, newer);
+        let ids: Vec<&str> = merged.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "c"]);
+        assert_eq!(bound.as_deref(), Some("c"), "the next page starts after the last id returned");
+    }
+
+    #[test]
     fn pages_that_all_ended_have_no_bound() {
-        let (merged, bound) = merge_pages(vec![vec![entry("a", 1)], vec![]], 5);
+        let (merged, bound) = merge_pages(vec![page(&[("a", 1)], false), page(&[], false)], 5, newer);
         assert_eq!(merged.len(), 1);
         assert_eq!(bound, None);
     }

@@ -14,6 +14,8 @@ use crate::api::error::ApiError;
 pub const MAX_RECORD: usize = 1 << 20;
 /// The largest request body.
 pub const MAX_BODY: usize = 16 << 20;
+/// The longest field name, in bytes.
+pub const MAX_FIELD_NAME: usize = 1024;
 
 /// A checked record, ready to be stamped and stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -105,6 +107,13 @@ pub fn parse_record(value: Value, path_id: Option<&str>, now_ms: i64) -> Result<
         }
     };
     names::validate_id(&id).map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))?;
+    if let Some(name) = fields.keys().find(|k| k.len() > MAX_FIELD_NAME) {
+        let shown: String = name.chars().take(32).collect();
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            format!("field name {shown:?}... is {} bytes, over the limit of {MAX_FIELD_NAME}", name.len()),
+        ));
+    }
     let ts = match fields.remove("ts") {
         None | Some(Value::Null) => now_ms,
         Some(ts) => parse_ts(&ts)?,
@@ -206,6 +215,14 @@ mod tests {
         let mut doc = json!({"a": [1]});
         merge_patch(&mut doc, &json!({"a": {"b": 1}, "n": null}));
         assert_eq!(doc, json!({"a": {"b": 1}}));
+    }
+
+    #[test]
+    fn overlong_field_names_are_refused() {
+        let name = "f".repeat(MAX_FIELD_NAME + 1);
+        let e = parse_record(json!({"id": "a", name: 1}), None, NOW).unwrap_err();
+        assert_eq!(code(&e), "invalid_field");
+        assert!(parse_record(json!({"id": "a", "f".repeat(MAX_FIELD_NAME): 1}), None, NOW).is_ok());
     }
 
     #[test]

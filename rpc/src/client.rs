@@ -93,12 +93,9 @@ impl Client {
         let closed = || CallError::Closed(self.addr.clone());
         let (tx, rx) = oneshot::channel();
         conn.pending.lock().expect("pending map poisoned").as_mut().ok_or_else(closed)?.insert(id, tx);
-        if conn.queue.send(bytes).await.is_err() {
-            if let Some(pending) = conn.pending.lock().expect("pending map poisoned").as_mut() {
-                pending.remove(&id);
-            }
-            return Err(closed());
-        }
+        // Forgets the call however it ends, a timeout included.
+        let _forget = Forget { pending: &conn.pending, id };
+        conn.queue.send(bytes).await.map_err(|_| closed())?;
         // The reader answers, or drops every waiting sender when the connection closes.
         rx.await.map_err(|_| closed())
     }
@@ -123,6 +120,20 @@ impl Client {
                 *slot = Some(conn.clone());
                 Ok(conn)
             }
+        }
+    }
+}
+
+/// Removes a call's entry from the pending map when the call ends.
+struct Forget<'a> {
+    pending: &'a Pending,
+    id: u64,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        if let Some(pending) = self.pending.lock().expect("pending map poisoned").as_mut() {
+            pending.remove(&self.id);
         }
     }
 }

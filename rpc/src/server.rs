@@ -4,12 +4,15 @@ use std::future::Future;
 use std::sync::Arc;
 
 use ringup_proto::frame;
-use ringup_proto::rpc::{Envelope, Request, Response};
+use ringup_proto::rpc::{Envelope, Request, Response, RpcError};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 
 use crate::WRITE_QUEUE;
 use crate::client::{read_frame, write_frames};
+
+/// The most requests of one connection handled at once.
+const MAX_IN_FLIGHT: usize = 1024;
 
 /// Answers requests. Implemented by the node.
 pub trait Handler: Send + Sync + 'static {
@@ -44,18 +47,25 @@ async fn connection<H: Handler>(stream: TcpStream, handler: Arc<H>) {
     let (mut read, write) = stream.into_split();
     let (queue, rx) = mpsc::channel(WRITE_QUEUE);
     let writer = tokio::spawn(write_frames(write, rx));
+    // Bounds the requests of one connection in flight: past it, the server
+    // stops reading until answers go out.
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut buf = Vec::with_capacity(64 << 10);
     loop {
         match read_frame::<Request>(&mut read, &mut buf).await {
             Ok(Some(Envelope { id, body })) => {
+                let permit = in_flight.clone().acquire_owned().await.expect("the semaphore is never closed");
                 let (handler, queue) = (handler.clone(), queue.clone());
                 tokio::spawn(async move {
+                    let _permit = permit;
                     let body = handler.handle(body).await;
-                    match frame::encode(&Envelope { id, body }) {
-                        Ok(bytes) => {
-                            let _ = queue.send(bytes).await;
-                        }
-                        Err(e) => tracing::error!(error = %e, "cannot encode a response"),
+                    let bytes = frame::encode(&Envelope { id, body }).or_else(|e| {
+                        tracing::error!(error = %e, "cannot encode a response; answering with an error");
+                        let body = Response::Error(RpcError::BadRequest(format!("the response cannot be sent: {e}")));
+                        frame::encode(&Envelope { id, body })
+                    });
+                    if let Ok(bytes) = bytes {
+                        let _ = queue.send(bytes).await;
                     }
                 });
             }

@@ -41,6 +41,7 @@ fn batch_with_bad_record_7() -> Vec<u8> {
 
 fn cases() -> Vec<Case> {
     let huge_field = "x".repeat((1 << 20) + 10);
+    let long_field_name = json!([{"id": "a", "f".repeat(70_000): 1}]).to_string();
     let big_record = json!([{"id": "big", "blob": huge_field}]).to_string();
     let big_body =
         format!("[{}]", vec![json!({"id": "p", "pad": "y".repeat((1 << 20) - 64)}).to_string(); 17].join(","));
@@ -52,6 +53,7 @@ fn cases() -> Vec<Case> {
         case("a record that is not an object", Method::POST, BATCH, JSON, r#"[{"id":"a"}, 5]"#, 400, "invalid_record"),
         case("a record without id", Method::POST, BATCH, JSON, r#"[{"n": 1}]"#, 400, "invalid_id"),
         case("a bad ts", Method::POST, BATCH, JSON, r#"[{"id": "a", "ts": "noon"}]"#, 400, "invalid_ts"),
+        case("a field name over 1 KiB", Method::POST, BATCH, JSON, long_field_name, 400, "invalid_field"),
         case("a record over 1 MiB", Method::POST, BATCH, JSON, big_record, 413, "record_too_large"),
         case("a body over 16 MiB", Method::POST, BATCH, JSON, big_body, 413, "body_too_large"),
         case("invalid shop", Method::POST, "/v1/shops/bad%20shop!/sales", JSON, "[]", 400, "invalid_shop"),

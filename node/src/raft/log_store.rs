@@ -39,7 +39,8 @@ impl LogStore {
     }
 
     fn read_meta<T: DeserializeOwned>(&self, key: MetaKey, subject: ErrorSubject<NodeId>) -> Result<Option<T>> {
-        let bytes = self.storage.get_meta(key).map_err(|e| io_error(subject.clone(), ErrorVerb::Read, e))?;
+        let bytes = tokio::task::block_in_place(|| self.storage.get_meta(key))
+            .map_err(|e| io_error(subject.clone(), ErrorVerb::Read, e))?;
         bytes.map(|b| frame::from_bytes(&b).map_err(|e| io_error(subject, ErrorVerb::Read, e))).transpose()
     }
 
@@ -77,7 +78,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>> {
         let last_purged: Option<LogId<NodeId>> = self.read_meta(MetaKey::RaftLastPurged, ErrorSubject::Store)?;
-        let last = self.storage.last_log().map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+        let last = tokio::task::block_in_place(|| self.storage.last_log())
+            .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, e))?;
         let last_log_id = match last {
             Some((_, bytes)) => {
                 let entry: Entry<TypeConfig> =
@@ -140,7 +142,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<()> {
         // The marker goes first: entries at or below it are ignored even if
         // the deletion below is lost in a crash.
-        self.write_meta(MetaKey::RaftLastPurged, &log_id, ErrorSubject::Store)?;
+        tokio::task::block_in_place(|| self.write_meta(MetaKey::RaftLastPurged, &log_id, ErrorSubject::Store))?;
         tokio::task::block_in_place(|| self.storage.delete_log(0, log_id.index + 1))
             .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, e))
     }

@@ -65,11 +65,13 @@ impl StateMachine {
         Ok(Self { storage, state, map })
     }
 
-    /// Persists the state, then publishes the map.
-    fn persist(&self) -> Result<()> {
-        let bytes = frame::to_bytes(&self.state).map_err(|e| sm_error(ErrorVerb::Write, e))?;
-        tokio::task::block_in_place(|| self.storage.put_meta(&[(MetaKey::RaftStateMachine, Some(bytes))]))
-            .map_err(|e| sm_error(ErrorVerb::Write, e))?;
+    /// Persists the state, with any other metadata given, in one synced
+    /// batch; then publishes the map.
+    fn persist(&self, also: Option<(MetaKey, Vec<u8>)>) -> Result<()> {
+        let state = frame::to_bytes(&self.state).map_err(|e| sm_error(ErrorVerb::Write, e))?;
+        let mut puts = vec![(MetaKey::RaftStateMachine, Some(state))];
+        puts.extend(also.map(|(key, bytes)| (key, Some(bytes))));
+        tokio::task::block_in_place(|| self.storage.put_meta(&puts)).map_err(|e| sm_error(ErrorVerb::Write, e))?;
         self.map.send_replace(Arc::new(self.state.map.clone()));
         Ok(())
     }
@@ -126,7 +128,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: Send,
     {
         let responses: Vec<MapResponse> = entries.into_iter().map(|e| self.apply_one(e)).collect();
-        self.persist()?;
+        self.persist(None)?;
         Ok(responses)
     }
 
@@ -147,13 +149,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.state = frame::from_bytes(&data).map_err(|e| sm_error(ErrorVerb::Read, e))?;
         let stored = StoredSnapshot { meta: meta.clone(), data };
         let bytes = frame::to_bytes(&stored).map_err(|e| sm_error(ErrorVerb::Write, e))?;
-        tokio::task::block_in_place(|| self.storage.put_meta(&[(MetaKey::RaftSnapshot, Some(bytes))]))
-            .map_err(|e| sm_error(ErrorVerb::Write, e))?;
-        self.persist()
+        // The snapshot and the state it holds are written together.
+        self.persist(Some((MetaKey::RaftSnapshot, bytes)))
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>> {
-        let Some(bytes) = self.storage.get_meta(MetaKey::RaftSnapshot).map_err(|e| sm_error(ErrorVerb::Read, e))?
+        let Some(bytes) = tokio::task::block_in_place(|| self.storage.get_meta(MetaKey::RaftSnapshot))
+            .map_err(|e| sm_error(ErrorVerb::Read, e))?
         else {
             return Ok(None);
         };

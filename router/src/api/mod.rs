@@ -62,8 +62,17 @@ async fn not_found(request: Request) -> ApiError {
 
 /// Counts every request by method and status.
 async fn count_requests(state: State, request: Request, next: Next) -> Response {
-    let method = request.method().clone();
+    // Only the methods the API serves become labels; anything else is "other".
+    let method: &'static str = match request.method().as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        _ => "other",
+    };
     let response = next.run(request).await.into_response();
-    state.metrics.count_request(method.as_str(), response.status().as_u16());
+    state.metrics.count_request(method, response.status().as_u16());
     response
 }
