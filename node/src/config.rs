@@ -95,6 +95,12 @@ impl Config {
         if self.replication_factor == 0 {
             return Err("--replication-factor must be at least 1".into());
         }
+        if self.advertise.is_none() && self.listen.ip().is_unspecified() {
+            return Err(format!(
+                "--listen {} is not an address other processes can reach: set --advertise to this node's host:port",
+                self.listen
+            ));
+        }
         if let Some(id) = self.id
             && !self.initial_nodes.is_empty()
             && !self.initial_nodes.iter().any(|n| n.id == id)
@@ -116,6 +122,16 @@ mod tests {
         assert!(config.validate().is_ok());
         assert!("x=a:1".parse::<InitialNode>().is_err());
         assert!("1=".parse::<InitialNode>().is_err());
+    }
+
+    #[test]
+    fn a_wildcard_listen_address_needs_an_advertised_one() {
+        let config = Config::parse_from(["ringup-node", "--id", "1", "--listen", "0.0.0.0:7001"]);
+        assert!(config.validate().is_err());
+        let config =
+            Config::parse_from(["ringup-node", "--id", "1", "--listen", "0.0.0.0:7001", "--advertise", "n1:7001"]);
+        assert_eq!(config.validate(), Ok(()));
+        assert_eq!(config.advertise_addr(), "n1:7001");
     }
 
     #[test]

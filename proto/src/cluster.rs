@@ -141,6 +141,31 @@ impl ClusterMap {
         self.members.get(&node).map(|m| m.addr.as_str())
     }
 
+    /// Checks what a map received from elsewhere must hold before it is
+    /// used: a placement covering the ring, naming members only, with
+    /// distinct replicas.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.ring.partitions().is_power_of_two() {
+            return Err(format!("the ring has {} partitions, not a power of two", self.ring.partitions()));
+        }
+        let Some(placement) = &self.placement else { return Ok(()) };
+        if placement.partitions() != self.ring.partitions() {
+            return Err(format!(
+                "placement covers {} of {} partitions",
+                placement.partitions(),
+                self.ring.partitions()
+            ));
+        }
+        for p in 0..placement.partitions() {
+            let set = placement.replicas(p);
+            let distinct: BTreeSet<_> = set.iter().collect();
+            if set.is_empty() || distinct.len() != set.len() || set.iter().any(|n| !self.members.contains_key(n)) {
+                return Err(format!("partition {p} has an invalid replica set {set:?}"));
+            }
+        }
+        Ok(())
+    }
+
     /// Applies one command, raising the epoch, and returns the new epoch.
     pub fn apply(&mut self, command: &MapCommand) -> Result<u64, MapError> {
         match command {
@@ -210,6 +235,19 @@ mod tests {
         let before = map.clone();
         assert_eq!(map.apply(&bootstrap()), Err(MapError::AlreadyBootstrapped));
         assert_eq!(map, before);
+    }
+
+    #[test]
+    fn a_bootstrapped_map_is_valid_and_a_mangled_one_is_not() {
+        let mut map = ClusterMap::default();
+        map.apply(&bootstrap()).unwrap();
+        assert_eq!(map.validate(), Ok(()));
+        map.members.remove(&2);
+        assert!(map.validate().is_err(), "a replica set names a node that is not a member");
+        let mut short = ClusterMap::default();
+        short.apply(&bootstrap()).unwrap();
+        short.ring = Ring::new(32);
+        assert!(short.validate().is_err(), "the placement covers 16 of 32 partitions");
     }
 
     #[test]

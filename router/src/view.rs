@@ -67,8 +67,12 @@ impl ClusterView {
         self.liveness.lock().expect("liveness poisoned").clone()
     }
 
-    /// Keeps `map` if it is newer than the one held.
+    /// Keeps `map` if it is valid and newer than the one held.
     fn offer(&self, map: ClusterMap) {
+        if let Err(e) = map.validate() {
+            tracing::error!(epoch = map.epoch, error = %e, "ignoring an invalid cluster map");
+            return;
+        }
         self.map.send_if_modified(|held| {
             let newer = held.as_ref().is_none_or(|h| map.epoch > h.epoch);
             if newer {

@@ -66,12 +66,14 @@ pub struct Client {
     next_id: AtomicU64,
     /// Held only to look at or replace the connection, never across an `.await`.
     conn: Mutex<Option<Arc<Conn>>>,
+    /// Held while dialing, across the connect's `.await`: an async mutex.
+    dialing: tokio::sync::Mutex<()>,
 }
 
 impl Client {
     /// A client of the peer at `addr` (`host:port`); connects on first use.
     pub fn new(addr: impl Into<String>) -> Self {
-        Self { addr: addr.into(), next_id: AtomicU64::new(1), conn: Mutex::new(None) }
+        Self { addr: addr.into(), next_id: AtomicU64::new(1), conn: Mutex::new(None), dialing: Default::default() }
     }
 
     /// The peer's address.
@@ -100,10 +102,15 @@ impl Client {
         rx.await.map_err(|_| closed())
     }
 
-    /// The open connection, or a new one.
+    /// The open connection, or a new one. One caller dials at a time;
+    /// the others wait for it and share the connection it made.
     async fn connection(&self) -> Result<Arc<Conn>, CallError> {
-        if let Some(conn) = self.conn.lock().expect("conn poisoned").as_ref().filter(|c| c.is_open()) {
-            return Ok(conn.clone());
+        if let Some(conn) = self.open_conn() {
+            return Ok(conn);
+        }
+        let _dialing = self.dialing.lock().await;
+        if let Some(conn) = self.open_conn() {
+            return Ok(conn);
         }
         let unreachable = |reason: String| CallError::Unreachable { addr: self.addr.clone(), reason };
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr))
@@ -112,15 +119,12 @@ impl Client {
             .map_err(|e| unreachable(e.to_string()))?;
         stream.set_nodelay(true).ok();
         let conn = Arc::new(open(stream));
-        let mut slot = self.conn.lock().expect("conn poisoned");
-        // Another call may have connected meanwhile; keep the first.
-        match slot.as_ref().filter(|c| c.is_open()) {
-            Some(existing) => Ok(existing.clone()),
-            None => {
-                *slot = Some(conn.clone());
-                Ok(conn)
-            }
-        }
+        *self.conn.lock().expect("conn poisoned") = Some(conn.clone());
+        Ok(conn)
+    }
+
+    fn open_conn(&self) -> Option<Arc<Conn>> {
+        self.conn.lock().expect("conn poisoned").as_ref().filter(|c| c.is_open()).cloned()
     }
 }
 
