@@ -71,10 +71,7 @@ pub async fn put(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let (at, id) = record_path(path)?;
-    let level = consistency(&params)?;
-    require_json(&headers, &["application/json"])?;
-    let value = parse_json(&read_body(body).await?)?;
+    let (at, id, level, value) = single_write(path, &params, &headers, body, &["application/json"]).await?;
     let record = records::parse_record(value, Some(&id), now_ms())?;
     store(&state, &at, &record, level).await
 }
@@ -88,10 +85,8 @@ pub async fn patch(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let (at, id) = record_path(path)?;
-    let level = consistency(&params)?;
-    require_json(&headers, &["application/merge-patch+json", "application/json"])?;
-    let patch = parse_json(&read_body(body).await?)?;
+    let accepted = ["application/merge-patch+json", "application/json"];
+    let (at, id, level, patch) = single_write(path, &params, &headers, body, &accepted).await?;
     if !patch.is_object() {
         return Err(ApiError::bad_request("invalid_patch", "a merge patch of a record must be a JSON object"));
     }
@@ -154,6 +149,22 @@ pub async fn list(
     let (page, next) = state.coordinator.list(&at, after, limit, level).await?;
     let records: Vec<Value> = page.iter().map(|(id, r)| records::to_json(id, r)).collect();
     Ok(Json(json!({ "records": records, "next_cursor": next.map(|id| URL_SAFE_NO_PAD.encode(id)) })))
+}
+
+/// What PUT and PATCH both take from a request: the record's place, the
+/// level, and the JSON body, checked in that order.
+async fn single_write(
+    path: Result<Path<(String, String, String)>, PathRejection>,
+    params: &Params,
+    headers: &HeaderMap,
+    body: Body,
+    accepted: &[&str],
+) -> Result<(Collection, String, Consistency, Value), ApiError> {
+    let (at, id) = record_path(path)?;
+    let level = consistency(params)?;
+    require_json(headers, accepted)?;
+    let value = parse_json(&read_body(body).await?)?;
+    Ok((at, id, level, value))
 }
 
 async fn store(
