@@ -16,7 +16,9 @@ echo "== cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --workspace 2>&1 | tee "$log" || status=$?
+cargo test --workspace --exclude ringup-tests 2>&1 | tee "$log" || status=$?
+echo "== end-to-end tests (real processes on loopback; their figures are printed)"
+cargo test -p ringup-tests -- --nocapture 2>&1 | tee -a "$log" || status=$?
 # One closing line over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
      END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
