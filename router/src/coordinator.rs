@@ -114,8 +114,9 @@ impl Coordinator {
     /// an older one. A value that fails its checksum counts as absent, and
     /// its replica as stale.
     pub async fn get(&self, at: &Collection, id: &str, level: Consistency) -> Result<Option<StoredRecord>, CoordError> {
-        let (target, answers) = self.fan_out(at, level, |target| Request::Get { target, id: id.to_string() }).await?;
-        let values: Vec<(NodeId, Option<Vec<u8>>)> = answers
+        let routed = self.fan_out(at, level, |target| Request::Get { target, id: id.to_string() }).await?;
+        let values: Vec<(NodeId, Option<Vec<u8>>)> = routed
+            .answers
             .into_iter()
             .filter_map(|(node, r)| match r {
                 Response::Value(v) => Some((node, v.filter(|bytes| valid(bytes, node, id)))),
@@ -130,11 +131,11 @@ impl Coordinator {
         self.observe(record.version);
         let stale: Vec<NodeId> =
             values.iter().filter(|(_, v)| v.as_deref() != Some(&newest[..])).map(|(n, _)| *n).collect();
-        let holders = values.len() - stale.len() + self.repair(&target, stale, vec![(id.to_string(), newest)]).await;
-        let replicas = target_replicas(&self.view, &target);
-        let needed = level.required(replicas);
+        let fresh = values.len() - stale.len();
+        let holders = fresh + self.repair(&routed.target, stale, vec![(id.to_string(), newest)]).await;
+        let needed = level.required(routed.replicas);
         if holders < needed {
-            return Err(CoordError::Unavailable { level, needed, replicas, acked: holders });
+            return Err(CoordError::Unavailable { level, needed, replicas: routed.replicas, acked: holders });
         }
         Ok(Some(record))
     }
@@ -152,7 +153,7 @@ impl Coordinator {
         for _ in 0..MAX_LIST_ROUNDS {
             let ask = limit.saturating_sub(page.len());
             let request = |target| Request::Scan { target, after: after.clone(), limit: ask as u32 };
-            let (_, answers) = self.fan_out(at, level, request).await?;
+            let answers = self.fan_out(at, level, request).await?.answers;
             let pages = answers.into_iter().filter_map(|(node, r)| match r {
                 Response::Entries { entries, more } => {
                     let items = entries.into_iter().filter(|e| valid(&e.value, node, &e.id)).map(|e| (e.id, e.value));
@@ -185,7 +186,7 @@ impl Coordinator {
         let (mut after, mut live) = (None, 0u64);
         loop {
             let request = |target| Request::Digests { target, after: after.clone(), limit: DIGEST_PAGE as u32 };
-            let (_, answers) = self.fan_out(at, level, request).await?;
+            let answers = self.fan_out(at, level, request).await?.answers;
             let pages = answers.into_iter().filter_map(|(_, r)| match r {
                 Response::Digests { digests, more } => {
                     Some(Page { items: digests.into_iter().map(|d| (d.id, (d.version, d.tombstone))).collect(), more })
@@ -227,13 +228,13 @@ impl Coordinator {
     }
 
     /// Sends a request to every replica of the collection's partition and
-    /// returns the first answers that meet `level`, with the target used.
+    /// returns the first answers that meet `level`, with where it was routed.
     async fn fan_out(
         &self,
         at: &Collection,
         level: Consistency,
         request: impl Fn(CollectionRef) -> Request,
-    ) -> Result<(CollectionRef, Vec<(NodeId, Response)>), CoordError> {
+    ) -> Result<Routed, CoordError> {
         let mut attempt = 0;
         loop {
             let map = self.view.map().ok_or(CoordError::NoMap)?;
@@ -242,7 +243,9 @@ impl Coordinator {
                 CollectionRef { epoch: map.epoch, partition, shop: at.shop.clone(), collection: at.collection.clone() };
             let outcome = self.gather(&map, &target, level, &request).await;
             match outcome {
-                Gathered::Met(answers) => return Ok((target, answers)),
+                Gathered::Met(answers) => {
+                    return Ok(Routed { target, replicas: map.replicas(partition).len(), answers });
+                }
                 Gathered::Stale { client, epoch } if attempt < EPOCH_RETRIES => {
                     self.view.refresh_from(&client, epoch, self.timeout).await;
                     attempt += 1;
@@ -315,6 +318,16 @@ impl Coordinator {
     }
 }
 
+/// A fan-out that met its level.
+struct Routed {
+    /// Where it was routed, epoch included.
+    target: CollectionRef,
+    /// How many replicas the partition has under that map.
+    replicas: usize,
+    /// The answers that met the level.
+    answers: Vec<(NodeId, Response)>,
+}
+
 /// The end of one fan-out round.
 enum Gathered {
     /// Enough replicas answered.
@@ -377,11 +390,6 @@ fn valid(bytes: &[u8], node: NodeId, id: &str) -> bool {
             false
         }
     }
-}
-
-/// How many replicas the target's partition has under the current map.
-fn target_replicas(view: &ClusterView, target: &CollectionRef) -> usize {
-    view.map().map_or(0, |m| m.replicas(target.partition).len())
 }
 
 /// A random id for this router process, used to break version ties.

@@ -9,8 +9,7 @@ use super::error::ApiError;
 /// The epoch, ring shape, members with their load and liveness, and
 /// migrations in flight.
 pub async fn show(state: State) -> Result<Json<Value>, ApiError> {
-    let map =
-        state.view.map().ok_or_else(|| ApiError::unavailable("no_cluster_map", "the router has no cluster map yet"))?;
+    let map = state.view.map().ok_or_else(ApiError::no_map)?;
     let load = map.placement.as_ref().map(|p| p.load()).unwrap_or_default();
     let liveness = state.view.liveness();
     let nodes: Vec<Value> = map

@@ -66,6 +66,11 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
     }
 
+    /// 503: the router has learned no cluster map yet.
+    pub fn no_map() -> Self {
+        Self::unavailable("no_cluster_map", "the router has no cluster map yet")
+    }
+
     /// Adds a detail field.
     pub fn with(mut self, key: &str, value: Value) -> Self {
         self.details.insert(key.to_string(), value);
@@ -97,7 +102,7 @@ impl ApiError {
 impl From<CoordError> for ApiError {
     fn from(e: CoordError) -> Self {
         match e {
-            CoordError::NoMap => ApiError::unavailable("no_cluster_map", e.to_string()),
+            CoordError::NoMap => ApiError::no_map(),
             CoordError::Unavailable { level, needed, acked, .. } => {
                 ApiError::unavailable("not_enough_replicas", e.to_string())
                     .with("consistency", Value::from(level.as_str()))

@@ -14,8 +14,7 @@ pub async fn healthz() -> impl IntoResponse {
 
 /// `GET /readyz`: 200 once the router has a cluster map.
 pub async fn readyz(state: State) -> Result<impl IntoResponse, ApiError> {
-    let map =
-        state.view.map().ok_or_else(|| ApiError::unavailable("no_cluster_map", "the router has no cluster map yet"))?;
+    let map = state.view.map().ok_or_else(ApiError::no_map)?;
     Ok(axum::Json(json!({ "status": "ready", "epoch": map.epoch })))
 }
 
