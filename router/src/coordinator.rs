@@ -110,8 +110,9 @@ impl Coordinator {
     /// Deleted records come back as tombstones.
     ///
     /// The answer stands only once `level` replicas hold the newest value,
-    /// counting the repairs: so a later read at the same level never sees
-    /// an older one. A value that fails its checksum counts as absent, and
+    /// counting the repairs (to stale replicas, and if those fail, to the
+    /// replicas that did not answer): so a later read at the same level
+    /// never sees an older one. A value that fails its checksum counts as absent, and
     /// its replica as stale.
     pub async fn get(&self, at: &Collection, id: &str, level: Consistency) -> Result<Option<StoredRecord>, CoordError> {
         let routed = self.fan_out(at, level, |target| Request::Get { target, id: id.to_string() }).await?;
@@ -131,11 +132,18 @@ impl Coordinator {
         self.observe(record.version);
         let stale: Vec<NodeId> =
             values.iter().filter(|(_, v)| v.as_deref() != Some(&newest[..])).map(|(n, _)| *n).collect();
+        let records = vec![(id.to_string(), newest)];
         let fresh = values.len() - stale.len();
-        let holders = fresh + self.repair(&routed.target, stale, vec![(id.to_string(), newest)]).await;
-        let needed = level.required(routed.replicas);
+        let mut holders = fresh + self.repair(&routed.target, stale, records.clone()).await;
+        let needed = level.required(routed.replicas.len());
         if holders < needed {
-            return Err(CoordError::Unavailable { level, needed, replicas: routed.replicas, acked: holders });
+            // A stale replica failed to take the repair (it may have just
+            // died); the replicas that did not answer can take it instead.
+            let silent = routed.replicas.iter().copied().filter(|n| !values.iter().any(|(v, _)| v == n)).collect();
+            holders += self.repair(&routed.target, silent, records).await;
+        }
+        if holders < needed {
+            return Err(CoordError::Unavailable { level, needed, replicas: routed.replicas.len(), acked: holders });
         }
         Ok(Some(record))
     }
@@ -244,7 +252,7 @@ impl Coordinator {
             let outcome = self.gather(&map, &target, level, &request).await;
             match outcome {
                 Gathered::Met(answers) => {
-                    return Ok(Routed { target, replicas: map.replicas(partition).len(), answers });
+                    return Ok(Routed { target, replicas: map.replicas(partition).to_vec(), answers });
                 }
                 Gathered::Stale { client, epoch } if attempt < EPOCH_RETRIES => {
                     self.view.refresh_from(&client, epoch, self.timeout).await;
@@ -322,8 +330,8 @@ impl Coordinator {
 struct Routed {
     /// Where it was routed, epoch included.
     target: CollectionRef,
-    /// How many replicas the partition has under that map.
-    replicas: usize,
+    /// The partition's replica set under that map.
+    replicas: Vec<NodeId>,
     /// The answers that met the level.
     answers: Vec<(NodeId, Response)>,
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use ringup_proto::cluster::{ClusterMap, MapCommand};
 use ringup_proto::consistency::Consistency;
 use ringup_proto::rpc::{Request, Response, RpcError};
+use ringup_proto::value::{StoredRecord, Version};
 use ringup_router::coordinator::{Collection, CoordError, Coordinator};
 use ringup_router::view::ClusterView;
 use ringup_rpc::{Handler, Pool, serve};
@@ -22,6 +23,12 @@ struct FakeNode {
     map: Mutex<ClusterMap>,
     /// When set, the node answers nothing at all.
     hang: AtomicBool,
+    /// When set, reads are answered only after a delay.
+    slow_reads: AtomicBool,
+    /// When set, writes are refused.
+    refuse_writes: AtomicBool,
+    /// The one record value it holds, whatever the id.
+    value: Mutex<Option<Vec<u8>>>,
     writes: Mutex<Vec<u64>>,
 }
 
@@ -45,12 +52,22 @@ impl Handler for FakeNode {
                 }
                 Response::Map(Box::new(map))
             }
-            Request::Write { target, .. } => {
+            Request::Write { target, records } => {
                 if target.epoch < self.epoch() {
                     return Response::Error(RpcError::StaleEpoch { current: self.epoch() });
                 }
+                if self.refuse_writes.load(Ordering::Relaxed) {
+                    return Response::Error(RpcError::Storage("disk gone".into()));
+                }
                 self.writes.lock().unwrap().push(target.epoch);
+                *self.value.lock().unwrap() = records.into_iter().next().map(|(_, v)| v);
                 Response::Written
+            }
+            Request::Get { .. } => {
+                if self.slow_reads.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                Response::Value(self.value.lock().unwrap().clone())
             }
             _ => Response::Error(RpcError::BadRequest("not faked".into())),
         }
@@ -79,7 +96,10 @@ async fn cluster() -> (Vec<Arc<FakeNode>>, Coordinator) {
         .map(|listener| {
             let node = Arc::new(FakeNode {
                 map: Mutex::new(map.clone()),
-                hang: AtomicBool::new(false),
+                hang: AtomicBool::default(),
+                slow_reads: AtomicBool::default(),
+                refuse_writes: AtomicBool::default(),
+                value: Mutex::default(),
                 writes: Mutex::default(),
             });
             tokio::spawn(serve(listener, node.clone(), pending()));
@@ -117,4 +137,21 @@ async fn a_silent_replica_neither_blocks_a_quorum_nor_passes_for_all() {
     coordinator.write(&sales(), vec![("a".into(), vec![1])], Consistency::Quorum).await.expect("two of three answer");
     let all = coordinator.write(&sales(), vec![("b".into(), vec![1])], Consistency::All).await;
     assert!(matches!(all, Err(CoordError::Unavailable { needed: 3, acked: 2, .. })), "{all:?}");
+}
+
+fn value(hlc: u64) -> Vec<u8> {
+    StoredRecord { version: Version { hlc, origin: 1 }, ts: 0, tombstone: false, fields: vec![] }.encode()
+}
+
+#[tokio::test]
+async fn a_quorum_read_whose_stale_replica_refuses_repair_repairs_the_silent_one() {
+    let (nodes, coordinator) = cluster().await;
+    *nodes[0].value.lock().unwrap() = Some(value(1));
+    nodes[0].refuse_writes.store(true, Ordering::Relaxed);
+    *nodes[1].value.lock().unwrap() = Some(value(2));
+    nodes[2].slow_reads.store(true, Ordering::Relaxed);
+
+    let record = coordinator.get(&sales(), "a", Consistency::Quorum).await.expect("the newest value reaches a quorum");
+    assert_eq!(record.map(|r| r.version.hlc), Some(2));
+    assert_eq!(*nodes[2].value.lock().unwrap(), Some(value(2)), "the replica that did not answer took the repair");
 }
