@@ -41,6 +41,9 @@ use crate::storage::{MetaKey, Storage};
 
 /// How many leader redirects a proposal follows.
 const MAX_REDIRECTS: usize = 3;
+/// How long a node waits for the map to arrive the usual way before it
+/// asks its peers to carry its address to the leader.
+const MAP_GRACE: Duration = Duration::from_secs(3);
 /// How long a forwarded proposal may take.
 const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How many voters the metadata group has; other nodes are learners.
@@ -80,7 +83,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         tokio::spawn(bootstrap_map(raft.clone(), id, config.clone(), map_rx.clone(), stop_rx.clone()));
     }
 
-    tokio::spawn(announce_address(raft.clone(), pool, id, config.advertise_addr(), map_rx.clone(), stop_rx.clone()));
+    let peers = config.initial_nodes.iter().map(|n| n.addr.clone()).collect();
+    let announce =
+        announce_address(raft.clone(), pool, id, config.advertise_addr(), peers, map_rx.clone(), stop_rx.clone());
+    tokio::spawn(announce);
 
     shutdown.await;
     tracing::info!(node = id, "shutting down");
@@ -197,44 +203,64 @@ async fn add_learners(raft: &Raft, nodes: &BTreeMap<NodeId, BasicNode>) {
     }
 }
 
-/// Applies a map command here if this node leads, else at the leader,
-/// following up to [`MAX_REDIRECTS`] redirects from nodes with a staler
-/// view of who leads.
+/// Applies a map command here if this node leads, else at the leader it
+/// knows of.
 async fn propose_via_leader(raft: &Raft, pool: &Pool, command: MapCommand) -> Result<u64, RpcError> {
-    let mut answer = raft::propose(raft, command.clone()).await;
-    for _ in 0..MAX_REDIRECTS {
-        let Err(RpcError::NotLeader { leader: Some(leader) }) = &answer else { break };
-        answer = match pool.get(leader).call(Request::Propose { command: command.clone() }, PROPOSE_TIMEOUT).await {
+    match raft::propose(raft, command.clone()).await {
+        Err(RpcError::NotLeader { leader: Some(leader) }) => forward(pool, leader, command).await,
+        other => other,
+    }
+}
+
+/// Sends a map command to the node at `addr`, following up to
+/// [`MAX_REDIRECTS`] redirects to the leader.
+async fn forward(pool: &Pool, mut addr: String, command: MapCommand) -> Result<u64, RpcError> {
+    for _ in 0..=MAX_REDIRECTS {
+        let answer = match pool.get(&addr).call(Request::Propose { command: command.clone() }, PROPOSE_TIMEOUT).await {
             Ok(Response::Proposed { epoch }) => Ok(epoch),
             Ok(Response::Error(e)) => Err(e),
             Ok(other) => Err(RpcError::Unavailable(format!("unexpected answer {other:?}"))),
             Err(e) => Err(RpcError::Unavailable(e.to_string())),
         };
+        match answer {
+            Err(RpcError::NotLeader { leader: Some(next) }) if next != addr => addr = next,
+            other => return other,
+        }
     }
-    answer
+    Err(RpcError::Unavailable("too many redirects to the leader".into()))
 }
 
-/// Once the map exists, makes sure it names this node at the address it
-/// now listens on: a node restarted elsewhere proposes its new address,
-/// through the leader.
+/// Makes sure the map names this node at the address it now listens on: a
+/// node restarted elsewhere proposes its new address, through the leader.
+///
+/// A node moved before it ever applied the map cannot learn it from the
+/// leader, which still replicates to the old address; so after a short
+/// wait it asks its peers to pass the proposal on.
 async fn announce_address(
     raft: Raft,
     pool: Arc<Pool>,
     id: NodeId,
     addr: String,
+    peers: Vec<String>,
     mut map: watch::Receiver<Arc<ClusterMap>>,
     stop: watch::Receiver<bool>,
 ) {
-    if map.wait_for(|m| m.is_ready()).await.is_err() {
-        return;
-    }
+    let _ = tokio::time::timeout(MAP_GRACE, map.wait_for(|m| m.is_ready())).await;
     while !*stop.borrow() {
-        let known = map.borrow().addr(id).map(str::to_string);
-        if known.is_none() || known.as_deref() == Some(addr.as_str()) {
+        let current = map.borrow().clone();
+        if current.is_ready() && current.addr(id).is_none_or(|known| known == addr) {
             return;
         }
         let command = MapCommand::SetAddress { id, addr: addr.clone() };
-        match propose_via_leader(&raft, &pool, command).await {
+        let mut answer = propose_via_leader(&raft, &pool, command.clone()).await;
+        let others = peers.iter().chain(current.members.values().map(|m| &m.addr)).filter(|p| **p != addr);
+        for peer in others {
+            if !matches!(answer, Err(RpcError::NotLeader { leader: None } | RpcError::Unavailable(_))) {
+                break;
+            }
+            answer = forward(&pool, peer.clone(), command.clone()).await;
+        }
+        match answer {
             Ok(epoch) => tracing::info!(epoch, %addr, "announced this node's new address"),
             Err(e) => tracing::info!(error = %e, "cannot announce this node's new address yet"),
         }
