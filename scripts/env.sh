@@ -28,3 +28,30 @@ ensure_build_deps() {
     return 1
   fi
 }
+
+# `docker compose` where only the standalone docker-compose (v1.28 or later,
+# as Debian 12 ships it) is installed: a small CLI plugin in
+# ~/.docker/cli-plugins that hands the command to docker-compose. Remove
+# that file to undo it.
+ensure_docker_compose() {
+  docker compose version >/dev/null 2>&1 && return 0
+  local v1
+  v1=$(command -v docker-compose) || {
+    echo "error: neither 'docker compose' nor 'docker-compose' is installed" >&2
+    return 1
+  }
+  local plugin="${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins/docker-compose"
+  mkdir -p "$(dirname "$plugin")"
+  cat >"$plugin" <<PLUGIN
+#!/bin/sh
+# Installed by ringup's scripts/env.sh: runs $v1 as 'docker compose'.
+if [ "\$1" = docker-cli-plugin-metadata ]; then
+  echo '{"SchemaVersion":"0.1.0","Vendor":"docker-compose v1","Version":"1","ShortDescription":"Docker Compose (runs $v1)"}'
+  exit 0
+fi
+[ "\$1" = compose ] && shift
+exec $v1 "\$@"
+PLUGIN
+  chmod +x "$plugin"
+  echo "   'docker compose' now runs $v1 (plugin at $plugin)"
+}

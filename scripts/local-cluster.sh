@@ -8,5 +8,5 @@ cd "$(dirname "$0")/.."
 . scripts/env.sh
 ensure_build_deps
 echo "== building (the first build compiles RocksDB and takes about 25 minutes)"
-cargo build --workspace --bins
-exec "$CARGO_TARGET_DIR/debug/ringup" local "$@"
+cargo build --release --workspace --bins
+exec "$CARGO_TARGET_DIR/release/ringup" local "$@"

@@ -41,6 +41,27 @@ impl FromStr for InitialNode {
     }
 }
 
+/// The nodes that form a fresh cluster: `ID=HOST:PORT,...`. An empty list
+/// (the variable set to nothing, as a compose file may) means none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InitialNodes(pub Vec<InitialNode>);
+
+impl FromStr for InitialNodes {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.split(',').map(str::trim).filter(|n| !n.is_empty()).map(str::parse).collect::<Result<_, _>>().map(Self)
+    }
+}
+
+impl std::ops::Deref for InitialNodes {
+    type Target = [InitialNode];
+
+    fn deref(&self) -> &[InitialNode] {
+        &self.0
+    }
+}
+
 /// `ringup-node`: a ringup storage node.
 #[derive(Debug, Clone, Parser)]
 #[command(version, about)]
@@ -65,8 +86,8 @@ pub struct Config {
     /// The nodes that form a fresh cluster, as ID=HOST:PORT, comma-separated.
     /// Every initial node is given the same list. Ignored once the cluster
     /// exists.
-    #[arg(long, env = "RINGUP_INITIAL_NODES", value_delimiter = ',')]
-    pub initial_nodes: Vec<InitialNode>,
+    #[arg(long, env = "RINGUP_INITIAL_NODES", default_value = "", hide_default_value = true)]
+    pub initial_nodes: InitialNodes,
 
     /// Partitions of a fresh cluster's ring (a power of two).
     #[arg(long, env = "RINGUP_PARTITIONS", default_value_t = ringup_proto::ring::DEFAULT_PARTITIONS)]
@@ -122,6 +143,8 @@ mod tests {
         assert!(config.validate().is_ok());
         assert!("x=a:1".parse::<InitialNode>().is_err());
         assert!("1=".parse::<InitialNode>().is_err());
+        assert_eq!("".parse::<InitialNodes>(), Ok(InitialNodes::default()), "set to nothing means none");
+        assert!("1=a:1,,x".parse::<InitialNodes>().is_err());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ringup_proto::frame;
 use ringup_proto::rpc::{Envelope, Request, Response};
@@ -13,11 +13,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
 
 use crate::WRITE_QUEUE;
 
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// A call that timed out after at least this long, with no answer of any
+/// call arriving on its connection meanwhile, closes the connection.
+const SILENCE_CLOSES: Duration = Duration::from_millis(500);
 
 /// Why a call got no answer.
 #[derive(Debug, Clone, Error)]
@@ -48,15 +52,35 @@ pub enum CallError {
 /// across an `.await`.
 type Pending = Arc<Mutex<Option<HashMap<u64, oneshot::Sender<Response>>>>>;
 
-/// One live connection: a queue to its writer task and the answers awaited.
+/// One live connection: a queue to its writer task, the answers awaited,
+/// and when the last answer came.
 struct Conn {
     queue: mpsc::Sender<Vec<u8>>,
     pending: Pending,
+    /// When the connection opened; `last_answer` counts from here.
+    opened: Instant,
+    /// Microseconds from `opened` to the last answer read.
+    last_answer: Arc<AtomicU64>,
+    /// The task that reads and writes the socket.
+    task: AbortHandle,
 }
 
 impl Conn {
     fn is_open(&self) -> bool {
         !self.queue.is_closed() && self.pending.lock().expect("pending map poisoned").is_some()
+    }
+
+    /// Whether no answer has arrived since `since`.
+    fn silent_since(&self, since: Instant) -> bool {
+        let last = self.opened + Duration::from_micros(self.last_answer.load(Ordering::Relaxed));
+        last < since
+    }
+
+    /// Closes the connection: its task stops, and every caller waiting on it
+    /// is told at once.
+    fn close(&self) {
+        self.task.abort();
+        self.pending.lock().expect("pending map poisoned").take();
     }
 }
 
@@ -82,14 +106,32 @@ impl Client {
     }
 
     /// Sends `request` and waits at most `timeout` for the answer.
+    ///
+    /// A peer that stays silent is taken for gone: when a call times out
+    /// after [`SILENCE_CLOSES`] or more and no answer to any call came on
+    /// the connection meanwhile, the connection is closed and the next call
+    /// dials afresh. A peer whose address vanished (a container cut off the
+    /// network, a host that died without a reset) would otherwise hold its
+    /// callers on a connection that never answers again.
     pub async fn call(&self, request: Request, timeout: Duration) -> Result<Response, CallError> {
-        tokio::time::timeout(timeout, self.call_inner(request))
-            .await
-            .unwrap_or_else(|_| Err(CallError::Timeout(self.addr.clone())))
+        let deadline = tokio::time::Instant::now() + timeout;
+        let timed_out = || CallError::Timeout(self.addr.clone());
+        let conn = tokio::time::timeout_at(deadline, self.connection()).await.map_err(|_| timed_out())??;
+        let sent = Instant::now();
+        match tokio::time::timeout_at(deadline, self.exchange(&conn, request)).await {
+            Ok(answer) => answer,
+            Err(_) => {
+                if sent.elapsed() >= SILENCE_CLOSES && conn.silent_since(sent) {
+                    tracing::debug!(addr = %self.addr, "no answer on the connection; closing it");
+                    self.forget_conn(&conn);
+                    conn.close();
+                }
+                Err(timed_out())
+            }
+        }
     }
 
-    async fn call_inner(&self, request: Request) -> Result<Response, CallError> {
-        let conn = self.connection().await?;
+    async fn exchange(&self, conn: &Conn, request: Request) -> Result<Response, CallError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let bytes = frame::encode(&Envelope { id, body: request }).map_err(|e| CallError::Encode(e.to_string()))?;
         let closed = || CallError::Closed(self.addr.clone());
@@ -126,6 +168,14 @@ impl Client {
     fn open_conn(&self) -> Option<Arc<Conn>> {
         self.conn.lock().expect("conn poisoned").as_ref().filter(|c| c.is_open()).cloned()
     }
+
+    /// Stops handing out `conn` (if it is still the current connection).
+    fn forget_conn(&self, conn: &Arc<Conn>) {
+        let mut current = self.conn.lock().expect("conn poisoned");
+        if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            *current = None;
+        }
+    }
 }
 
 /// Removes a call's entry from the pending map when the call ends.
@@ -148,16 +198,18 @@ fn open(stream: TcpStream) -> Conn {
     let (read, write) = stream.into_split();
     let (queue, rx) = mpsc::channel(WRITE_QUEUE);
     let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
-    let answers = pending.clone();
-    tokio::spawn(async move {
+    let opened = Instant::now();
+    let last_answer = Arc::new(AtomicU64::new(0));
+    let (answers, heard) = (pending.clone(), last_answer.clone());
+    let task = tokio::spawn(async move {
         tokio::select! {
             _ = write_frames(write, rx) => {}
-            _ = read_answers(read, &answers) => {}
+            _ = read_answers(read, &answers, opened, &heard) => {}
         }
         // Dropping the senders tells every waiting caller the connection closed.
         answers.lock().expect("pending map poisoned").take();
     });
-    Conn { queue, pending }
+    Conn { queue, pending, opened, last_answer, task: task.abort_handle() }
 }
 
 /// Writes queued frames until the queue closes or the socket fails,
@@ -174,10 +226,12 @@ pub(crate) async fn write_frames(write: OwnedWriteHalf, mut rx: mpsc::Receiver<V
     }
 }
 
-/// Hands each answer to its caller until the connection fails or closes.
-async fn read_answers(mut read: OwnedReadHalf, pending: &Pending) {
+/// Hands each answer to its caller until the connection fails or closes,
+/// noting when each arrived (in microseconds from `opened`).
+async fn read_answers(mut read: OwnedReadHalf, pending: &Pending, opened: Instant, heard: &AtomicU64) {
     let mut buf = Vec::with_capacity(64 << 10);
     while let Ok(Some(envelope)) = read_frame::<Response>(&mut read, &mut buf).await {
+        heard.store(opened.elapsed().as_micros() as u64, Ordering::Relaxed);
         let waiting = pending.lock().expect("pending map poisoned").as_mut().and_then(|p| p.remove(&envelope.id));
         if let Some(tx) = waiting {
             let _ = tx.send(envelope.body);

@@ -29,6 +29,21 @@ impl Handler for Echo {
     }
 }
 
+/// Answers up to `n` pings on `stream`, one frame per read, by hand.
+async fn answer_pings(stream: &mut TcpStream, n: usize) {
+    let mut buf = vec![0u8; 1024];
+    for _ in 0..n {
+        let Ok(read) = stream.read(&mut buf).await else { return };
+        if read == 0 {
+            return;
+        }
+        let (request, _) =
+            ringup_proto::frame::decode::<ringup_proto::rpc::Envelope<Request>>(&buf[..read]).unwrap().unwrap();
+        let answer = ringup_proto::rpc::Envelope { id: request.id, body: Response::Pong { node: 1, epoch: 1 } };
+        stream.write_all(&ringup_proto::frame::encode(&answer).unwrap()).await.unwrap();
+    }
+}
+
 async fn server() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
@@ -90,12 +105,7 @@ async fn a_peer_that_goes_away_is_noticed_at_once_and_reconnected_to() {
     tokio::spawn(async move {
         loop {
             let (mut stream, _) = listener.accept().await.unwrap();
-            let mut buf = vec![0u8; 1024];
-            let n = stream.read(&mut buf).await.unwrap();
-            let (request, _) =
-                ringup_proto::frame::decode::<ringup_proto::rpc::Envelope<Request>>(&buf[..n]).unwrap().unwrap();
-            let answer = ringup_proto::rpc::Envelope { id: request.id, body: Response::Pong { node: 1, epoch: 1 } };
-            stream.write_all(&ringup_proto::frame::encode(&answer).unwrap()).await.unwrap();
+            answer_pings(&mut stream, 1).await;
         }
     });
     let client = Client::new(addr);
@@ -106,4 +116,55 @@ async fn a_peer_that_goes_away_is_noticed_at_once_and_reconnected_to() {
         assert!(matches!(answer, Ok(Response::Pong { .. })), "{answer:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_closed_and_the_next_call_dials_afresh() {
+    // A peer whose first connection swallows every request without an
+    // answer (as a host cut off the network does), and whose later
+    // connections answer pings.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        let (mut silent, _) = listener.accept().await.unwrap();
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        tokio::spawn(async move {
+            let mut sink = vec![0u8; 1024];
+            while silent.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+        });
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move { answer_pings(&mut stream, usize::MAX).await });
+        }
+    });
+    let client = Arc::new(Client::new(addr));
+    // A call that waits longer than the silence threshold closes the
+    // connection, and calls still waiting on it fail at once.
+    let waiting = tokio::spawn({
+        let client = client.clone();
+        async move { client.call(Request::Ping, Duration::from_secs(30)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let answer = client.call(Request::Ping, Duration::from_millis(700)).await;
+    assert!(matches!(answer, Err(CallError::Timeout(_))), "{answer:?}");
+    let waiting = tokio::time::timeout(TIMEOUT, waiting).await.expect("the waiting call should fail at once").unwrap();
+    assert!(matches!(waiting, Err(CallError::Closed(_))), "{waiting:?}");
+    let answer = client.call(Request::Ping, TIMEOUT).await;
+    assert!(matches!(answer, Ok(Response::Pong { .. })), "{answer:?}");
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2, "one silent connection, then one fresh");
+}
+
+#[tokio::test]
+async fn a_short_timeout_on_a_quiet_connection_keeps_it() {
+    let addr = server().await;
+    let client = Client::new(addr);
+    assert!(matches!(client.call(Request::Ping, TIMEOUT).await, Ok(Response::Pong { .. })));
+    // Times out well under the silence threshold: the connection stays, so
+    // a slow answer to another caller is not cut off.
+    let slow = client.call(Request::GetMap { known_epoch: 0, wait_ms: 300 }, Duration::from_millis(100)).await;
+    assert!(matches!(slow, Err(CallError::Timeout(_))), "{slow:?}");
+    assert!(matches!(client.call(Request::Ping, TIMEOUT).await, Ok(Response::Pong { .. })));
 }

@@ -5,6 +5,9 @@
 //! The binaries must be built first (`cargo build --bins`, which the test
 //! script does); they are looked up beside the test executable.
 
+pub mod docker;
+pub mod load;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -204,7 +207,7 @@ pub async fn send(request: reqwest::RequestBuilder, content_type: Option<&str>, 
 
 /// The directory of the ringup binaries: the cargo profile directory that
 /// holds this test executable (`target/<profile>/deps/<test>`).
-fn bin_dir() -> PathBuf {
+pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps").to_path_buf();
     for bin in ["ringup-node", "ringup-router"] {

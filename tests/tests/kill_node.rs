@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use ringup_tests::TestCluster;
+use ringup_tests::load::{self, record_id, shop};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
@@ -30,14 +30,6 @@ struct Ledger {
     read_failures: Vec<String>,
     batches: usize,
     reads: usize,
-}
-
-fn shop(i: usize) -> String {
-    format!("shop-{i:02}")
-}
-
-fn record_id(k: usize) -> String {
-    format!("sale-{k:04}")
 }
 
 /// One writer: for each pass and each of its shops, writes the shop's
@@ -92,12 +84,7 @@ async fn wait_for(progress: &AtomicUsize, batches: usize, what: &str) {
 /// Reads every acknowledged record at `level`; returns the ones whose value
 /// is missing or older than acknowledged.
 async fn lost_records(cluster: &TestCluster, acked: &BTreeMap<(String, String), i64>, level: &str) -> Vec<String> {
-    let checks = acked.iter().map(|((shop, id), expected)| async move {
-        let (status, body) = cluster.get(&format!("/v1/shops/{shop}/sales/{id}?consistency={level}")).await;
-        (status != 200 || body["v"].as_i64() != Some(*expected))
-            .then(|| format!("{shop}/{id}: {status} {body}, expected v={expected}"))
-    });
-    futures::stream::iter(checks).buffer_unordered(32).filter_map(|lost| async { lost }).collect().await
+    load::lost_records(cluster.http(), &cluster.url(""), acked, level).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1,5 +1,6 @@
 //! The `ringup` admin and developer CLI.
 
+pub mod health;
 pub mod local;
 pub mod status;
 
@@ -24,6 +25,8 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Run a local cluster (nodes and a router on loopback) until Ctrl-C or SIGTERM.
     Local(local::LocalArgs),
+    /// Exit 0 if the router is ready (or, with --node, the node is serving).
+    Health(health::HealthArgs),
 }
 
 /// Runs the CLI.
@@ -31,5 +34,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Status(args) => status::run(args).await,
         Command::Local(args) => local::run(args).await,
+        Command::Health(args) => health::run(args).await,
     }
 }

@@ -1,0 +1,155 @@
+//! A load of sales batches from many shops that records every
+//! acknowledged write, and the read-back that finds acknowledged writes
+//! that were lost.
+//!
+//! Each shop is written by one writer, batch after batch; every batch
+//! carries a value higher than any before it, and overwrites records the
+//! shop wrote earlier. So for each record the ledger knows the newest value
+//! acknowledged, and a read-back that finds less (or nothing) has found a
+//! lost write.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+
+/// Distinct records per shop; batches cycle over them.
+pub const RECORDS_PER_SHOP: usize = 100;
+
+/// The shape of a load.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadSpec {
+    /// Shops, each written by one writer.
+    pub shops: usize,
+    /// Concurrent writers; each owns every `writers`-th shop.
+    pub writers: usize,
+    /// Records per batch.
+    pub batch: usize,
+    /// The write consistency level, as the API spells it.
+    pub level: &'static str,
+}
+
+/// What the writers saw, over every load run against one cluster.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    /// (shop, id) → the newest value whose write was acknowledged.
+    pub acked: BTreeMap<(String, String), i64>,
+    /// Batches sent.
+    pub batches: usize,
+    /// Record writes acknowledged.
+    pub acked_writes: usize,
+    /// Batches that were not acknowledged, with what came back.
+    pub failures: Vec<String>,
+    /// The last value handed out.
+    seq: i64,
+    /// Batches sent per shop, so the next batch knows which records to cover.
+    rounds: BTreeMap<usize, usize>,
+}
+
+/// The name of shop `i`.
+pub fn shop(i: usize) -> String {
+    format!("shop-{i:03}")
+}
+
+/// The id of a shop's record `k`.
+pub fn record_id(k: usize) -> String {
+    format!("sale-{k:04}")
+}
+
+/// A running load; [`Load::stop`] ends it.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    writers: Vec<JoinHandle<()>>,
+}
+
+impl Load {
+    /// Starts `spec.writers` writers against the router at `base_url`,
+    /// recording into `ledger`.
+    pub fn start(http: &reqwest::Client, base_url: &str, spec: LoadSpec, ledger: &Arc<Mutex<Ledger>>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let writers = (0..spec.writers)
+            .map(|w| {
+                let shops: Vec<usize> = (0..spec.shops).filter(|s| s % spec.writers == w).collect();
+                let (http, base, ledger, stop) = (http.clone(), base_url.to_string(), ledger.clone(), stop.clone());
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        for &s in &shops {
+                            write_batch(&http, &base, spec, s, &ledger).await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self { stop, writers }
+    }
+
+    /// Stops the writers once their batches in flight are answered.
+    pub async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for writer in self.writers {
+            writer.await.expect("a writer panicked");
+        }
+    }
+}
+
+/// Writes shop `s`'s next batch and records the outcome.
+async fn write_batch(http: &reqwest::Client, base: &str, spec: LoadSpec, s: usize, ledger: &Mutex<Ledger>) {
+    let (round, value) = {
+        let mut book = ledger.lock().await;
+        book.seq += 1;
+        let round = book.rounds.entry(s).or_default();
+        *round += 1;
+        (*round - 1, book.seq)
+    };
+    let ids: Vec<String> = (0..spec.batch).map(|j| record_id((round * spec.batch + j) % RECORDS_PER_SHOP)).collect();
+    let records: Vec<Value> = ids
+        .iter()
+        .enumerate()
+        .map(|(j, id)| json!({"id": id, "v": value, "amount": j * 100 + 99, "sku": format!("SKU-{}", j % 7)}))
+        .collect();
+    let url = format!("{base}/v1/shops/{}/sales?consistency={}", shop(s), spec.level);
+    let outcome = match http.post(&url).json(&records).send().await {
+        Ok(response) => {
+            let status = response.status();
+            let body: Value = response.json().await.unwrap_or_default();
+            if status == 200 && body["written"] == json!(spec.batch) { Ok(()) } else { Err(format!("{status} {body}")) }
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    let mut book = ledger.lock().await;
+    book.batches += 1;
+    match outcome {
+        Ok(()) => {
+            book.acked_writes += spec.batch;
+            for id in ids {
+                book.acked.insert((shop(s), id), value);
+            }
+        }
+        Err(e) => book.failures.push(format!("{} batch {round}: {e}", shop(s))),
+    }
+}
+
+/// Reads every acknowledged record at `level` through the router at
+/// `base_url`; returns those missing or older than acknowledged.
+pub async fn lost_records(
+    http: &reqwest::Client,
+    base_url: &str,
+    acked: &BTreeMap<(String, String), i64>,
+    level: &str,
+) -> Vec<String> {
+    let checks = acked.iter().map(|((shop, id), expected)| async move {
+        let url = format!("{base_url}/v1/shops/{shop}/sales/{id}?consistency={level}");
+        let (status, body) = match http.get(&url).timeout(Duration::from_secs(30)).send().await {
+            Ok(response) => (response.status().as_u16(), response.json::<Value>().await.unwrap_or_default()),
+            Err(e) => (0, json!(e.to_string())),
+        };
+        (status != 200 || body["v"].as_i64().is_none_or(|v| v < *expected))
+            .then(|| format!("{shop}/{id}: {status} {body}, expected v={expected}"))
+    });
+    futures::stream::iter(checks).buffer_unordered(32).filter_map(|lost| async { lost }).collect().await
+}
