@@ -72,6 +72,8 @@ for target in node router; do
     exit 1
   fi
 done
+# The images these tags held before are left untagged: remove them.
+docker image prune --force --filter "label=org.opencontainers.image.title=ringup" >/dev/null
 echo "== built"
 docker images --format '   {{.Repository}}:{{.Tag}}  {{.Size}}' --filter "reference=ringup-*:$tag"
 echo "   libraries copied: $(echo "$libs" | tr '\n' ' ')"
