@@ -1,5 +1,6 @@
 //! The `ringup` admin and developer CLI.
 
+pub mod bench;
 pub mod health;
 pub mod local;
 pub mod status;
@@ -27,6 +28,8 @@ pub enum Command {
     Local(local::LocalArgs),
     /// Exit 0 if the router is ready (or, with --node, the node is serving).
     Health(health::HealthArgs),
+    /// Put load on a cluster and report throughput, latency and errors.
+    Bench(bench::BenchArgs),
 }
 
 /// Runs the CLI.
@@ -35,5 +38,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => status::run(args).await,
         Command::Local(args) => local::run(args).await,
         Command::Health(args) => health::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
     }
 }
