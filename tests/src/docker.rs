@@ -176,14 +176,10 @@ impl DockerCluster {
     /// container address; returns how long that took.
     pub async fn wait_serving(&self, service: &str) -> Duration {
         let start = Instant::now();
+        let container = self.container(service).await;
         loop {
-            let ip = docker(&[
-                "inspect",
-                "--format",
-                "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-                &self.container(service).await,
-            ])
-            .await;
+            let format = "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}";
+            let ip = docker(&["inspect", "--format", format, &container]).await;
             if !ip.is_empty() && health::node(&format!("{ip}:7001"), Duration::from_millis(500)).await.is_ok() {
                 return start.elapsed();
             }
