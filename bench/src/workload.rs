@@ -26,6 +26,8 @@ pub struct Workload {
 /// One sale.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sale {
+    /// The sale's number in its client's stream, from 1.
+    pub seq: u64,
     /// Unique within a run: the client and its sequence number.
     pub id: String,
     /// Milliseconds since the Unix epoch.
@@ -81,6 +83,11 @@ impl Stream {
         format!("bench-shop-{i:05}")
     }
 
+    /// The id of this client's record number `seq`.
+    pub fn record_id(&self, seq: u64) -> String {
+        format!("c{:03}-{seq:09}", self.client)
+    }
+
     /// A shop picked at random.
     pub fn pick_shop(&mut self) -> usize {
         self.rng.random_range(0..self.spec.shops)
@@ -100,9 +107,11 @@ impl Stream {
 
     fn next_sale(&mut self) -> Sale {
         self.seq += 1;
+        let id = self.record_id(self.seq);
         let rng = &mut self.rng;
         let mut sale = Sale {
-            id: format!("c{:03}-{:09}", self.client, self.seq),
+            seq: self.seq,
+            id,
             ts: EPOCH_MS + self.seq as i64 * 1000 + rng.random_range(0..1000),
             amount_cents: rng.random_range(100..50_000),
             currency: CURRENCIES[rng.random_range(0..CURRENCIES.len())],

@@ -161,8 +161,9 @@ pub fn render(report: &Value) -> String {
     let mut out = String::new();
     let f = |v: &Value| v.as_f64().unwrap_or_default();
     let n = |v: &Value| v.as_u64().unwrap_or_default();
+    let target = report["settings"]["target"].as_str().unwrap_or("target");
     out.push_str(&format!(
-        "ran {:.1} s: {} requests ({:.0}/s), {} records ({:.0}/s, {:.1} MB/s), {} errors\n",
+        "{target}: ran {:.1} s: {} requests ({:.0}/s), {} records ({:.0}/s, {:.1} MB/s), {} errors\n",
         f(&report["elapsed_s"]),
         n(&report["requests"]),
         f(&report["requests_per_s"]),

@@ -1,0 +1,68 @@
+//! `ringup-peers`: the load of `ringup bench`, the same seeded records in
+//! the same batches from the same number of clients, sent to the stores a
+//! team would pick instead of ringup, and to the ceiling of the machine.
+//!
+//! - `redis`: a Redis Cluster. Each batch is one pipeline of `SET`s (a
+//!   shop's keys share a hash tag, so one master takes them all) ending in
+//!   `WAIT`, so a batch counts only once a replica holds it.
+//! - `postgres`: one table keyed by (shop, id); each batch is one multi-row
+//!   `INSERT … ON CONFLICT DO UPDATE`.
+//! - `rocksdb`: the ceiling. The records, encoded exactly as a node stores
+//!   them, merged by the node's own storage layer into three RocksDB
+//!   instances in this process: no network, no router, no RPC.
+//! - `table`: the side-by-side table of several runs' `--json` summaries.
+//!
+//! `scripts/bench-peers.sh` starts each store on loopback, runs `ringup
+//! bench` and these one after another, and prints the tables.
+
+mod postgres;
+mod redis;
+mod rocks;
+mod table;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "ringup-peers", version, about = "Run ringup's benchmark load against a peer store")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Load a Redis Cluster.
+    Redis(redis::RedisArgs),
+    /// Load a PostgreSQL server.
+    Postgres(postgres::PostgresArgs),
+    /// Load RocksDB directly: the ceiling.
+    Rocksdb(rocks::RocksArgs),
+    /// Print the side-by-side table of `--json` summaries; the first is the
+    /// baseline the others are compared with.
+    Table {
+        /// What the table compares: write or get.
+        #[arg(long, default_value = "write")]
+        op: String,
+        /// The title above the table.
+        #[arg(long, default_value = "")]
+        title: String,
+        /// The summaries, baseline first.
+        #[arg(required = true)]
+        summaries: Vec<PathBuf>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Redis(args) => redis::run(args).await,
+        Command::Postgres(args) => postgres::run(args).await,
+        Command::Rocksdb(args) => rocks::run(args).await,
+        Command::Table { op, title, summaries } => {
+            print!("{}", table::render(&title, &op, &table::read(&summaries)?)?);
+            Ok(())
+        }
+    }
+}

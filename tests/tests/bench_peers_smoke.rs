@@ -1,0 +1,58 @@
+//! `scripts/bench-peers.sh --smoke`: the peer comparison still works end to
+//! end. It starts ringup, a Redis Cluster and PostgreSQL on loopback, sends
+//! each (and the RocksDB ceiling) 40 writes and 40 GETs with 4 clients, and
+//! prints both tables. Every run must have done exactly what it was asked
+//! with no errors; how fast is not checked here (see BENCHMARKS.md).
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+const SYSTEMS: [&str; 4] = ["ringup", "redis", "postgres", "rocksdb"];
+const REQUESTS: u64 = 40;
+const BATCH: u64 = 10;
+/// The script's exit status when a peer cannot be installed.
+const PEERS_UNAVAILABLE: i32 = 75;
+
+fn summary(dir: &Path, phase: &str, system: &str) -> Value {
+    let path = dir.join(format!("{phase}-{system}.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{} is missing: {e}", path.display()));
+    serde_json::from_str(&text).expect("a JSON summary")
+}
+
+#[test]
+fn the_peer_comparison_runs_against_every_system() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root");
+    let out = tempfile::tempdir().expect("a temporary directory");
+    let run = Command::new("bash")
+        .arg(root.join("scripts/bench-peers.sh"))
+        .args(["--smoke", "--bin-dir"])
+        .arg(ringup_tests::bin_dir())
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .expect("bash runs the script");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    if run.status.code() == Some(PEERS_UNAVAILABLE) {
+        println!("SKIPPED bench_peers_smoke: Redis or PostgreSQL could not be installed: {stderr}");
+        return;
+    }
+    assert!(run.status.success(), "bench-peers.sh failed:\n{stderr}");
+
+    for system in SYSTEMS {
+        let writes = summary(out.path(), "write", system);
+        assert_eq!(writes["ops"]["write"]["requests"], REQUESTS, "{system} writes: {writes}");
+        assert_eq!(writes["ops"]["write"]["records"], REQUESTS * BATCH, "{system} writes: {writes}");
+        assert_eq!(writes["errors"], 0, "{system} writes: {writes}");
+        let gets = summary(out.path(), "get", system);
+        assert_eq!(gets["ops"]["get"]["requests"], REQUESTS, "{system} gets: {gets}");
+        assert_eq!(gets["ops"]["get"]["records"], REQUESTS, "every get found its record on {system}: {gets}");
+        assert_eq!(gets["errors"], 0, "{system} gets: {gets}");
+    }
+    let tables = std::fs::read_to_string(out.path().join("tables.txt")).expect("the tables are kept");
+    for row in ["ringup, router, quorum", "redis cluster, WAIT 1", "postgresql", "rocksdb ceiling, 2 of 3"] {
+        assert_eq!(tables.matches(row).count(), 2, "a write row and a read row for {row}:\n{tables}");
+    }
+    println!("{tables}");
+}
