@@ -16,9 +16,9 @@ echo "== cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --release --workspace --exclude ringup-tests 2>&1 | tee "$log" || status=$?
+cargo test --release --no-fail-fast --workspace --exclude ringup-tests 2>&1 | tee "$log" || status=$?
 echo "== end-to-end tests (real processes on loopback; their figures are printed)"
-cargo test --release -p ringup-tests -- --nocapture 2>&1 | tee -a "$log" || status=$?
+cargo test --release --no-fail-fast -p ringup-tests -- --nocapture 2>&1 | tee -a "$log" || status=$?
 # One closing line over every test binary.
 # A test that cannot run here (the container tests without Docker) prints
 # a line starting with SKIPPED and counts as skipped.

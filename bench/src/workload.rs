@@ -44,6 +44,8 @@ pub struct Sale {
     pub customer: String,
     /// Free text that brings the record to its size.
     pub note: String,
+    /// The length of [`Sale::to_json`] as text, in bytes.
+    pub json_len: usize,
 }
 
 impl Sale {
@@ -119,10 +121,13 @@ impl Stream {
             qty: rng.random_range(1..10),
             customer: format!("cust-{:07}", rng.random_range(0..1_000_000)),
             note: String::new(),
+            json_len: 0,
         };
         let base = sale.to_json().to_string().len();
         let pad = self.spec.record_size.saturating_sub(base);
+        // Lowercase letters need no escaping: each adds one byte of JSON.
         sale.note = (0..pad).map(|_| char::from(b'a' + rng.random_range(0..26u8))).collect();
+        sale.json_len = base + pad;
         sale
     }
 }
@@ -153,6 +158,7 @@ mod tests {
             assert_eq!(sales.len(), SPEC.batch);
             for sale in sales {
                 assert_eq!(sale.to_json().to_string().len(), SPEC.record_size);
+                assert_eq!(sale.json_len, SPEC.record_size);
                 assert!(ids.insert(sale.id));
             }
         }

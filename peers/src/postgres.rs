@@ -115,7 +115,7 @@ impl Client for PostgresClient {
     async fn write(&mut self, shop: &str, sales: &[Sale]) -> Result<u64, String> {
         let shop = shop.to_string();
         let docs: Vec<Value> = sales.iter().map(doc).collect();
-        let bytes = sales.iter().map(|s| s.to_json().to_string().len() as u64).sum();
+        let bytes = sales.iter().map(|s| s.json_len as u64).sum();
         let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(4 * sales.len());
         for (sale, doc) in sales.iter().zip(&docs) {
             params.extend([&shop as &(dyn ToSql + Sync), &sale.id, &sale.ts, doc]);

@@ -112,7 +112,7 @@ impl Client for Rocks {
         let version = Version { hlc: self.clock.fetch_add(1, Ordering::Relaxed), origin: 1 };
         let records: Vec<(RecordKey, Vec<u8>)> =
             sales.iter().map(|s| (self.key(shop, &s.id), self.encode(version, s))).collect();
-        let bytes = sales.iter().map(|s| s.to_json().to_string().len() as u64).sum();
+        let bytes = sales.iter().map(|s| s.json_len as u64).sum();
         let mut commits: FuturesUnordered<_> = self
             .replicas
             .iter()
