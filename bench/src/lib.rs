@@ -221,7 +221,7 @@ async fn drive<C: Client>(
     let handles: Vec<_> = workers
         .into_iter()
         .enumerate()
-        .map(|(c, worker)| tokio::spawn(worker.run(args.preload, args.quota(c), duration, start.clone(), done.clone())))
+        .map(|(c, worker)| tokio::spawn(worker.run(args.preload, args.quota(c), duration, start.clone())))
         .collect();
     start.wait().await;
     let started = Instant::now();
@@ -303,7 +303,6 @@ impl<C: Client> Worker<C> {
         quota: Option<u64>,
         duration: Option<Duration>,
         start: Arc<Barrier>,
-        done: Arc<AtomicBool>,
     ) -> anyhow::Result<Stats> {
         let mut preloaded = Ok(());
         for _ in 0..preload {
@@ -317,10 +316,7 @@ impl<C: Client> Worker<C> {
         let deadline = duration.map(|d| Instant::now() + d);
         let mut stats = Stats::default();
         let mut sent = 0u64;
-        while quota.is_none_or(|q| sent < q)
-            && deadline.is_none_or(|d| Instant::now() < d)
-            && !done.load(Ordering::Relaxed)
-        {
+        while quota.is_none_or(|q| sent < q) && deadline.is_none_or(|d| Instant::now() < d) {
             let op = self.pick();
             let begun = Instant::now();
             let outcome = match op {

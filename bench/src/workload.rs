@@ -4,7 +4,7 @@
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 /// 2026-01-01T00:00:00Z in milliseconds: sales are stamped from here on.
 const EPOCH_MS: i64 = 1_767_225_600_000;
@@ -61,6 +61,20 @@ impl Sale {
             "customer": self.customer,
             "note": self.note,
         })
+    }
+}
+
+impl Sale {
+    /// The record's fields as a store keeps them apart from its key and
+    /// time: the JSON without `id` and `ts`.
+    pub fn fields(&self) -> Map<String, Value> {
+        let mut fields = match self.to_json() {
+            Value::Object(fields) => fields,
+            _ => unreachable!("a sale is a JSON object"),
+        };
+        fields.remove("id");
+        fields.remove("ts");
+        fields
     }
 }
 

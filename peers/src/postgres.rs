@@ -11,7 +11,7 @@
 use clap::Args;
 use ringup_bench::workload::Sale;
 use ringup_bench::{Client, LoadArgs, Target};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Statement};
 
@@ -103,18 +103,10 @@ fn kind(e: tokio_postgres::Error) -> String {
     }
 }
 
-/// A sale's row: its JSON without `id` and `ts`, which are columns.
-fn doc(sale: &Sale) -> Value {
-    let mut fields: Map<String, Value> = sale.to_json().as_object().cloned().unwrap_or_default();
-    fields.remove("id");
-    fields.remove("ts");
-    Value::Object(fields)
-}
-
 impl Client for PostgresClient {
     async fn write(&mut self, shop: &str, sales: &[Sale]) -> Result<u64, String> {
         let shop = shop.to_string();
-        let docs: Vec<Value> = sales.iter().map(doc).collect();
+        let docs: Vec<Value> = sales.iter().map(|s| Value::Object(s.fields())).collect();
         let bytes = sales.iter().map(|s| s.json_len as u64).sum();
         let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(4 * sales.len());
         for (sale, doc) in sales.iter().zip(&docs) {

@@ -98,12 +98,9 @@ impl Rocks {
         RecordKey { partition, shop: shop.to_string(), collection: "sales".to_string(), id: id.to_string() }
     }
 
-    /// A record as a node stores it: the JSON's fields but `id` and `ts`.
+    /// A record as a node stores it.
     fn encode(&self, version: Version, sale: &Sale) -> Vec<u8> {
-        let mut fields = sale.to_json().as_object().cloned().unwrap_or_default();
-        fields.remove("id");
-        fields.remove("ts");
-        StoredRecord::from_json(version, sale.ts, &fields).encode()
+        StoredRecord::from_json(version, sale.ts, &sale.fields()).encode()
     }
 }
 
