@@ -7,6 +7,7 @@ use std::str::FromStr;
 
 use clap::{Parser, ValueEnum};
 use ringup_proto::NodeId;
+use ringup_rpc::Limits;
 
 /// When the storage writer fsyncs the write-ahead log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -100,12 +101,36 @@ pub struct Config {
     /// When to fsync record writes.
     #[arg(long, env = "RINGUP_FSYNC", value_enum, default_value_t = FsyncPolicy::Group)]
     pub fsync: FsyncPolicy,
+
+    /// RPC connections served at once; more are closed when accepted.
+    #[arg(long, env = "RINGUP_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// Requests of one RPC connection handled at once; past it the node
+    /// stops reading that connection until answers go out.
+    #[arg(long, env = "RINGUP_MAX_REQUESTS_PER_CONNECTION", default_value_t = 256)]
+    pub max_requests_per_connection: usize,
+
+    /// MiB of request frames held at once over all connections (at least
+    /// 64, the largest frame); past it, reading waits.
+    #[arg(long, env = "RINGUP_MAX_REQUEST_MIB", default_value_t = 256)]
+    pub max_request_mib: usize,
 }
 
 impl Config {
     /// The address peers reach this node at.
     pub fn advertise_addr(&self) -> String {
         self.advertise.clone().unwrap_or_else(|| self.listen.to_string())
+    }
+
+    /// What the RPC server admits at once.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            connections: self.max_connections,
+            requests_per_connection: self.max_requests_per_connection,
+            request_bytes: self.max_request_mib.saturating_mul(1 << 20),
+            ..Limits::default()
+        }
     }
 
     /// Checks what clap cannot.
@@ -115,6 +140,15 @@ impl Config {
         }
         if self.replication_factor == 0 {
             return Err("--replication-factor must be at least 1".into());
+        }
+        if self.max_connections == 0 || self.max_requests_per_connection == 0 {
+            return Err("--max-connections and --max-requests-per-connection must be at least 1".into());
+        }
+        if self.max_request_mib.saturating_mul(1 << 20) < ringup_proto::frame::MAX_FRAME {
+            return Err(format!(
+                "--max-request-mib must be at least {}, the largest frame",
+                ringup_proto::frame::MAX_FRAME >> 20
+            ));
         }
         if self.advertise.is_none() && self.listen.ip().is_unspecified() {
             return Err(format!(

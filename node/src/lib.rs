@@ -75,7 +75,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let service = Arc::new(service::Service::new(id, storage.clone(), raft.clone(), map_rx.clone()));
-    let server = tokio::spawn(ringup_rpc::serve(listener, service, stopped(stop_rx.clone())));
+    let server = tokio::spawn(ringup_rpc::serve_with(listener, service, config.limits(), stopped(stop_rx.clone())));
     tracing::info!(node = id, listen = %config.listen, data_dir = %config.data_dir.display(), "node started");
 
     if !config.initial_nodes.is_empty() {

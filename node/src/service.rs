@@ -8,6 +8,7 @@ use ringup_proto::NodeId;
 use ringup_proto::cluster::ClusterMap;
 use ringup_proto::keys::{self, RecordKey};
 use ringup_proto::rpc::{CollectionRef, Request, Response, RpcError};
+use ringup_proto::value::Header;
 use ringup_rpc::Handler;
 use tokio::sync::watch;
 
@@ -40,6 +41,7 @@ impl Service {
             Request::Ping => Ok(Response::Pong { node: self.id, epoch: self.map.borrow().epoch }),
             Request::Write { target, records } => {
                 self.check(&target)?;
+                verify(&records)?;
                 let records = records.into_iter().map(|(id, value)| (record_key(&target, id), value)).collect();
                 self.storage.merge_records(records).await.map_err(storage_error)?;
                 Ok(Response::Written)
@@ -127,15 +129,25 @@ fn record_key(target: &CollectionRef, id: String) -> RecordKey {
     RecordKey { partition: target.partition, shop: target.shop.clone(), collection: target.collection.clone(), id }
 }
 
+/// Checks every value's checksum as it enters the node, the only time
+/// the node hashes it: one corrupt value refuses the whole batch.
+fn verify(records: &[(String, Vec<u8>)]) -> Result<(), RpcError> {
+    for (id, value) in records {
+        Header::read(value).map_err(|e| RpcError::BadRequest(format!("record {id:?}: {e}")))?;
+    }
+    Ok(())
+}
+
 fn storage_error(e: crate::storage::StorageError) -> RpcError {
     tracing::error!(error = %e, "storage failure");
-    RpcError::Storage(e.to_string())
+    RpcError::Storage(e.fault())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use ringup_proto::cluster::MapCommand;
+    use ringup_proto::value::{StoredRecord, Version};
 
     fn map() -> ClusterMap {
         let mut map = ClusterMap::default();
@@ -162,6 +174,16 @@ mod tests {
         let outsider = (1..=4).find(|n| !map.replicas(0).contains(n)).unwrap();
         assert_eq!(check_route(&map, outsider, &target(1, 0)), Err(RpcError::NotReplica { partition: 0 }));
         assert_eq!(check_route(&map, outsider, &target(2, 0)), Ok(()), "a newer coordinator is trusted");
+    }
+
+    #[test]
+    fn a_batch_with_one_corrupt_value_is_refused_whole() {
+        let good = StoredRecord::tombstone(Version { hlc: 1, origin: 1 }, 0).encode();
+        let mut bad = good.clone();
+        bad[12] ^= 0x10;
+        assert_eq!(verify(&[("a".into(), good.clone())]), Ok(()));
+        let refused = verify(&[("a".into(), good), ("b".into(), bad)]);
+        assert!(matches!(&refused, Err(RpcError::BadRequest(m)) if m.contains("\"b\"")), "{refused:?}");
     }
 
     #[test]

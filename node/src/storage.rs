@@ -23,7 +23,7 @@ use std::sync::{Arc, Weak};
 use std::thread;
 
 use ringup_proto::keys::RecordKey;
-use ringup_proto::rpc::{Digest, Entry};
+use ringup_proto::rpc::{Digest, Entry, StorageFault};
 use ringup_proto::value::{self, Header};
 use rocksdb::{
     ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, IteratorMode, MergeOperands, Options, ReadOptions,
@@ -69,6 +69,18 @@ pub enum StorageError {
     Stopped,
 }
 
+impl StorageError {
+    /// The error as a caller elsewhere sees it, by what it does about it.
+    pub fn fault(&self) -> StorageFault {
+        match self {
+            StorageError::Rocks(e) if e.kind() == rocksdb::ErrorKind::Corruption => StorageFault::Corrupt,
+            StorageError::Rocks(_) => StorageFault::Engine,
+            StorageError::Corrupt { .. } => StorageFault::Corrupt,
+            StorageError::Stopped => StorageFault::Stopped,
+        }
+    }
+}
+
 /// Keys of the `meta` family: one per kind of local metadata.
 #[derive(Debug, Clone, Copy)]
 pub enum MetaKey {
@@ -102,7 +114,7 @@ impl MetaKey {
 /// One batch of record merges waiting for the writer thread.
 struct WriteJob {
     records: Vec<(Vec<u8>, Vec<u8>)>,
-    done: oneshot::Sender<Result<(), String>>,
+    done: oneshot::Sender<Result<(), StorageError>>,
 }
 
 impl WriteJob {
@@ -155,9 +167,7 @@ impl Storage {
         let records = records.into_iter().map(|(k, v)| (k.encode(), v)).collect();
         let (done, wait) = oneshot::channel();
         self.writer.send(WriteJob { records, done }).await.map_err(|_| StorageError::Stopped)?;
-        wait.await
-            .map_err(|_| StorageError::Stopped)?
-            .map_err(|reason| StorageError::Corrupt { what: "write batch", reason })
+        wait.await.map_err(|_| StorageError::Stopped)?
     }
 
     /// The stored value of one record.
@@ -192,8 +202,9 @@ impl Storage {
     }
 
     /// The id, version and tombstone flag of up to `limit` records of a
-    /// range, and whether it stopped before the end. A value that fails its
-    /// checksum is logged and left out.
+    /// range, and whether it stopped before the end. Values were checked
+    /// when they entered the node, so only their headers are read; one
+    /// without a readable header is logged and left out.
     pub async fn digest_records(
         &self,
         range: (Vec<u8>, Vec<u8>),
@@ -208,7 +219,7 @@ impl Storage {
                     return Ok(false);
                 }
                 let id = record_id(key)?;
-                match Header::read(value) {
+                match Header::parse(value) {
                     Ok(h) => out.push(Digest { id, version: h.version, tombstone: h.tombstone }),
                     Err(e) => tracing::error!(id, error = %e, "corrupt record value left out of a digest"),
                 }
@@ -328,24 +339,26 @@ fn write_loop(db: &Weak<rocksdb::DB>, mut jobs: mpsc::Receiver<WriteJob>, fsync:
                 Err(_) => break,
             }
         }
-        let result = match db.upgrade() {
-            Some(db) => commit(&db, &group, &opts),
-            None => Err("the database is closed".to_string()),
-        };
+        let result = db.upgrade().map(|db| commit(&db, &group, &opts));
         for job in group {
-            let _ = job.done.send(result.clone());
+            let answer = match &result {
+                Some(Ok(())) => Ok(()),
+                Some(Err(e)) => Err(StorageError::Rocks(e.clone())),
+                None => Err(StorageError::Stopped),
+            };
+            let _ = job.done.send(answer);
         }
     }
 }
 
 /// Merges every record of a group in one `WriteBatch`.
-fn commit(db: &rocksdb::DB, group: &[WriteJob], opts: &WriteOptions) -> Result<(), String> {
+fn commit(db: &rocksdb::DB, group: &[WriteJob], opts: &WriteOptions) -> Result<(), rocksdb::Error> {
     let cf = db.cf_handle(CF_DATA).expect("created at open");
     let mut batch = WriteBatch::default();
     for (key, value) in group.iter().flat_map(|job| &job.records) {
         batch.merge_cf(cf, key, value);
     }
-    db.write_opt(batch, opts).map_err(|e| e.to_string())
+    db.write_opt(batch, opts)
 }
 
 /// The `data` family's merge operator: last writer wins.

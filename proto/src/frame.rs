@@ -4,12 +4,23 @@
 //! [len u32 BE][crc32 u32 BE][payload: bincode, len bytes]
 //! ```
 //!
-//! The crc32 covers the payload. [`decode`] takes whatever bytes have
-//! arrived and returns a message once a whole frame is there. A frame that
-//! is too large, fails its checksum or does not deserialize is an error,
-//! after which the connection is closed; nothing here panics on bad bytes.
+//! The payload is an [`crate::rpc::Envelope`]: the request id, then the
+//! request or response. The crc32 covers the payload.
+//!
+//! A message sent to several peers (a write batch to every replica) is
+//! serialized once into a [`Body`]; each frame then only puts its own
+//! header and request id in front of the shared bytes, and the crc32 of the
+//! whole payload is combined from the id's and the body's without reading
+//! the body again.
+//!
+//! [`decode`] takes whatever bytes have arrived and returns a message once
+//! a whole frame is there; [`payload_len`] checks a header's declared length
+//! before anything is allocated for it. A frame that is too large, fails
+//! its checksum or does not deserialize is an error, after which the
+//! connection is closed; nothing here panics on bad bytes.
 
 use bincode::Options;
+use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use thiserror::Error;
@@ -49,7 +60,51 @@ pub fn from_bytes<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FrameError> {
     Ok(options().deserialize(bytes)?)
 }
 
-/// Encodes one frame.
+/// A request or response serialized once, to be framed under any request
+/// id. Cheap to clone: the bytes are shared.
+#[derive(Debug, Clone)]
+pub struct Body {
+    bytes: Bytes,
+    crc: u32,
+}
+
+impl Body {
+    /// Serializes `message` once.
+    pub fn encode<T: Serialize>(message: &T) -> Result<Self, FrameError> {
+        let bytes = to_bytes(message)?;
+        // Leaves room for the largest request id in front.
+        if bytes.len() > MAX_FRAME - MAX_ID_LEN {
+            return Err(FrameError::TooLarge(bytes.len()));
+        }
+        Ok(Self { crc: crc32fast::hash(&bytes), bytes: Bytes::from(bytes) })
+    }
+
+    /// The serialized message, shared.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// The frame header and request id that go in front of these bytes
+    /// under request `id`: `[len][crc32][id]`, the crc32 covering the id
+    /// and the body.
+    pub fn head(&self, id: u64) -> Vec<u8> {
+        let id_bytes = to_bytes(&id).expect("a u64 always serializes");
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&id_bytes);
+        crc.combine(&crc32fast::Hasher::new_with_initial_len(self.crc, self.bytes.len() as u64));
+        let len = id_bytes.len() + self.bytes.len();
+        let mut head = Vec::with_capacity(HEADER_LEN + id_bytes.len());
+        head.extend_from_slice(&(len as u32).to_be_bytes());
+        head.extend_from_slice(&crc.finalize().to_be_bytes());
+        head.extend_from_slice(&id_bytes);
+        head
+    }
+}
+
+/// The most bytes a request id takes in bincode's variable-length encoding.
+const MAX_ID_LEN: usize = 9;
+
+/// Encodes one frame of a whole message in one buffer.
 pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameError> {
     let payload = to_bytes(message)?;
     if payload.len() > MAX_FRAME {
@@ -62,17 +117,32 @@ pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameError> {
     Ok(frame)
 }
 
-/// How many bytes the frame starting at `buf` needs in all, once its header
-/// is in; an error if it declares too large a payload.
-pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, FrameError> {
-    let Some(len) = buf.first_chunk::<4>() else {
-        return Ok(None);
-    };
-    let len = u32::from_be_bytes(*len) as usize;
+/// The payload length a frame header declares; an error, before anything
+/// is read or allocated for the payload, if it is over [`MAX_FRAME`].
+pub fn payload_len(header: &[u8; HEADER_LEN]) -> Result<usize, FrameError> {
+    let len = u32::from_be_bytes(header[..4].try_into().expect("4 bytes")) as usize;
     if len > MAX_FRAME {
         return Err(FrameError::TooLarge(len));
     }
-    Ok(Some(HEADER_LEN + len))
+    Ok(len)
+}
+
+/// Checks a payload against the crc32 in its frame header.
+pub fn check(header: &[u8; HEADER_LEN], payload: &[u8]) -> Result<(), FrameError> {
+    let crc = u32::from_be_bytes(header[4..].try_into().expect("4 bytes"));
+    if crc32fast::hash(payload) != crc {
+        return Err(FrameError::Checksum);
+    }
+    Ok(())
+}
+
+/// How many bytes the frame starting at `buf` needs in all, once its header
+/// is in; an error if it declares too large a payload.
+pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, FrameError> {
+    let Some(header) = buf.first_chunk::<HEADER_LEN>() else {
+        return Ok(None);
+    };
+    Ok(Some(HEADER_LEN + payload_len(header)?))
 }
 
 /// Decodes the frame at the start of `buf`: the message and how many bytes
@@ -84,11 +154,9 @@ pub fn decode<T: DeserializeOwned>(buf: &[u8]) -> Result<Option<(T, usize)>, Fra
     if buf.len() < total {
         return Ok(None);
     }
-    let crc = u32::from_be_bytes(buf[4..8].try_into().expect("4 bytes"));
+    let header = buf.first_chunk::<HEADER_LEN>().expect("a whole frame is there");
     let payload = &buf[HEADER_LEN..total];
-    if crc32fast::hash(payload) != crc {
-        return Err(FrameError::Checksum);
-    }
+    check(header, payload)?;
     Ok(Some((from_bytes(payload)?, total)))
 }
 
@@ -109,6 +177,18 @@ mod tests {
         let (back, used) = decode::<Envelope<Request>>(&frame).unwrap().unwrap();
         assert_eq!(back, write_request());
         assert_eq!(used, frame.len());
+    }
+
+    #[test]
+    fn a_shared_body_framed_under_an_id_is_the_frame_of_the_whole_envelope() {
+        let request = write_request();
+        let body = Body::encode(&request.body).unwrap();
+        for id in [0, 42, 250, 251, 70_000, u64::MAX] {
+            let mut framed = body.head(id);
+            framed.extend_from_slice(body.bytes());
+            let whole = encode(&Envelope { id, body: request.body.clone() }).unwrap();
+            assert_eq!(framed, whole, "id {id}");
+        }
     }
 
     #[test]

@@ -9,13 +9,15 @@
 //!    a [`value`]: version, event time, tombstone flag, binary fields, crc32.
 //! 4. It sends a [`rpc::Request::Write`] to each replica as a [`frame`]
 //!    (`[len][crc32][bincode]`), and counts the answers against the
-//!    [`consistency`] level.
+//!    [`consistency`] level; the [`coordinator`] core decides whom to ask
+//!    and when the level is met.
 //! 5. Each node stores the value under its [`keys`] encoding, which keeps
 //!    partitions and collections contiguous, merging with what it holds by
 //!    [`value::merge`]: last writer wins.
 
 pub mod cluster;
 pub mod consistency;
+pub mod coordinator;
 pub mod frame;
 pub mod hlc;
 pub mod keys;

@@ -102,6 +102,20 @@ pub enum Request {
     },
 }
 
+impl Request {
+    /// Where a data request goes, to route it afresh; `None` for the
+    /// others.
+    pub fn target_mut(&mut self) -> Option<&mut CollectionRef> {
+        match self {
+            Request::Write { target, .. }
+            | Request::Get { target, .. }
+            | Request::Scan { target, .. }
+            | Request::Digests { target, .. } => Some(target),
+            Request::Ping | Request::GetMap { .. } | Request::Propose { .. } | Request::Raft { .. } => None,
+        }
+    }
+}
+
 /// The calls of the metadata Raft group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RaftCall {
@@ -196,9 +210,9 @@ pub enum RpcError {
     /// The request was malformed.
     #[error("bad request: {0}")]
     BadRequest(String),
-    /// The node's storage failed.
+    /// The node's storage failed; the node logged the details.
     #[error("storage error: {0}")]
-    Storage(String),
+    Storage(StorageFault),
     /// Only the metadata group's leader applies map commands.
     #[error("this node does not lead the metadata group; the leader is at {leader:?}")]
     NotLeader {
@@ -216,9 +230,51 @@ pub enum RpcError {
     ShuttingDown,
 }
 
+/// What failed in a node's storage, by what a caller does about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error, Serialize, Deserialize)]
+pub enum StorageFault {
+    /// RocksDB failed to read or write (I/O error, no space): another
+    /// replica, or the same one later, may succeed.
+    #[error("the storage engine failed")]
+    Engine,
+    /// Stored bytes do not decode: corruption to report; another replica
+    /// may hold a good copy.
+    #[error("stored data is corrupt")]
+    Corrupt,
+    /// The storage is shutting down: ask another replica.
+    #[error("the storage is stopping")]
+    Stopped,
+}
+
+/// What a caller does about an [`RpcError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    /// Refresh the cluster map and route the request again.
+    RouteAgain,
+    /// Ask another replica, or this one later.
+    TryElsewhere,
+    /// Report corruption, and ask another replica.
+    ReportCorruption,
+    /// Give up: the request itself is wrong, or the map refused it.
+    GiveUp,
+}
+
 impl RpcError {
+    /// What a caller does about this error.
+    pub fn recovery(&self) -> Recovery {
+        match self {
+            RpcError::StaleEpoch { .. } | RpcError::NotReplica { .. } | RpcError::NotLeader { .. } => {
+                Recovery::RouteAgain
+            }
+            RpcError::NoMap | RpcError::Unavailable(_) | RpcError::ShuttingDown => Recovery::TryElsewhere,
+            RpcError::Storage(StorageFault::Corrupt) => Recovery::ReportCorruption,
+            RpcError::Storage(_) => Recovery::TryElsewhere,
+            RpcError::BadRequest(_) | RpcError::Refused(_) => Recovery::GiveUp,
+        }
+    }
+
     /// Whether asking again (after refreshing the map, or elsewhere) may work.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, RpcError::BadRequest(_))
+        self.recovery() != Recovery::GiveUp
     }
 }

@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::admission::Admission;
+use crate::coordinator::Speculation;
+
 /// `ringup-router`: the stateless HTTP front door of a ringup cluster.
 #[derive(Debug, Clone, Parser)]
 #[command(version, about)]
@@ -22,11 +25,43 @@ pub struct RouterConfig {
     /// How long a request waits for replicas before answering 503, in ms.
     #[arg(long, env = "RINGUP_REQUEST_TIMEOUT_MS", default_value_t = 2000)]
     pub request_timeout_ms: u64,
+
+    /// Data requests in flight at most; more are answered 503 at once.
+    #[arg(long, env = "RINGUP_MAX_REQUESTS", default_value_t = 1024)]
+    pub max_requests: usize,
+
+    /// Request body bytes in flight at most, in MiB; more are answered 503
+    /// at once. A body of unknown length counts as 16 MiB.
+    #[arg(long, env = "RINGUP_MAX_BODY_MIB", default_value_t = 64)]
+    pub max_body_mib: usize,
+
+    /// The shortest speculative delay of a read, in ms: how long it waits
+    /// at least for the replicas it asked before asking one more.
+    #[arg(long, env = "RINGUP_SPECULATIVE_FLOOR_MS", default_value_t = 5)]
+    pub speculative_floor_ms: u64,
+
+    /// The longest speculative delay of a read, in ms (the delay follows the
+    /// recent p99 of the replicas asked, between the floor and this).
+    #[arg(long, env = "RINGUP_SPECULATIVE_CEILING_MS", default_value_t = 200)]
+    pub speculative_ceiling_ms: u64,
 }
 
 impl RouterConfig {
     /// The per-request replica timeout.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// The speculative delay of reads.
+    pub fn speculation(&self) -> Speculation {
+        Speculation {
+            floor: Duration::from_millis(self.speculative_floor_ms),
+            ceiling: Duration::from_millis(self.speculative_ceiling_ms),
+        }
+    }
+
+    /// The bound on work in flight.
+    pub fn admission(&self) -> Admission {
+        Admission::new(self.max_requests, self.max_body_mib.saturating_mul(1 << 20))
     }
 }

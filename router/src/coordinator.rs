@@ -1,29 +1,43 @@
-//! Coordinates reads and writes across a partition's replica set.
+//! Coordinates reads and writes across a partition's replica set: the
+//! async side of the pure core in [`ringup_proto::coordinator`].
 //!
-//! A request is sent to every replica at once, each in its own task, and
-//! the coordinator answers as soon as the consistency level is met. Tasks
-//! still running then carry on, so a slow replica still gets the write. A
-//! level that cannot be met in time is an error: the API answers 503 and
-//! never 200. A replica that reports a newer epoch makes the coordinator
-//! refresh its map and try once more.
+//! A request is serialized once ([`Body`]) and sent to the replicas a
+//! [`Fanout`] names: a write to every replica, a read only to as many as
+//! its level needs, in [`preference`] order (live, then fast, equals in
+//! turns). A read asks one more replica when one fails, or when those asked
+//! have not answered within the speculative delay: the recent p99 of the
+//! replicas asked, within a floor and a ceiling. The coordinator answers as
+//! soon as the level is met; a write's calls still running then carry on in
+//! one background task, so a slow replica still gets the write. A level
+//! that cannot be met in time is an error: the API answers 503 and never
+//! 200. A replica that reports a newer epoch makes the coordinator refresh
+//! its map and route again.
 //!
-//! Reads merge the answers by last-writer-wins and write the newest value
-//! back to every answering replica that was stale, before answering.
+//! Reads verify each value's checksum once, as it arrives, merge the
+//! answers by last-writer-wins, and write the newest value back to stale
+//! replicas before answering, as the core's [`Repair`] plans.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use ringup_proto::NodeId;
 use ringup_proto::cluster::ClusterMap;
-use ringup_proto::consistency::{AckCounter, Consistency, Tally};
+use ringup_proto::consistency::Consistency;
+use ringup_proto::coordinator::fanout::{Event, Fanout, Mode, Step, preference};
+use ringup_proto::coordinator::read::{self, Repair, RepairStep, Reply};
+use ringup_proto::frame::Body;
 use ringup_proto::hlc::Hlc;
 use ringup_proto::rpc::{CollectionRef, Request, Response, RpcError};
 use ringup_proto::value::{self, Header, StoredRecord, Version};
+use ringup_rpc::CallError;
 use thiserror::Error;
 
+use crate::latency::Latencies;
 use crate::now_ms;
 use crate::view::ClusterView;
 
@@ -55,6 +69,9 @@ pub enum CoordError {
     /// A stored value failed to decode.
     #[error("corrupt value from a replica: {0}")]
     Corrupt(String),
+    /// The request cannot be serialized (too large for a frame).
+    #[error("the request cannot be sent: {0}")]
+    Encode(String),
 }
 
 /// Where to read or write: one shop's collection.
@@ -66,20 +83,52 @@ pub struct Collection {
     pub collection: String,
 }
 
+/// How long a read waits for the replicas it asked before asking one more.
+#[derive(Debug, Clone, Copy)]
+pub struct Speculation {
+    /// The shortest wait, whatever the replicas' p99.
+    pub floor: Duration,
+    /// The longest wait.
+    pub ceiling: Duration,
+}
+
+impl Default for Speculation {
+    fn default() -> Self {
+        Self { floor: Duration::from_millis(5), ceiling: Duration::from_millis(200) }
+    }
+}
+
 /// Coordinates requests; one per router.
 pub struct Coordinator {
     view: Arc<ClusterView>,
     timeout: Duration,
+    speculation: Speculation,
+    latencies: Arc<Latencies>,
+    /// Rotates the order among replicas of the same speed.
+    turn: AtomicUsize,
     origin: u64,
     /// Held only to tick, never across an `.await`.
     clock: Mutex<Hlc>,
 }
 
 impl Coordinator {
-    /// A coordinator over `view`, waiting at most `timeout` for replicas.
+    /// A coordinator over `view`, waiting at most `timeout` for replicas,
+    /// with the default speculative delay.
     pub fn new(view: Arc<ClusterView>, timeout: Duration) -> Self {
-        let origin = rand_origin();
-        Self { view, timeout, origin, clock: Mutex::new(Hlc::new()) }
+        Self::with_speculation(view, timeout, Speculation::default())
+    }
+
+    /// A coordinator with the given speculative delay for reads.
+    pub fn with_speculation(view: Arc<ClusterView>, timeout: Duration, speculation: Speculation) -> Self {
+        Self {
+            view,
+            timeout,
+            speculation,
+            latencies: Arc::new(Latencies::new()),
+            turn: AtomicUsize::new(0),
+            origin: rand::random(),
+            clock: Mutex::new(Hlc::new()),
+        }
     }
 
     /// A fresh version for a write.
@@ -89,13 +138,14 @@ impl Coordinator {
     }
 
     /// Writes encoded records, answering once `level` replicas hold them.
+    /// The batch is serialized once for all replicas.
     pub async fn write(
         &self,
         at: &Collection,
         records: Vec<(String, Vec<u8>)>,
         level: Consistency,
     ) -> Result<(), CoordError> {
-        self.fan_out(at, level, |target| Request::Write { target, records: records.clone() }).await?;
+        self.route(at, level, Mode::All, |target| Request::Write { target, records }).await?;
         Ok(())
     }
 
@@ -110,42 +160,44 @@ impl Coordinator {
     /// Deleted records come back as tombstones.
     ///
     /// The answer stands only once `level` replicas hold the newest value,
-    /// counting the repairs (to stale replicas, and if those fail, to the
-    /// replicas that did not answer): so a later read at the same level
-    /// never sees an older one. A value that fails its checksum counts as absent, and
-    /// its replica as stale.
+    /// counting the repairs (see [`Repair`]). A value that fails its
+    /// checksum counts as absent, and its replica as stale.
     pub async fn get(&self, at: &Collection, id: &str, level: Consistency) -> Result<Option<StoredRecord>, CoordError> {
-        let routed = self.fan_out(at, level, |target| Request::Get { target, id: id.to_string() }).await?;
-        let values: Vec<(NodeId, Option<Vec<u8>>)> = routed
+        let routed = self.route(at, level, Mode::Needed, |target| Request::Get { target, id: id.to_string() }).await?;
+        let replies = routed
             .answers
             .into_iter()
             .filter_map(|(node, r)| match r {
-                Response::Value(v) => Some((node, v.filter(|bytes| valid(bytes, node, id)))),
+                Response::Value(Some(v)) if valid(&v, node, id) => Some((node, Reply::Value(v))),
+                Response::Value(Some(_)) => Some((node, Reply::Corrupt)),
+                Response::Value(None) => Some((node, Reply::Absent)),
                 _ => None,
             })
             .collect();
-        let newest = values.iter().filter_map(|(_, v)| v.as_deref()).reduce(value::merge).map(<[u8]>::to_vec);
-        let Some(newest) = newest else {
+        let resolution = read::resolve(replies);
+        let (mut repair, mut step) = Repair::start(level, &routed.replicas, &resolution);
+        let Some(newest) = resolution.newest else {
             return Ok(None);
         };
-        let record = StoredRecord::decode(&newest).map_err(|e| CoordError::Corrupt(e.to_string()))?;
+        let record = StoredRecord::decode_verified(&newest).map_err(|e| CoordError::Corrupt(e.to_string()))?;
         self.observe(record.version);
-        let stale: Vec<NodeId> =
-            values.iter().filter(|(_, v)| v.as_deref() != Some(&newest[..])).map(|(n, _)| *n).collect();
-        let records = vec![(id.to_string(), newest)];
-        let fresh = values.len() - stale.len();
-        let mut holders = fresh + self.repair(&routed.target, stale, records.clone()).await;
-        let needed = level.required(routed.replicas.len());
-        if holders < needed {
-            // A stale replica failed to take the repair (it may have just
-            // died); the replicas that did not answer can take it instead.
-            let silent = routed.replicas.iter().copied().filter(|n| !values.iter().any(|(v, _)| v == n)).collect();
-            holders += self.repair(&routed.target, silent, records).await;
+        let fix = Request::Write { target: routed.target, records: vec![(id.to_string(), newest)] };
+        let fix = Body::encode(&fix).map_err(|e| CoordError::Encode(e.to_string()))?;
+        loop {
+            step = match step {
+                RepairStep::Write(nodes) => repair.repaired(self.repair(&fix, nodes).await),
+                RepairStep::Done => return Ok(Some(record)),
+                RepairStep::Unavailable { holders } => {
+                    let replicas = routed.replicas.len();
+                    return Err(CoordError::Unavailable {
+                        level,
+                        needed: level.required(replicas),
+                        replicas,
+                        acked: holders,
+                    });
+                }
+            };
         }
-        if holders < needed {
-            return Err(CoordError::Unavailable { level, needed, replicas: routed.replicas.len(), acked: holders });
-        }
-        Ok(Some(record))
     }
 
     /// Up to `limit` live records after `after`, in id order, merged from
@@ -161,7 +213,7 @@ impl Coordinator {
         for _ in 0..MAX_LIST_ROUNDS {
             let ask = limit.saturating_sub(page.len());
             let request = |target| Request::Scan { target, after: after.clone(), limit: ask as u32 };
-            let answers = self.fan_out(at, level, request).await?.answers;
+            let answers = self.route(at, level, Mode::Needed, request).await?.answers;
             let pages = answers.into_iter().filter_map(|(node, r)| match r {
                 Response::Entries { entries, more } => {
                     let items = entries.into_iter().filter(|e| valid(&e.value, node, &e.id)).map(|e| (e.id, e.value));
@@ -171,7 +223,7 @@ impl Coordinator {
             });
             let (merged, bound) = merge_pages(pages.collect(), ask, |held, new| value::merge(held, new) == &new[..]);
             for (id, bytes) in merged {
-                let record = StoredRecord::decode(&bytes).map_err(|e| CoordError::Corrupt(e.to_string()))?;
+                let record = StoredRecord::decode_verified(&bytes).map_err(|e| CoordError::Corrupt(e.to_string()))?;
                 self.observe(record.version);
                 if !record.tombstone {
                     page.push((id, record));
@@ -194,7 +246,7 @@ impl Coordinator {
         let (mut after, mut live) = (None, 0u64);
         loop {
             let request = |target| Request::Digests { target, after: after.clone(), limit: DIGEST_PAGE as u32 };
-            let answers = self.fan_out(at, level, request).await?.answers;
+            let answers = self.route(at, level, Mode::Needed, request).await?.answers;
             let pages = answers.into_iter().filter_map(|(_, r)| match r {
                 Response::Digests { digests, more } => {
                     Some(Page { items: digests.into_iter().map(|d| (d.id, (d.version, d.tombstone))).collect(), more })
@@ -210,123 +262,192 @@ impl Coordinator {
         }
     }
 
-    /// Writes the newest values back to stale replicas and waits for them;
-    /// returns how many took the write.
-    async fn repair(&self, target: &CollectionRef, stale: Vec<NodeId>, records: Vec<(String, Vec<u8>)>) -> usize {
+    /// Writes a read's newest value to `nodes` and waits for them; returns
+    /// how many took it.
+    async fn repair(&self, fix: &Body, nodes: Vec<NodeId>) -> usize {
         let Some(map) = self.view.map() else { return 0 };
-        let writes = stale.into_iter().filter_map(|node| self.view.client(&map, node).map(|c| (node, c))).map(
-            |(node, client)| {
-                let request = Request::Write { target: target.clone(), records: records.clone() };
-                async move {
-                    match client.call(request, self.timeout).await {
-                        Ok(Response::Written) => true,
-                        Ok(other) => {
-                            tracing::warn!(node, answer = ?other, "read repair refused");
-                            false
-                        }
-                        Err(e) => {
-                            tracing::warn!(node, error = %e, "read repair failed");
-                            false
-                        }
+        let writes = nodes.into_iter().map(|node| {
+            let call = self.call(&map, node, fix);
+            async move {
+                match call.await {
+                    (_, Ok(Response::Written)) => true,
+                    (node, Ok(other)) => {
+                        tracing::warn!(node, answer = ?other, "read repair refused");
+                        false
+                    }
+                    (node, Err(e)) => {
+                        tracing::warn!(node, error = %e, "read repair failed");
+                        false
                     }
                 }
-            },
-        );
+            }
+        });
         futures::future::join_all(writes).await.into_iter().filter(|ok| *ok).count()
     }
 
-    /// Sends a request to every replica of the collection's partition and
-    /// returns the first answers that meet `level`, with where it was routed.
-    async fn fan_out(
+    /// Routes a request to the shop's partition under the current map and
+    /// runs rounds until the level is met, routing afresh after a stale
+    /// epoch; returns the answers with where they were routed.
+    async fn route(
         &self,
         at: &Collection,
         level: Consistency,
-        request: impl Fn(CollectionRef) -> Request,
+        mode: Mode,
+        make: impl FnOnce(CollectionRef) -> Request,
     ) -> Result<Routed, CoordError> {
+        let (mut map, target) = self.target(at)?;
+        let mut request = make(target);
         let mut attempt = 0;
         loop {
-            let map = self.view.map().ok_or(CoordError::NoMap)?;
-            let partition = map.partition_of(&at.shop);
-            let target =
-                CollectionRef { epoch: map.epoch, partition, shop: at.shop.clone(), collection: at.collection.clone() };
-            let outcome = self.gather(&map, &target, level, &request).await;
-            match outcome {
-                Gathered::Met(answers) => {
-                    return Ok(Routed { target, replicas: map.replicas(partition).to_vec(), answers });
-                }
-                Gathered::Stale { client, epoch } if attempt < EPOCH_RETRIES => {
-                    self.view.refresh_from(&client, epoch, self.timeout).await;
+            let target = request.target_mut().expect("only data requests are routed").clone();
+            let body = Body::encode(&request).map_err(|e| CoordError::Encode(e.to_string()))?;
+            let replicas = map.replicas(target.partition).to_vec();
+            match self.round(&map, &replicas, level, mode, &body).await {
+                Round::Met(answers) => return Ok(Routed { target, replicas, answers }),
+                Round::Failed { stale: Some((node, epoch)), .. } if attempt < EPOCH_RETRIES => {
+                    if let Some(client) = self.view.client(&map, node) {
+                        self.view.refresh_from(&client, epoch, self.timeout).await;
+                    }
+                    let target;
+                    (map, target) = self.target(at)?;
+                    *request.target_mut().expect("only data requests are routed") = target;
                     attempt += 1;
                 }
-                Gathered::Stale { .. } | Gathered::Failed { .. } => {
-                    let replicas = map.replicas(partition).len();
-                    let acked = if let Gathered::Failed { acked } = outcome { acked } else { 0 };
-                    return Err(CoordError::Unavailable { level, needed: level.required(replicas), replicas, acked });
+                Round::Failed { acked, .. } => {
+                    let needed = level.required(replicas.len());
+                    return Err(CoordError::Unavailable { level, needed, replicas: replicas.len(), acked });
                 }
             }
         }
     }
 
-    /// One round of a fan-out under one map.
-    async fn gather(
+    /// The current map and where the shop's collection lies under it.
+    fn target(&self, at: &Collection) -> Result<(Arc<ClusterMap>, CollectionRef), CoordError> {
+        let map = self.view.map().ok_or(CoordError::NoMap)?;
+        let partition = map.partition_of(&at.shop);
+        let target =
+            CollectionRef { epoch: map.epoch, partition, shop: at.shop.clone(), collection: at.collection.clone() };
+        Ok((map, target))
+    }
+
+    /// One round under one map: sends as the [`Fanout`] says and feeds it
+    /// every answer, the speculative delay and the deadline.
+    async fn round(&self, map: &ClusterMap, replicas: &[NodeId], level: Consistency, mode: Mode, body: &Body) -> Round {
+        let order = match mode {
+            Mode::All => replicas.to_vec(),
+            Mode::Needed => {
+                let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+                preference(replicas, |n| self.latencies.typical_us(n), |n| self.view.is_down(n), turn)
+            }
+        };
+        let mut fanout = Fanout::new(mode, level, &order);
+        let mut calls = FuturesUnordered::new();
+        let mut answers = Vec::new();
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut speculate_at = None;
+        let mut step = fanout.start();
+        loop {
+            step = match step {
+                Step::Ask(nodes) => {
+                    calls.extend(nodes.iter().map(|node| self.call(map, *node, body)));
+                    if mode == Mode::Needed {
+                        let delay = self.latencies.speculative_delay(
+                            &fanout.outstanding(),
+                            self.speculation.floor,
+                            self.speculation.ceiling,
+                        );
+                        speculate_at = Some(tokio::time::Instant::now() + delay);
+                    }
+                    Step::Wait
+                }
+                Step::Wait => {
+                    let event = tokio::select! {
+                        Some((node, answer)) = calls.next() => event(node, answer, &mut answers),
+                        _ = sleep_until(speculate_at) => {
+                            speculate_at = None;
+                            Event::Slow
+                        }
+                        _ = tokio::time::sleep_until(deadline) => Event::Deadline,
+                    };
+                    fanout.on(event)
+                }
+                Step::Met => {
+                    match mode {
+                        // The slower replicas still get the write.
+                        Mode::All if !calls.is_empty() => {
+                            tokio::spawn(async move { while calls.next().await.is_some() {} });
+                        }
+                        Mode::All => {}
+                        // A read drops the calls it no longer needs; their
+                        // replicas took at least this long.
+                        Mode::Needed => {
+                            for node in fanout.outstanding() {
+                                self.latencies.answered(node, started.elapsed());
+                            }
+                        }
+                    }
+                    return Round::Met(answers);
+                }
+                Step::Failed { acked, stale } => return Round::Failed { acked, stale },
+            };
+        }
+    }
+
+    /// One call to one replica, timed into the node's latencies. Owns what
+    /// it needs, so a write's last calls can finish in the background.
+    fn call(
         &self,
         map: &ClusterMap,
-        target: &CollectionRef,
-        level: Consistency,
-        request: &impl Fn(CollectionRef) -> Request,
-    ) -> Gathered {
-        let replicas = map.replicas(target.partition);
-        let mut counter = AckCounter::new(level, replicas.len());
-        let mut calls: FuturesUnordered<_> = replicas
-            .iter()
-            .map(|node| {
-                let client = self.view.client(map, *node);
-                let (node, req, timeout) = (*node, request(target.clone()), self.timeout);
-                tokio::spawn(async move {
-                    let Some(client) = client else {
-                        return (node, None, Err("no address".to_string()));
-                    };
-                    let answer = client.call(req, timeout).await.map_err(|e| e.to_string());
-                    (node, Some(client), answer)
-                })
-            })
-            .collect();
-        let mut answers = Vec::new();
-        let mut stale = None;
-        while let Some(joined) = calls.next().await {
-            let (node, client, answer) = joined.expect("a replica call panicked");
-            let ok = match answer {
-                Ok(Response::Error(RpcError::StaleEpoch { current })) => {
-                    stale = client.map(|c| (c, current));
-                    false
-                }
-                Ok(Response::Error(e)) => {
-                    tracing::debug!(node, error = %e, "replica refused");
-                    false
-                }
-                Ok(response) => {
-                    answers.push((node, response));
-                    true
-                }
-                Err(e) => {
-                    tracing::debug!(node, error = %e, "replica failed");
-                    false
-                }
+        node: NodeId,
+        body: &Body,
+    ) -> impl Future<Output = (NodeId, Result<Response, CallError>)> + Send + 'static {
+        let client = self.view.client(map, node);
+        let (body, timeout, latencies) = (body.clone(), self.timeout, self.latencies.clone());
+        async move {
+            let Some(client) = client else {
+                let reason = "not in the map".to_string();
+                return (node, Err(CallError::Unreachable { addr: format!("node {node}"), reason }));
             };
-            match counter.record(ok) {
-                Tally::Met => return Gathered::Met(answers),
-                Tally::Failed => break,
-                Tally::Pending => {}
+            let started = Instant::now();
+            let answer = client.send(&body, timeout).await;
+            match &answer {
+                Ok(_) => latencies.answered(node, started.elapsed()),
+                Err(_) => latencies.failed(node),
             }
-        }
-        match stale {
-            Some((client, epoch)) => Gathered::Stale { client, epoch },
-            None => Gathered::Failed { acked: counter.acks() },
+            (node, answer)
         }
     }
 }
 
-/// A fan-out that met its level.
+/// What a replica's answer means to the round; useful answers are kept.
+fn event(node: NodeId, answer: Result<Response, CallError>, answers: &mut Vec<(NodeId, Response)>) -> Event {
+    match answer {
+        Ok(Response::Error(RpcError::StaleEpoch { current })) => Event::Stale { node, epoch: current },
+        Ok(Response::Error(e)) => {
+            tracing::debug!(node, error = %e, "replica refused");
+            Event::Failed(node)
+        }
+        Ok(response) => {
+            answers.push((node, response));
+            Event::Answered(node)
+        }
+        Err(e) => {
+            tracing::debug!(node, error = %e, "replica failed");
+            Event::Failed(node)
+        }
+    }
+}
+
+/// Sleeps until `at`, or forever when there is no `at`.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A request that met its level.
 struct Routed {
     /// Where it was routed, epoch included.
     target: CollectionRef,
@@ -336,14 +457,12 @@ struct Routed {
     answers: Vec<(NodeId, Response)>,
 }
 
-/// The end of one fan-out round.
-enum Gathered {
+/// The end of one round.
+enum Round {
     /// Enough replicas answered.
     Met(Vec<(NodeId, Response)>),
-    /// A replica knows a newer map.
-    Stale { client: Arc<ringup_rpc::Client>, epoch: u64 },
-    /// Too few answered.
-    Failed { acked: usize },
+    /// Too few answered; a replica may know a newer map.
+    Failed { acked: usize, stale: Option<(NodeId, u64)> },
 }
 
 /// One replica's page of a scan: items in id order, and whether the
@@ -398,15 +517,6 @@ fn valid(bytes: &[u8], node: NodeId, id: &str) -> bool {
             false
         }
     }
-}
-
-/// A random id for this router process, used to break version ties.
-fn rand_origin() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_i64(now_ms());
-    h.write_u32(std::process::id());
-    h.finish()
 }
 
 #[cfg(test)]

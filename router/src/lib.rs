@@ -3,6 +3,8 @@
 //! The router is the stateless HTTP front door. A batch for one shop's
 //! collection travels through it like this:
 //!
+//! 0. [`admission`] admits the request and its body's bytes, or answers
+//!    503 at once when the router is at its limits.
 //! 1. [`api::records::ingest`] checks the path, the consistency level, the
 //!    content type and the size, then [`records::parse_batch`] checks every
 //!    record. One bad record refuses the batch, with its index; nothing is
@@ -10,20 +12,25 @@
 //! 2. Each record is stamped with a version from the coordinator's hybrid
 //!    logical clock and encoded.
 //! 3. [`coordinator::Coordinator::write`] finds the shop's partition and
-//!    replica set in the map held by the [`view::ClusterView`], sends the
-//!    batch to every replica at once with the map's epoch, and answers as
-//!    soon as the level is met, or 503 if it cannot be met in time.
+//!    replica set in the map held by the [`view::ClusterView`], serializes
+//!    the batch once and sends it to every replica at once with the map's
+//!    epoch, and answers as soon as the level is met, or 503 if it cannot
+//!    be met in time. Whom to ask and when the level is met are decided by
+//!    the pure core in [`ringup_proto::coordinator`].
 //! 4. A node that knows a newer epoch refuses; the coordinator fetches the
 //!    newer map from it and routes again.
 //!
-//! Reads fan out the same way, merge the answers by last-writer-wins, and
-//! repair stale replicas before answering. The [`cli`] module holds the
+//! Reads ask only as many replicas as their level needs (one more if one
+//! fails or is slow, see [`latency`]), merge the answers by
+//! last-writer-wins, and repair stale replicas before answering. The [`cli`] module holds the
 //! `ringup` subcommands: `status` and `local`.
 
+pub mod admission;
 pub mod api;
 pub mod cli;
 pub mod config;
 pub mod coordinator;
+pub mod latency;
 pub mod metrics;
 pub mod records;
 pub mod view;
@@ -50,9 +57,10 @@ pub async fn run(config: RouterConfig, shutdown: impl Future<Output = ()> + Send
     let follower = tokio::spawn(view.clone().follow());
     let pinger = tokio::spawn(view.clone().watch_liveness());
     let state = Arc::new(AppState {
-        coordinator: Coordinator::new(view.clone(), config.request_timeout()),
+        coordinator: Coordinator::with_speculation(view.clone(), config.request_timeout(), config.speculation()),
         view,
         metrics: Metrics::new(),
+        admission: config.admission(),
     });
     tracing::info!(listen = %config.listen, nodes = ?config.nodes, "router started");
     axum::serve(listener, api::routes(state)).with_graceful_shutdown(shutdown).await?;

@@ -67,6 +67,11 @@ impl ClusterView {
         self.liveness.lock().expect("liveness poisoned").clone()
     }
 
+    /// Whether the last ping of `node` went unanswered.
+    pub fn is_down(&self, node: NodeId) -> bool {
+        self.liveness.lock().expect("liveness poisoned").get(&node).is_some_and(|l| !l.live)
+    }
+
     /// Keeps `map` if it is valid and newer than the one held.
     fn offer(&self, map: ClusterMap) {
         if let Err(e) = map.validate() {

@@ -1,17 +1,19 @@
 //! The coordinator against fake nodes that speak the real RPC: a stale
-//! epoch makes it fetch the newer map and route again, and a replica that
-//! never answers neither delays a quorum nor lets a write at ALL succeed.
+//! epoch makes it fetch the newer map and route again, a replica that
+//! never answers neither delays a quorum nor lets a write at ALL succeed,
+//! reads ask only as many replicas as their level needs, and a read passes
+//! over a replica that does not answer once the speculative delay is over.
 
 use std::future::pending;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ringup_proto::cluster::{ClusterMap, MapCommand};
 use ringup_proto::consistency::Consistency;
-use ringup_proto::rpc::{Request, Response, RpcError};
+use ringup_proto::rpc::{Request, Response, RpcError, StorageFault};
 use ringup_proto::value::{StoredRecord, Version};
-use ringup_router::coordinator::{Collection, CoordError, Coordinator};
+use ringup_router::coordinator::{Collection, CoordError, Coordinator, Speculation};
 use ringup_router::view::ClusterView;
 use ringup_rpc::{Handler, Pool, serve};
 use tokio::net::TcpListener;
@@ -25,6 +27,10 @@ struct FakeNode {
     hang: AtomicBool,
     /// When set, reads are answered only after a delay.
     slow_reads: AtomicBool,
+    /// When set, reads are never answered.
+    hang_reads: AtomicBool,
+    /// How many reads it was asked.
+    gets: AtomicUsize,
     /// When set, writes are refused.
     refuse_writes: AtomicBool,
     /// The one record value it holds, whatever the id.
@@ -57,13 +63,17 @@ impl Handler for FakeNode {
                     return Response::Error(RpcError::StaleEpoch { current: self.epoch() });
                 }
                 if self.refuse_writes.load(Ordering::Relaxed) {
-                    return Response::Error(RpcError::Storage("disk gone".into()));
+                    return Response::Error(RpcError::Storage(StorageFault::Engine));
                 }
                 self.writes.lock().unwrap().push(target.epoch);
                 *self.value.lock().unwrap() = records.into_iter().next().map(|(_, v)| v);
                 Response::Written
             }
             Request::Get { .. } => {
+                self.gets.fetch_add(1, Ordering::Relaxed);
+                if self.hang_reads.load(Ordering::Relaxed) {
+                    pending::<()>().await;
+                }
                 if self.slow_reads.load(Ordering::Relaxed) {
                     tokio::time::sleep(Duration::from_millis(300)).await;
                 }
@@ -82,6 +92,11 @@ impl FakeNode {
 
 /// Three fake nodes sharing one map, and a coordinator that learned it.
 async fn cluster() -> (Vec<Arc<FakeNode>>, Coordinator) {
+    cluster_with(Speculation::default()).await
+}
+
+/// [`cluster`] with the given speculative delay for reads.
+async fn cluster_with(speculation: Speculation) -> (Vec<Arc<FakeNode>>, Coordinator) {
     let listeners: Vec<TcpListener> = futures::future::join_all((0..3).map(|_| TcpListener::bind("127.0.0.1:0")))
         .await
         .into_iter()
@@ -98,6 +113,8 @@ async fn cluster() -> (Vec<Arc<FakeNode>>, Coordinator) {
                 map: Mutex::new(map.clone()),
                 hang: AtomicBool::default(),
                 slow_reads: AtomicBool::default(),
+                hang_reads: AtomicBool::default(),
+                gets: AtomicUsize::default(),
                 refuse_writes: AtomicBool::default(),
                 value: Mutex::default(),
                 writes: Mutex::default(),
@@ -111,7 +128,7 @@ async fn cluster() -> (Vec<Arc<FakeNode>>, Coordinator) {
     while view.map().is_none() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    (nodes, Coordinator::new(view, Duration::from_millis(500)))
+    (nodes, Coordinator::with_speculation(view, Duration::from_millis(500), speculation))
 }
 
 fn sales() -> Collection {
@@ -154,4 +171,42 @@ async fn a_quorum_read_whose_stale_replica_refuses_repair_repairs_the_silent_one
     let record = coordinator.get(&sales(), "a", Consistency::Quorum).await.expect("the newest value reaches a quorum");
     assert_eq!(record.map(|r| r.version.hlc), Some(2));
     assert_eq!(*nodes[2].value.lock().unwrap(), Some(value(2)), "the replica that did not answer took the repair");
+}
+
+fn gets(nodes: &[Arc<FakeNode>]) -> usize {
+    nodes.iter().map(|n| n.gets.swap(0, Ordering::Relaxed)).sum()
+}
+
+#[tokio::test]
+async fn a_read_asks_only_as_many_replicas_as_its_level_needs() {
+    // A speculative delay longer than any answer here: no extra asks.
+    let patient = Speculation { floor: Duration::from_secs(5), ceiling: Duration::from_secs(5) };
+    let (nodes, coordinator) = cluster_with(patient).await;
+    for node in &nodes {
+        *node.value.lock().unwrap() = Some(value(1));
+    }
+    for (level, each) in [(Consistency::One, 1), (Consistency::Quorum, 2), (Consistency::All, 3)] {
+        for _ in 0..30 {
+            let record = coordinator.get(&sales(), "a", level).await.expect("every replica answers");
+            assert_eq!(record.map(|r| r.version.hlc), Some(1));
+        }
+        assert_eq!(gets(&nodes), 30 * each, "30 reads at {level} ask {each} replica(s) each");
+    }
+}
+
+#[tokio::test]
+async fn a_quorum_read_passes_over_a_silent_replica_after_the_speculative_delay() {
+    // Without asking a third replica once the delay is over, every read
+    // that asked the silent one would wait for the 500 ms deadline and fail.
+    let quick = Speculation { floor: Duration::from_millis(20), ceiling: Duration::from_millis(100) };
+    let (nodes, coordinator) = cluster_with(quick).await;
+    for node in &nodes {
+        *node.value.lock().unwrap() = Some(value(4));
+    }
+    nodes[1].hang_reads.store(true, Ordering::Relaxed);
+    for i in 0..12 {
+        let record = coordinator.get(&sales(), "a", Consistency::Quorum).await;
+        assert_eq!(record.expect("two replicas answer").map(|r| r.version.hlc), Some(4), "read {i}");
+    }
+    assert!(nodes[1].gets.load(Ordering::Relaxed) > 0, "the silent replica was tried at least once");
 }

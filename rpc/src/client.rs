@@ -5,17 +5,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ringup_proto::frame;
+use futures::StreamExt;
+use ringup_proto::frame::{self, Body};
 use ringup_proto::rpc::{Envelope, Request, Response};
-use serde::de::DeserializeOwned;
 use thiserror::Error;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
+use tokio_util::codec::FramedRead;
 
 use crate::WRITE_QUEUE;
+use crate::codec::{FrameDecoder, Outgoing, READ_CHUNK, write_frames};
 
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -23,7 +24,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// call arriving on its connection meanwhile, closes the connection.
 const SILENCE_CLOSES: Duration = Duration::from_millis(500);
 
-/// Why a call got no answer.
+/// Why a call got no answer. Every kind may succeed if tried again, on
+/// this peer later or on another replica now.
 #[derive(Debug, Clone, Error)]
 pub enum CallError {
     /// No connection could be made.
@@ -55,7 +57,7 @@ type Pending = Arc<Mutex<Option<HashMap<u64, oneshot::Sender<Response>>>>>;
 /// One live connection: a queue to its writer task, the answers awaited,
 /// and when the last answer came.
 struct Conn {
-    queue: mpsc::Sender<Vec<u8>>,
+    queue: mpsc::Sender<Outgoing>,
     pending: Pending,
     /// When the connection opened; `last_answer` counts from here.
     opened: Instant,
@@ -114,11 +116,18 @@ impl Client {
     /// network, a host that died without a reset) would otherwise hold its
     /// callers on a connection that never answers again.
     pub async fn call(&self, request: Request, timeout: Duration) -> Result<Response, CallError> {
+        let body = Body::encode(&request).map_err(|e| CallError::Encode(e.to_string()))?;
+        self.send(&body, timeout).await
+    }
+
+    /// Sends a request serialized once (see [`Body`]), perhaps shared with
+    /// calls to other peers, and waits at most `timeout` for the answer.
+    pub async fn send(&self, body: &Body, timeout: Duration) -> Result<Response, CallError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let timed_out = || CallError::Timeout(self.addr.clone());
         let conn = tokio::time::timeout_at(deadline, self.connection()).await.map_err(|_| timed_out())??;
         let sent = Instant::now();
-        match tokio::time::timeout_at(deadline, self.exchange(&conn, request)).await {
+        match tokio::time::timeout_at(deadline, self.exchange(&conn, body)).await {
             Ok(answer) => answer,
             Err(_) => {
                 if sent.elapsed() >= SILENCE_CLOSES && conn.silent_since(sent) {
@@ -131,15 +140,14 @@ impl Client {
         }
     }
 
-    async fn exchange(&self, conn: &Conn, request: Request) -> Result<Response, CallError> {
+    async fn exchange(&self, conn: &Conn, body: &Body) -> Result<Response, CallError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let bytes = frame::encode(&Envelope { id, body: request }).map_err(|e| CallError::Encode(e.to_string()))?;
         let closed = || CallError::Closed(self.addr.clone());
         let (tx, rx) = oneshot::channel();
         conn.pending.lock().expect("pending map poisoned").as_mut().ok_or_else(closed)?.insert(id, tx);
         // Forgets the call however it ends, a timeout included.
         let _forget = Forget { pending: &conn.pending, id };
-        conn.queue.send(bytes).await.map_err(|_| closed())?;
+        conn.queue.send(Outgoing::new(id, body)).await.map_err(|_| closed())?;
         // The reader answers, or drops every waiting sender when the connection closes.
         rx.await.map_err(|_| closed())
     }
@@ -212,51 +220,19 @@ fn open(stream: TcpStream) -> Conn {
     Conn { queue, pending, opened, last_answer, task: task.abort_handle() }
 }
 
-/// Writes queued frames until the queue closes or the socket fails,
-/// flushing whenever the queue runs dry.
-pub(crate) async fn write_frames(write: OwnedWriteHalf, mut rx: mpsc::Receiver<Vec<u8>>) {
-    let mut out = BufWriter::new(write);
-    while let Some(bytes) = rx.recv().await {
-        if out.write_all(&bytes).await.is_err() {
-            return;
-        }
-        if rx.is_empty() && out.flush().await.is_err() {
-            return;
-        }
-    }
-}
-
 /// Hands each answer to its caller until the connection fails or closes,
 /// noting when each arrived (in microseconds from `opened`).
-async fn read_answers(mut read: OwnedReadHalf, pending: &Pending, opened: Instant, heard: &AtomicU64) {
-    let mut buf = Vec::with_capacity(64 << 10);
-    while let Ok(Some(envelope)) = read_frame::<Response>(&mut read, &mut buf).await {
+async fn read_answers(read: OwnedReadHalf, pending: &Pending, opened: Instant, heard: &AtomicU64) {
+    let mut frames = FramedRead::with_capacity(read, FrameDecoder, READ_CHUNK);
+    while let Some(Ok(payload)) = frames.next().await {
+        let Ok(envelope) = frame::from_bytes::<Envelope<Response>>(&payload) else {
+            tracing::warn!("closing a connection after an answer that does not decode");
+            return;
+        };
         heard.store(opened.elapsed().as_micros() as u64, Ordering::Relaxed);
         let waiting = pending.lock().expect("pending map poisoned").as_mut().and_then(|p| p.remove(&envelope.id));
         if let Some(tx) = waiting {
             let _ = tx.send(envelope.body);
-        }
-    }
-}
-
-/// Reads the next whole frame: `Ok(None)` at a clean end of stream.
-pub(crate) async fn read_frame<T: DeserializeOwned>(
-    read: &mut OwnedReadHalf,
-    buf: &mut Vec<u8>,
-) -> Result<Option<Envelope<T>>, std::io::Error> {
-    loop {
-        match frame::decode::<Envelope<T>>(buf) {
-            Ok(Some((message, used))) => {
-                buf.drain(..used);
-                return Ok(Some(message));
-            }
-            Ok(None) => {}
-            Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
-        }
-        let want = frame::frame_len(buf).ok().flatten().unwrap_or(frame::HEADER_LEN);
-        buf.reserve(want.saturating_sub(buf.len()).min(frame::MAX_FRAME));
-        if read.read_buf(buf).await? == 0 {
-            return Ok(None);
         }
     }
 }

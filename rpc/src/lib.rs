@@ -8,18 +8,27 @@
 //! handled in its own task and its answer written back as soon as it is
 //! ready.
 //!
+//! A message for several peers is serialized once into a
+//! [`ringup_proto::frame::Body`] and handed to each peer's
+//! [`Client::send`]; only the few bytes of frame header and request id
+//! differ per peer (see `codec`). Readers grow their buffers with the bytes
+//! that arrive, never by what a header announces.
+//!
 //! A corrupt or oversized frame closes the connection, on either side. A
 //! caller sees that as [`CallError::Closed`] and the next call reconnects.
+//! A server holds memory to its [`Limits`]: connections, requests per
+//! connection, and bytes of requests over all connections.
 //!
 //! [`process`] holds the set-up every server binary shares: logging and the
 //! shutdown signal.
 
 mod client;
+mod codec;
 pub mod process;
 mod server;
 
 pub use client::{CallError, Client, Pool};
-pub use server::{Handler, serve};
+pub use server::{Handler, Limits, serve, serve_with};
 
 /// How many frames may wait to be written on one connection.
 const WRITE_QUEUE: usize = 1024;

@@ -1,18 +1,32 @@
-//! The serving side: accept connections, answer each request in its own task.
+//! The serving side: accept connections, answer each request in its own
+//! task, and hold memory to a bound whatever peers send.
+//!
+//! Three [`Limits`] bound a server:
+//! - connections: one past the limit is closed as soon as it is accepted;
+//! - requests in flight per connection: past it, the server stops reading
+//!   that connection until answers go out;
+//! - bytes of requests read and not yet answered, over all connections:
+//!   a frame takes its length from this budget when its payload starts to
+//!   arrive, before anything is allocated for it, and gives it back once
+//!   the request is answered. Past it, reading waits. A frame header alone
+//!   costs nothing, whatever length it declares, and a frame whose payload
+//!   does not arrive within a deadline closes its connection.
 
 use std::future::Future;
+use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
-use ringup_proto::frame;
+use bytes::BytesMut;
+use ringup_proto::frame::{self, Body, HEADER_LEN};
 use ringup_proto::rpc::{Envelope, Request, Response, RpcError};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::WRITE_QUEUE;
-use crate::client::{read_frame, write_frames};
-
-/// The most requests of one connection handled at once.
-const MAX_IN_FLIGHT: usize = 1024;
+use crate::codec::{Outgoing, READ_CHUNK, invalid, write_frames};
 
 /// Answers requests. Implemented by the node.
 pub trait Handler: Send + Sync + 'static {
@@ -20,62 +34,187 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(&self, request: Request) -> impl Future<Output = Response> + Send;
 }
 
+/// What a server admits at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections served at once.
+    pub connections: usize,
+    /// Requests of one connection handled at once.
+    pub requests_per_connection: usize,
+    /// Bytes of request frames read and not yet answered, over all
+    /// connections; at least the largest frame. Decoding a request takes
+    /// about as much again.
+    pub request_bytes: usize,
+    /// How long a frame's payload may take to arrive after its header.
+    pub frame_deadline: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            connections: 1024,
+            requests_per_connection: 256,
+            request_bytes: 256 << 20,
+            frame_deadline: Duration::from_secs(10),
+        }
+    }
+}
+
 /// Accepts connections on `listener` and answers their requests with
-/// `handler` until `shutdown` completes.
+/// `handler` under the default [`Limits`] until `shutdown` completes.
 pub async fn serve<H: Handler>(listener: TcpListener, handler: Arc<H>, shutdown: impl Future<Output = ()>) {
+    serve_with(listener, handler, Limits::default(), shutdown).await;
+}
+
+/// [`serve`] under the given limits.
+pub async fn serve_with<H: Handler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let slots = Arc::new(Semaphore::new(limits.connections));
+    let budget = Arc::new(Budget::new(limits.request_bytes));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => return,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    stream.set_nodelay(true).ok();
-                    tokio::spawn(connection(stream, handler.clone()));
-                }
+                Ok((stream, peer)) => match slots.clone().try_acquire_owned() {
+                    Ok(slot) => {
+                        stream.set_nodelay(true).ok();
+                        tokio::spawn(connection(stream, handler.clone(), limits, budget.clone(), slot));
+                    }
+                    Err(_) => tracing::warn!(%peer, limit = limits.connections, "too many connections; closing a new one"),
+                },
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
         }
     }
 }
 
-/// Serves one connection until the peer closes it or sends a bad frame.
-async fn connection<H: Handler>(stream: TcpStream, handler: Arc<H>) {
+/// Serves one connection until the peer closes it or sends a bad frame;
+/// `_slot` is its place among the connections allowed.
+async fn connection<H: Handler>(
+    stream: TcpStream,
+    handler: Arc<H>,
+    limits: Limits,
+    budget: Arc<Budget>,
+    _slot: OwnedSemaphorePermit,
+) {
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-    let (mut read, write) = stream.into_split();
+    let (read, write) = stream.into_split();
+    let mut read = BufReader::with_capacity(READ_CHUNK, read);
     let (queue, rx) = mpsc::channel(WRITE_QUEUE);
     let writer = tokio::spawn(write_frames(write, rx));
-    // Bounds the requests of one connection in flight: past it, the server
-    // stops reading until answers go out.
-    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    let mut buf = Vec::with_capacity(64 << 10);
+    let in_flight = Arc::new(Semaphore::new(limits.requests_per_connection));
     loop {
-        match read_frame::<Request>(&mut read, &mut buf).await {
-            Ok(Some(Envelope { id, body })) => {
-                let permit = in_flight.clone().acquire_owned().await.expect("the semaphore is never closed");
-                let (handler, queue) = (handler.clone(), queue.clone());
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    let body = handler.handle(body).await;
-                    let bytes = frame::encode(&Envelope { id, body }).or_else(|e| {
-                        tracing::error!(error = %e, "cannot encode a response; answering with an error");
-                        let body = Response::Error(RpcError::BadRequest(format!("the response cannot be sent: {e}")));
-                        frame::encode(&Envelope { id, body })
-                    });
-                    if let Ok(bytes) = bytes {
-                        let _ = queue.send(bytes).await;
-                    }
-                });
-            }
+        let admitted = match read_request(&mut read, &budget, limits.frame_deadline).await {
+            Ok(Some(admitted)) => admitted,
             Ok(None) => break,
             Err(e) => {
-                tracing::warn!(%peer, error = %e, "closing a connection after a bad frame");
+                tracing::warn!(%peer, error = %e, "closing a connection after a bad or late frame");
                 break;
             }
-        }
+        };
+        let permit = in_flight.clone().acquire_owned().await.expect("the semaphore is never closed");
+        let (handler, queue) = (handler.clone(), queue.clone());
+        tokio::spawn(async move {
+            let Admitted { envelope: Envelope { id, body }, held } = admitted;
+            let answer = handler.handle(body).await;
+            // The request's bytes are gone once it is handled.
+            drop((held, permit));
+            if let Some(frame) = encode_answer(id, &answer) {
+                let _ = queue.send(frame).await;
+            }
+        });
     }
     drop(queue);
     let _ = writer.await;
+}
+
+/// The frame of an answer; an error answer if the answer cannot be sent.
+fn encode_answer(id: u64, answer: &Response) -> Option<Outgoing> {
+    let body = Body::encode(answer).or_else(|e| {
+        tracing::error!(error = %e, "cannot encode a response; answering with an error");
+        Body::encode(&Response::Error(RpcError::BadRequest(format!("the response cannot be sent: {e}"))))
+    });
+    body.ok().map(|body| Outgoing::new(id, &body))
+}
+
+/// A request read off a connection, with the share of the byte budget its
+/// frame holds until it is answered.
+struct Admitted {
+    envelope: Envelope<Request>,
+    held: OwnedSemaphorePermit,
+}
+
+/// Reads the next request: `None` when the peer closed the connection
+/// between frames.
+async fn read_request(
+    read: &mut BufReader<OwnedReadHalf>,
+    budget: &Arc<Budget>,
+    deadline: Duration,
+) -> io::Result<Option<Admitted>> {
+    let mut header = [0u8; HEADER_LEN];
+    match read.read_exact(&mut header).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = frame::payload_len(&header).map_err(invalid)?;
+    let late = || io::Error::new(io::ErrorKind::TimedOut, format!("a frame of {len} bytes did not arrive in time"));
+    let (payload, held) =
+        tokio::time::timeout(deadline, read_payload(read, len, budget)).await.map_err(|_| late())??;
+    frame::check(&header, &payload).map_err(invalid)?;
+    let envelope = frame::from_bytes(&payload).map_err(invalid)?;
+    Ok(Some(Admitted { envelope, held }))
+}
+
+/// Reads `len` payload bytes. The frame takes its whole share of the
+/// budget once its first byte arrives, and only then is memory allocated
+/// for it; taking it whole means two large frames can never each hold half
+/// of the budget and wait for the other.
+async fn read_payload(
+    read: &mut BufReader<OwnedReadHalf>,
+    len: usize,
+    budget: &Arc<Budget>,
+) -> io::Result<(BytesMut, OwnedSemaphorePermit)> {
+    if len > 0 && read.fill_buf().await?.is_empty() {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    let held = budget.take(len).await;
+    let mut payload = BytesMut::with_capacity(len);
+    let mut rest = (&mut *read).take(len as u64);
+    while payload.len() < len {
+        if rest.read_buf(&mut payload).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    Ok((payload, held))
+}
+
+/// Bytes of requests in memory, over all connections of a server.
+struct Budget {
+    bytes: Arc<Semaphore>,
+    /// The most one permit may take: a frame larger than the whole budget
+    /// still gets in, alone.
+    total: usize,
+}
+
+impl Budget {
+    /// A budget of `total` bytes, raised to the largest frame if below it.
+    fn new(total: usize) -> Self {
+        let total = total.clamp(frame::MAX_FRAME, u32::MAX as usize);
+        Self { bytes: Arc::new(Semaphore::new(total)), total }
+    }
+
+    /// Takes `n` bytes, waiting while too few are free.
+    async fn take(&self, n: usize) -> OwnedSemaphorePermit {
+        let n = n.min(self.total) as u32;
+        self.bytes.clone().acquire_many_owned(n).await.expect("the budget is never closed")
+    }
 }

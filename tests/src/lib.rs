@@ -175,6 +175,24 @@ impl TestCluster {
         self.call(Method::POST, path, Some("application/json"), body.to_string().into_bytes()).await
     }
 
+    /// The peak resident memory (`VmHWM`) of every running process so far,
+    /// in MiB, by name.
+    pub async fn peak_rss_mib(&self) -> Vec<(String, u64)> {
+        let nodes = self.nodes.lock().await;
+        let router = self.router.lock().await;
+        nodes
+            .iter()
+            .flatten()
+            .chain(router.as_ref())
+            .filter_map(|p| Some((p.name.clone(), peak_rss_kib(p.pid()?)? / 1024)))
+            .collect()
+    }
+
+    /// The RPC address node `id` listens on now.
+    pub async fn node_addr(&self, id: usize) -> SocketAddr {
+        self.addrs.lock().await[id - 1]
+    }
+
     /// The tail of every process's log, for failure messages.
     pub async fn logs(&self) -> String {
         let nodes = self.nodes.lock().await;
@@ -203,6 +221,13 @@ pub async fn send(request: reqwest::RequestBuilder, content_type: Option<&str>, 
         }
         Err(e) => panic!("request failed: {e}"),
     }
+}
+
+/// A process's peak resident memory in KiB, from `/proc/PID/status`.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// The directory of the ringup binaries: the cargo profile directory that

@@ -110,6 +110,7 @@ impl From<CoordError> for ApiError {
                     .with("acknowledged", Value::from(acked))
             }
             CoordError::Corrupt(_) => ApiError::new(StatusCode::BAD_GATEWAY, "corrupt_replica_value", e.to_string()),
+            CoordError::Encode(_) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request_too_large", e.to_string()),
         }
     }
 }

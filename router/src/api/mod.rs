@@ -11,13 +11,17 @@ pub mod records;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::body::HttpBody;
 use axum::extract::Request;
+use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use crate::admission::{Admission, Refusal};
 use crate::coordinator::Coordinator;
 use crate::metrics::Metrics;
+use crate::records::MAX_BODY;
 use crate::view::ClusterView;
 use error::ApiError;
 
@@ -29,6 +33,8 @@ pub struct AppState {
     pub coordinator: Coordinator,
     /// Request counters.
     pub metrics: Metrics,
+    /// The bound on requests and bytes in flight.
+    pub admission: Admission,
 }
 
 /// The shared state as handlers take it.
@@ -48,6 +54,7 @@ pub fn routes(state: Arc<AppState>) -> Router {
         .route("/metrics", get(ops::metrics))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), admit))
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))
         .with_state(state)
 }
@@ -58,6 +65,38 @@ async fn method_not_allowed(request: Request) -> ApiError {
 
 async fn not_found(request: Request) -> ApiError {
     ApiError::not_found(format!("no such path: {}", request.uri().path()))
+}
+
+/// Admits a data request (`/v1/…`) with its body's bytes, or refuses it at
+/// once: `413` for a body declared over the limit, `503` with
+/// `Retry-After` past the limits in flight. Health, readiness and metrics
+/// are always answered.
+async fn admit(state: State, request: Request, next: Next) -> Response {
+    if !request.uri().path().starts_with("/v1/") {
+        return next.run(request).await;
+    }
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .or_else(|| request.body().size_hint().exact());
+    let body = match declared {
+        Some(n) if n > MAX_BODY as u64 => return ApiError::body_too_large(MAX_BODY).into_response(),
+        Some(n) => n as usize,
+        // A body of unknown length may be as large as any.
+        None => MAX_BODY,
+    };
+    match state.admission.admit(body) {
+        Ok(_ticket) => next.run(request).await,
+        Err(refusal) => {
+            let why = match refusal {
+                Refusal::Requests { limit } => format!("the router is at its limit of {limit} requests in flight"),
+                Refusal::Bytes { limit } => format!("the router is at its limit of {limit} body bytes in flight"),
+            };
+            ApiError::unavailable("overloaded", format!("{why}; retry later")).into_response()
+        }
+    }
 }
 
 /// Counts every request by method and status.

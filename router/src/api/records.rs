@@ -48,12 +48,16 @@ pub async fn ingest(
             )));
         }
     };
-    let body = read_body(body).await?;
-    let batch = records::parse_batch(&body, format, now_ms())?;
+    // Each form of the batch is dropped as soon as the next is made, so a
+    // large batch is held in memory about twice at most.
+    let batch = records::parse_batch(&read_body(body).await?, format, now_ms())?;
     let encoded = batch
-        .iter()
+        .into_iter()
         .enumerate()
-        .map(|(i, r)| Ok((r.id.clone(), r.encode(state.coordinator.stamp(), Some(i))?)))
+        .map(|(i, r)| {
+            let bytes = r.encode(state.coordinator.stamp(), Some(i))?;
+            Ok((r.id, bytes))
+        })
         .collect::<Result<Vec<_>, ApiError>>()?;
     let written = encoded.len();
     if written > 0 {

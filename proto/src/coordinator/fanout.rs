@@ -1,0 +1,281 @@
+//! One round of requests to a replica set: which replicas to ask, when
+//! to ask one more, when the level is met and when to give up.
+//!
+//! A write asks every replica at once: every copy should get it, and the
+//! level only says how many answers to wait for. A read asks only as many
+//! replicas as the level needs, in preference order, and asks the next one
+//! when one of them fails, or when the caller reports that the ones asked
+//! are slow (the speculative delay passed).
+//!
+//! The machine never sleeps or sends: the caller sends to the replicas a
+//! [`Step::Ask`] names, feeds every answer back as an [`Event`], and acts on
+//! the [`Step`] it gets.
+
+use std::fmt;
+
+use crate::consistency::{AckCounter, Consistency, Tally};
+use crate::placement::NodeId;
+
+/// Whether a round asks every replica or only as many as the level needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Ask every replica at once (writes).
+    All,
+    /// Ask as many as the level needs, more only on failure or slowness
+    /// (reads).
+    Needed,
+}
+
+/// Where one replica stands in a round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Replica {
+    /// Not asked (yet).
+    Idle,
+    /// Asked, no answer yet.
+    Asked,
+    /// Answered usefully.
+    Answered,
+    /// Failed, refused or timed out.
+    Failed,
+}
+
+/// What happened to one request of the round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// The replica answered usefully.
+    Answered(NodeId),
+    /// The replica failed, refused or did not answer in time.
+    Failed(NodeId),
+    /// The replica refused because it knows a newer map.
+    Stale {
+        /// The replica.
+        node: NodeId,
+        /// The epoch it knows.
+        epoch: u64,
+    },
+    /// The replicas asked have not all answered within the speculative
+    /// delay.
+    Slow,
+    /// The round's deadline passed.
+    Deadline,
+}
+
+/// What the caller does next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Send the request to these replicas, then keep waiting.
+    Ask(Vec<NodeId>),
+    /// Wait for the next event.
+    Wait,
+    /// The level is met.
+    Met,
+    /// The level can no longer be met in this round.
+    Failed {
+        /// How many replicas answered usefully.
+        acked: usize,
+        /// A replica that knows a newer map, and its epoch: route again.
+        stale: Option<(NodeId, u64)>,
+    },
+}
+
+/// One round of requests to a replica set.
+#[derive(Debug, Clone)]
+pub struct Fanout {
+    mode: Mode,
+    /// Decides when the level is met or lost.
+    counter: AckCounter,
+    /// In preference order.
+    replicas: Vec<(NodeId, Replica)>,
+    stale: Option<(NodeId, u64)>,
+    done: bool,
+}
+
+impl Fanout {
+    /// A round at `level` over `replicas`, given in preference order.
+    pub fn new(mode: Mode, level: Consistency, replicas: &[NodeId]) -> Self {
+        let counter = AckCounter::new(level, replicas.len());
+        let replicas = replicas.iter().map(|n| (*n, Replica::Idle)).collect();
+        Self { mode, counter, replicas, stale: None, done: false }
+    }
+
+    /// How many useful answers the level needs.
+    pub fn required(&self) -> usize {
+        self.counter.required()
+    }
+
+    /// How many replicas answered usefully so far.
+    pub fn acked(&self) -> usize {
+        self.counter.acks()
+    }
+
+    /// The replicas that answered usefully, in preference order.
+    pub fn answered(&self) -> Vec<NodeId> {
+        self.nodes_in(Replica::Answered)
+    }
+
+    /// The replicas still asked and unanswered.
+    pub fn outstanding(&self) -> Vec<NodeId> {
+        self.nodes_in(Replica::Asked)
+    }
+
+    /// The first requests of the round.
+    pub fn start(&mut self) -> Step {
+        if self.counter.tally() == Tally::Failed {
+            return self.fail();
+        }
+        let first = match self.mode {
+            Mode::All => self.replicas.len(),
+            Mode::Needed => self.required(),
+        };
+        self.ask(first)
+    }
+
+    /// Takes one event in and says what to do next.
+    pub fn on(&mut self, event: Event) -> Step {
+        assert!(!self.done, "event {event:?} after the round ended");
+        match event {
+            Event::Answered(node) => {
+                self.settle(node, Replica::Answered);
+                match self.counter.record(true) {
+                    Tally::Met => self.finish(Step::Met),
+                    Tally::Pending | Tally::Failed => Step::Wait,
+                }
+            }
+            Event::Failed(node) => self.settle_failure(node),
+            Event::Stale { node, epoch } => {
+                if self.stale.is_none_or(|(_, known)| epoch > known) {
+                    self.stale = Some((node, epoch));
+                }
+                self.settle_failure(node)
+            }
+            Event::Slow => self.ask(1),
+            Event::Deadline => self.fail(),
+        }
+    }
+
+    fn settle_failure(&mut self, node: NodeId) -> Step {
+        self.settle(node, Replica::Failed);
+        if self.counter.record(false) == Tally::Failed {
+            return self.fail();
+        }
+        // Replace the failed one if those asked can no longer meet the level.
+        let short = self.required().saturating_sub(self.acked() + self.count(Replica::Asked));
+        if short > 0 { self.ask(short) } else { Step::Wait }
+    }
+
+    /// Asks up to `n` more replicas, the most preferred idle ones first.
+    fn ask(&mut self, n: usize) -> Step {
+        let mut asked = Vec::new();
+        for (node, state) in self.replicas.iter_mut().filter(|(_, s)| *s == Replica::Idle).take(n) {
+            *state = Replica::Asked;
+            asked.push(*node);
+        }
+        if asked.is_empty() { Step::Wait } else { Step::Ask(asked) }
+    }
+
+    fn settle(&mut self, node: NodeId, to: Replica) {
+        let state = self
+            .replicas
+            .iter_mut()
+            .find(|(n, _)| *n == node)
+            .map(|(_, s)| s)
+            .unwrap_or_else(|| panic!("node {node} is not a replica of this round"));
+        assert_eq!(*state, Replica::Asked, "node {node} answered without being asked, or twice");
+        *state = to;
+    }
+
+    fn fail(&mut self) -> Step {
+        let failed = Step::Failed { acked: self.acked(), stale: self.stale };
+        self.finish(failed)
+    }
+
+    fn finish(&mut self, step: Step) -> Step {
+        self.done = true;
+        step
+    }
+
+    fn count(&self, state: Replica) -> usize {
+        self.replicas.iter().filter(|(_, s)| *s == state).count()
+    }
+
+    fn nodes_in(&self, state: Replica) -> Vec<NodeId> {
+        self.replicas.iter().filter(|(_, s)| *s == state).map(|(n, _)| *n).collect()
+    }
+}
+
+/// One line per replica state, for scenario tests and logs:
+/// `1:answered 2:asked 3:idle`.
+impl fmt::Display for Fanout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let states: Vec<String> = self
+            .replicas
+            .iter()
+            .map(|(n, s)| {
+                let s = match s {
+                    Replica::Idle => "idle",
+                    Replica::Asked => "asked",
+                    Replica::Answered => "answered",
+                    Replica::Failed => "failed",
+                };
+                format!("{n}:{s}")
+            })
+            .collect();
+        f.write_str(&states.join(" "))
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::Ask(nodes) => write!(f, "ask {}", join(nodes)),
+            Step::Wait => f.write_str("wait"),
+            Step::Met => f.write_str("met"),
+            Step::Failed { acked, stale: None } => write!(f, "failed acked={acked}"),
+            Step::Failed { acked, stale: Some((node, epoch)) } => {
+                write!(f, "failed acked={acked} stale={node}@{epoch}")
+            }
+        }
+    }
+}
+
+/// Node ids separated by spaces.
+pub(crate) fn join(nodes: &[NodeId]) -> String {
+    nodes.iter().map(NodeId::to_string).collect::<Vec<_>>().join(" ")
+}
+
+/// The order in which to ask a partition's replicas: live ones before those
+/// the router believes down, faster before slower, and replicas of about
+/// the same speed in turns, so that they share the load.
+///
+/// `latency_us` gives a replica's recent typical latency, if known; an
+/// unknown one counts as fast, so that it gets measured. Latencies within
+/// [`BAND`] of each other count as the same speed. `turn` rotates the
+/// order among equals: pass a counter that changes per request.
+pub fn preference(
+    replicas: &[NodeId],
+    latency_us: impl Fn(NodeId) -> Option<u64>,
+    down: impl Fn(NodeId) -> bool,
+    turn: usize,
+) -> Vec<NodeId> {
+    let n = replicas.len().max(1);
+    let mut ranked: Vec<(bool, u32, usize, NodeId)> = replicas
+        .iter()
+        .enumerate()
+        .map(|(i, &node)| (down(node), band(latency_us(node)), (i + n - turn % n) % n, node))
+        .collect();
+    ranked.sort_unstable();
+    ranked.into_iter().map(|(_, _, _, node)| node).collect()
+}
+
+/// How much faster a replica must be to be preferred: latencies within this
+/// factor of each other fall in the same band.
+pub const BAND: f64 = 1.5;
+
+/// The speed band of a latency: the whole number of [`BAND`] factors above
+/// 100 µs.
+fn band(latency_us: Option<u64>) -> u32 {
+    match latency_us {
+        None => 0,
+        Some(us) => ((us.max(100) as f64 / 100.0).ln() / BAND.ln()) as u32,
+    }
+}

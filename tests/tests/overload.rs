@@ -1,0 +1,144 @@
+//! Overload: the router admits what fits its limits and refuses the rest at
+//! once, and a node shrugs off hundreds of connections that announce huge
+//! frames and send nothing more. Every process stays up, within a stated
+//! memory bound, nothing acknowledged is lost, nothing refused is stored,
+//! and ordinary requests succeed right after.
+//!
+//! The router runs with its defaults: 64 MiB of bodies in flight, so four
+//! 16 MiB batches at once; the test sends three times as many together.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use ringup_tests::TestCluster;
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// Batches of 16 MiB the router admits at once with its default limits.
+const ADMITTED: usize = 4;
+/// Batches sent together: three times as many.
+const BATCHES: usize = 3 * ADMITTED;
+/// Records per batch, and the bytes of JSON each takes.
+const RECORDS: usize = 16_000;
+const RECORD_BYTES: usize = 1_000;
+/// Connections that send a frame header announcing 64 MiB, then nothing.
+const HEADER_ONLY_CONNECTIONS: usize = 300;
+/// What no process may exceed, in MiB of resident memory.
+const ROUTER_BOUND_MIB: u64 = 1024;
+const NODE_BOUND_MIB: u64 = 1024;
+
+fn big_batch(shop: usize) -> Vec<u8> {
+    let pad = "x".repeat(RECORD_BYTES - 60);
+    let records: Vec<Value> = (0..RECORDS).map(|i| json!({"id": format!("r-{i:06}"), "n": shop, "pad": pad})).collect();
+    let body = serde_json::to_vec(&records).unwrap();
+    assert!(body.len() < 16 << 20 && body.len() > 15 << 20, "a batch of just under 16 MiB, not {}", body.len());
+    body
+}
+
+fn shop(i: usize) -> String {
+    format!("overload-{i:02}")
+}
+
+/// Sends every big batch at once; returns each shop's status and error
+/// code, and how long each answer took.
+async fn send_together(cluster: &TestCluster) -> Vec<(usize, StatusCode, String, Duration)> {
+    let sends = (0..BATCHES).map(|i| {
+        let request = cluster
+            .http()
+            .post(cluster.url(&format!("/v1/shops/{}/sales", shop(i))))
+            .header("content-type", "application/json")
+            .body(big_batch(i));
+        async move {
+            let started = Instant::now();
+            let response = request.send().await.expect("the router answers");
+            let status = response.status();
+            let retry_after = response.headers().get("retry-after").is_some();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            let code = body["error"]["code"].as_str().unwrap_or("").to_string();
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                assert!(retry_after, "a 503 carries Retry-After");
+            }
+            (i, status, code, started.elapsed())
+        }
+    });
+    futures::future::join_all(sends).await
+}
+
+async fn count(cluster: &TestCluster, shop: &str) -> u64 {
+    let (status, body) = cluster.get(&format!("/v1/shops/{shop}/sales/_count?consistency=all")).await;
+    assert_eq!(status, 200, "{body}");
+    body["count"].as_u64().unwrap()
+}
+
+/// An ordinary write and read through the router, at QUORUM.
+async fn ordinary_requests_succeed(cluster: &TestCluster, tag: &str) {
+    let path = format!("/v1/shops/after-{tag}/sales");
+    let (status, body) = cluster.post_json(&path, &json!([{"id": "a", "v": 1}])).await;
+    assert_eq!(status, 200, "an ordinary write after {tag}: {body}");
+    let (status, body) = cluster.get(&format!("{path}/a")).await;
+    assert_eq!((status, body["v"].clone()), (StatusCode::OK, json!(1)), "an ordinary read after {tag}");
+}
+
+async fn check_memory(cluster: &TestCluster, when: &str) {
+    let peaks = cluster.peak_rss_mib().await;
+    eprintln!("peak resident memory {when}: {peaks:?}");
+    assert_eq!(peaks.len(), 4, "every process is still up {when}: {peaks:?}\n{}", cluster.logs().await);
+    for (name, mib) in peaks {
+        let bound = if name == "router" { ROUTER_BOUND_MIB } else { NODE_BOUND_MIB };
+        assert!(mib < bound, "{name} peaked at {mib} MiB {when}, over the bound of {bound} MiB");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn overload_is_refused_at_once_and_memory_stays_bounded() {
+    let cluster = TestCluster::start(3).await;
+    check_memory(&cluster, "at start").await;
+
+    let answers = send_together(&cluster).await;
+    let (mut stored, mut refused) = (Vec::new(), Vec::new());
+    for (i, status, code, took) in &answers {
+        match (*status, code.as_str()) {
+            (StatusCode::OK, _) => stored.push((*i, *took)),
+            (StatusCode::SERVICE_UNAVAILABLE, "overloaded") => refused.push((*i, *took)),
+            other => panic!("batch {i}: unexpected answer {other:?}"),
+        }
+    }
+    let slowest = |v: &[(usize, Duration)]| v.iter().map(|(_, t)| *t).max().unwrap_or_default();
+    eprintln!(
+        "{BATCHES} batches of {RECORDS} records (~16 MiB) at once: {} stored (slowest {:?}), {} refused with 503 (slowest {:?})",
+        stored.len(),
+        slowest(&stored),
+        refused.len(),
+        slowest(&refused)
+    );
+    assert!(!stored.is_empty(), "what fits the limits is stored");
+    assert!(!refused.is_empty(), "what does not fit is refused, not queued");
+    check_memory(&cluster, "after the batches").await;
+
+    for (i, _) in &stored {
+        assert_eq!(count(&cluster, &shop(*i)).await, RECORDS as u64, "acknowledged batch {i} is whole");
+    }
+    for (i, _) in &refused {
+        assert_eq!(count(&cluster, &shop(*i)).await, 0, "refused batch {i} stored nothing");
+    }
+    ordinary_requests_succeed(&cluster, "batches").await;
+
+    // Hundreds of connections to one node, each announcing a 64 MiB frame
+    // and sending nothing more.
+    let node = cluster.node_addr(1).await;
+    let mut header = (64u32 << 20).to_be_bytes().to_vec();
+    header.extend_from_slice(&[0; 4]);
+    let mut attackers = Vec::new();
+    for _ in 0..HEADER_ONLY_CONNECTIONS {
+        let mut stream = TcpStream::connect(node).await.expect("the node accepts connections");
+        stream.write_all(&header).await.unwrap();
+        attackers.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ordinary_requests_succeed(&cluster, "headers").await;
+    check_memory(&cluster, "with the header-only connections open").await;
+    drop(attackers);
+    ordinary_requests_succeed(&cluster, "headers-closed").await;
+    assert!(cluster.stop_all().await.is_empty(), "every process stops on SIGTERM");
+}
