@@ -11,12 +11,13 @@ pub mod records;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::HttpBody;
+use axum::body::{Body, HttpBody};
 use axum::extract::Request;
 use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use futures::StreamExt;
 
 use crate::admission::{Admission, Refusal};
 use crate::coordinator::Coordinator;
@@ -94,7 +95,22 @@ async fn admit(state: State, request: Request, next: Next) -> Response {
                 Refusal::Requests { limit } => format!("the router is at its limit of {limit} requests in flight"),
                 Refusal::Bytes { limit } => format!("the router is at its limit of {limit} body bytes in flight"),
             };
+            discard(request.into_body()).await;
             ApiError::unavailable("overloaded", format!("{why}; retry later")).into_response()
+        }
+    }
+}
+
+/// Reads a refused request's body and throws it away as it arrives, up to
+/// the largest body allowed, so that the client, still sending, gets to
+/// read the answer instead of a broken connection. Nothing is kept.
+async fn discard(body: Body) {
+    let mut chunks = body.into_data_stream();
+    let mut seen = 0;
+    while seen <= MAX_BODY {
+        match chunks.next().await {
+            Some(Ok(chunk)) => seen += chunk.len(),
+            Some(Err(_)) | None => return,
         }
     }
 }
