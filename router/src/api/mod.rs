@@ -82,23 +82,27 @@ async fn admit(state: State, request: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .or_else(|| request.body().size_hint().exact());
-    let body = match declared {
-        Some(n) if n > MAX_BODY as u64 => return ApiError::body_too_large(MAX_BODY).into_response(),
-        Some(n) => n as usize,
+    let admitted = match declared {
+        Some(n) if n > MAX_BODY as u64 => Err(ApiError::body_too_large(MAX_BODY)),
+        Some(n) => state.admission.admit(n as usize).map_err(overloaded),
         // A body of unknown length may be as large as any.
-        None => MAX_BODY,
+        None => state.admission.admit(MAX_BODY).map_err(overloaded),
     };
-    match state.admission.admit(body) {
+    match admitted {
         Ok(_ticket) => next.run(request).await,
         Err(refusal) => {
-            let why = match refusal {
-                Refusal::Requests { limit } => format!("the router is at its limit of {limit} requests in flight"),
-                Refusal::Bytes { limit } => format!("the router is at its limit of {limit} body bytes in flight"),
-            };
             discard(request.into_body()).await;
-            ApiError::unavailable("overloaded", format!("{why}; retry later")).into_response()
+            refusal.into_response()
         }
     }
+}
+
+fn overloaded(refusal: Refusal) -> ApiError {
+    let why = match refusal {
+        Refusal::Requests { limit } => format!("the router is at its limit of {limit} requests in flight"),
+        Refusal::Bytes { limit } => format!("the router is at its limit of {limit} body bytes in flight"),
+    };
+    ApiError::unavailable("overloaded", format!("{why}; retry later"))
 }
 
 /// Reads a refused request's body and throws it away as it arrives, up to
