@@ -10,6 +10,7 @@ use ringup_proto::keys::{self, RecordKey};
 use ringup_proto::rpc::{CollectionRef, Request, Response, RpcError};
 use ringup_proto::value::Header;
 use ringup_rpc::Handler;
+use serde_bytes::ByteBuf;
 use tokio::sync::watch;
 
 use crate::raft::{self, Raft};
@@ -42,7 +43,8 @@ impl Service {
             Request::Write { target, records } => {
                 self.check(&target)?;
                 verify(&records)?;
-                let records = records.into_iter().map(|(id, value)| (record_key(&target, id), value)).collect();
+                let records =
+                    records.into_iter().map(|(id, value)| (record_key(&target, id), value.into_vec())).collect();
                 self.storage.merge_records(records).await.map_err(storage_error)?;
                 Ok(Response::Written)
             }
@@ -131,7 +133,7 @@ fn record_key(target: &CollectionRef, id: String) -> RecordKey {
 
 /// Checks every value's checksum as it enters the node, the only time
 /// the node hashes it: one corrupt value refuses the whole batch.
-fn verify(records: &[(String, Vec<u8>)]) -> Result<(), RpcError> {
+fn verify(records: &[(String, ByteBuf)]) -> Result<(), RpcError> {
     for (id, value) in records {
         Header::read(value).map_err(|e| RpcError::BadRequest(format!("record {id:?}: {e}")))?;
     }
@@ -181,8 +183,8 @@ mod tests {
         let good = StoredRecord::tombstone(Version { hlc: 1, origin: 1 }, 0).encode();
         let mut bad = good.clone();
         bad[12] ^= 0x10;
-        assert_eq!(verify(&[("a".into(), good.clone())]), Ok(()));
-        let refused = verify(&[("a".into(), good), ("b".into(), bad)]);
+        assert_eq!(verify(&[("a".into(), good.clone().into())]), Ok(()));
+        let refused = verify(&[("a".into(), good.into()), ("b".into(), bad.into())]);
         assert!(matches!(&refused, Err(RpcError::BadRequest(m)) if m.contains("\"b\"")), "{refused:?}");
     }
 

@@ -168,7 +168,7 @@ mod tests {
 
     fn write_request() -> Envelope<Request> {
         let target = CollectionRef { epoch: 3, partition: 7, shop: "s".into(), collection: "sales".into() };
-        Envelope { id: 42, body: Request::Write { target, records: vec![("a".into(), vec![1, 2, 3])] } }
+        Envelope { id: 42, body: Request::Write { target, records: vec![("a".into(), vec![1, 2, 3].into())] } }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! retries.
 
 use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
 use thiserror::Error;
 
 use crate::cluster::{ClusterMap, MapCommand};
@@ -47,8 +48,9 @@ pub enum Request {
     Write {
         /// Where the records go.
         target: CollectionRef,
-        /// Record id and encoded value, in any order.
-        records: Vec<(String, Vec<u8>)>,
+        /// Record id and encoded value, in any order. The values travel as
+        /// byte strings, copied whole rather than byte by byte.
+        records: Vec<(String, ByteBuf)>,
     },
     /// Reads one record. Answered with [`Response::Value`].
     Get {
@@ -98,6 +100,7 @@ pub enum Request {
         /// Which Raft call.
         kind: RaftCall,
         /// The call's request, serialized with [`crate::frame::to_bytes`].
+        #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
     },
 }
@@ -133,6 +136,7 @@ pub struct Entry {
     /// The record's id.
     pub id: String,
     /// Its encoded value.
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
 }
 
@@ -160,7 +164,7 @@ pub enum Response {
     /// The write is durable under the node's fsync policy.
     Written,
     /// The record's encoded value, if the node has one.
-    Value(Option<Vec<u8>>),
+    Value(#[serde(with = "serde_bytes")] Option<Vec<u8>>),
     /// A page of a scan.
     Entries {
         /// The records, in id order.
@@ -184,7 +188,7 @@ pub enum Response {
         epoch: u64,
     },
     /// The answer to a Raft call, serialized with [`crate::frame::to_bytes`].
-    Raft(Vec<u8>),
+    Raft(#[serde(with = "serde_bytes")] Vec<u8>),
     /// The request failed.
     Error(RpcError),
 }

@@ -35,6 +35,7 @@ use ringup_proto::hlc::Hlc;
 use ringup_proto::rpc::{CollectionRef, Request, Response, RpcError};
 use ringup_proto::value::{self, Header, StoredRecord, Version};
 use ringup_rpc::CallError;
+use serde_bytes::ByteBuf;
 use thiserror::Error;
 
 use crate::latency::Latencies;
@@ -145,6 +146,7 @@ impl Coordinator {
         records: Vec<(String, Vec<u8>)>,
         level: Consistency,
     ) -> Result<(), CoordError> {
+        let records = records.into_iter().map(|(id, value)| (id, ByteBuf::from(value))).collect();
         self.route(at, level, Mode::All, |target| Request::Write { target, records }).await?;
         Ok(())
     }
@@ -181,7 +183,7 @@ impl Coordinator {
         };
         let record = StoredRecord::decode_verified(&newest).map_err(|e| CoordError::Corrupt(e.to_string()))?;
         self.observe(record.version);
-        let fix = Request::Write { target: routed.target, records: vec![(id.to_string(), newest)] };
+        let fix = Request::Write { target: routed.target, records: vec![(id.to_string(), ByteBuf::from(newest))] };
         let fix = Body::encode(&fix).map_err(|e| CoordError::Encode(e.to_string()))?;
         loop {
             step = match step {

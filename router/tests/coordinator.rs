@@ -66,7 +66,7 @@ impl Handler for FakeNode {
                     return Response::Error(RpcError::Storage(StorageFault::Engine));
                 }
                 self.writes.lock().unwrap().push(target.epoch);
-                *self.value.lock().unwrap() = records.into_iter().next().map(|(_, v)| v);
+                *self.value.lock().unwrap() = records.into_iter().next().map(|(_, v)| v.into_vec());
                 Response::Written
             }
             Request::Get { .. } => {
