@@ -10,6 +10,10 @@
 #   rocksdb        the ceiling: the node's storage layer, 3 replicas in one
 #                  process, no network and no router
 #
+# For each store: a write phase, a GET phase as fast as it goes (its
+# maximum GET rate), then a latency phase of GETs at half that rate, open
+# loop (`--rate`), for p50/p99 without coordinated omission.
+#
 # Every store listens on 127.0.0.1 only, runs alone while it is measured,
 # and is stopped and deleted afterwards. Redis and PostgreSQL are installed
 # from Debian's packages when missing.
@@ -129,6 +133,17 @@ measure() {
   "$@" --json >"$work/$phase-$name.json"
 }
 
+# The write, read and latency phases of one system, whose load command is
+# "$@": the latency phase asks for half the GET rate the read phase reached.
+measure_all() {
+  local name=$1; shift
+  measure write "$name" "$@" "${writes[@]}"
+  measure get "$name" "$@" "${reads[@]}"
+  local half
+  half=$(python3 -c 'import json, sys; print(max(1.0, json.load(open(sys.argv[1]))["requests_per_s"] / 2))' "$work/get-$name.json")
+  measure latency "$name" "$@" "${reads[@]}" --rate "$half"
+}
+
 started=$SECONDS
 
 # ringup: 3 nodes and a router, RF=3, QUORUM.
@@ -139,8 +154,7 @@ router="http://127.0.0.1:$router_port"
 step "ringup: starting 3 nodes and a router"
 wait_for 90 "$bin_dir/ringup" health --router "$router"
 ringup_bench=("$bin_dir/ringup" bench --router "$router" --consistency quorum "${load[@]}")
-measure write ringup "${ringup_bench[@]}" "${writes[@]}"
-measure get ringup "${ringup_bench[@]}" "${reads[@]}"
+measure_all ringup "${ringup_bench[@]}"
 stop_all
 
 # Redis Cluster: 9 servers, 3 masters with 2 replicas each.
@@ -171,8 +185,7 @@ cluster_ready() {
 wait_for 60 cluster_ready
 nodes_csv=$(IFS=,; echo "${redis_nodes[*]}")
 redis_bench=("$bin_dir/ringup-peers" redis --nodes "$nodes_csv" --wait-replicas 1 "${load[@]}")
-measure write redis "${redis_bench[@]}" "${writes[@]}"
-measure get redis "${redis_bench[@]}" "${reads[@]}"
+measure_all redis "${redis_bench[@]}"
 stop_all
 
 # PostgreSQL: one server, default durability.
@@ -184,14 +197,12 @@ mkdir -p "$work/pg"
 "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$work/pg/data" -l "$work/pg/postgres.log" -w -t 60 \
   -o "-h 127.0.0.1 -p $pg_port -k $work/pg -c shared_buffers=1GB" start >/dev/null
 pg_bench=("$bin_dir/ringup-peers" postgres --url "host=127.0.0.1 port=$pg_port user=ringup dbname=postgres" "${load[@]}")
-measure write postgres "${pg_bench[@]}" "${writes[@]}"
-measure get postgres "${pg_bench[@]}" "${reads[@]}"
+measure_all postgres "${pg_bench[@]}"
 stop_all
 
 # The ceiling: the node's storage, 3 replicas in this process.
 rocks_bench=("$bin_dir/ringup-peers" rocksdb --dir "$work/rocksdb" --replicas 3 "${load[@]}")
-measure write rocksdb "${rocks_bench[@]}" "${writes[@]}"
-measure get rocksdb "${rocks_bench[@]}" "${reads[@]}"
+measure_all rocksdb "${rocks_bench[@]}"
 
 shape="batches of ${load[3]} records of ~${load[5]} B from ${load[1]} shops, ${load[7]} clients"
 {
@@ -201,5 +212,8 @@ shape="batches of ${load[3]} records of ~${load[5]} B from ${load[1]} shops, ${l
   "$bin_dir/ringup-peers" table --op write --title "writes: $shape" "$work"/write-{ringup,redis,postgres,rocksdb}.json
   echo
   "$bin_dir/ringup-peers" table --op get --title "reads: GET by id, $shape preloaded" "$work"/get-{ringup,redis,postgres,rocksdb}.json
+  echo
+  "$bin_dir/ringup-peers" table --op get --title "latency: GET p50/p99 at half of each system's maximum GET rate (open loop)" \
+    "$work"/latency-{ringup,redis,postgres,rocksdb}.json
 } | tee "$work/tables.txt"
 step "done in $((SECONDS - started)) s"

@@ -24,8 +24,8 @@ pub mod workload;
 
 use std::future::Future;
 use std::io::IsTerminal;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -67,8 +67,19 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 0)]
     pub lists: u8,
     /// Batches each client writes, unmeasured, before the run starts.
+    /// GETs then read records any client preloaded.
     #[arg(long, default_value_t = 0)]
     pub preload: u64,
+    /// A fixed arrival rate, in requests per second over all clients (open
+    /// loop): request i is due at start + i/N, and its latency counts from
+    /// when it was due, so a slow answer cannot hide the requests queued
+    /// behind it. `--concurrency` bounds the requests in flight.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// GETs pick records by a Zipf distribution with this exponent (a few
+    /// hot records) instead of uniformly.
+    #[arg(long)]
+    pub zipf: Option<f64>,
     /// The seed of every client's records and choices.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -91,6 +102,12 @@ impl LoadArgs {
         }
         if self.requests.is_none() && (!self.duration.is_finite() || self.duration <= 0.0) {
             bail!("--duration must be above 0 seconds");
+        }
+        if self.rate.is_some_and(|r| !r.is_finite() || r <= 0.0) {
+            bail!("--rate must be above 0 requests per second");
+        }
+        if self.zipf.is_some_and(|s| !s.is_finite() || s <= 0.0) {
+            bail!("--zipf must be an exponent above 0");
         }
         Ok(())
     }
@@ -117,6 +134,8 @@ impl LoadArgs {
             "gets_percent": self.gets,
             "lists_percent": self.lists,
             "preload_batches": self.preload,
+            "rate_asked": self.rate,
+            "zipf": self.zipf,
             "seed": self.seed,
         })
     }
@@ -218,10 +237,17 @@ async fn drive<C: Client>(
     let start = Arc::new(Barrier::new(workers.len() + 1));
     let done = Arc::new(AtomicBool::new(false));
     let duration = args.requests.is_none().then(|| Duration::from_secs_f64(args.duration));
+    let shared = Arc::new(Shared::default());
     let handles: Vec<_> = workers
         .into_iter()
         .enumerate()
-        .map(|(c, worker)| tokio::spawn(worker.run(args.preload, args.quota(c), duration, start.clone())))
+        .map(|(c, worker)| {
+            let pace = match args.rate {
+                Some(rate) => Pace::Rate { rate, total: args.requests },
+                None => Pace::Closed { quota: args.quota(c) },
+            };
+            tokio::spawn(worker.run(args.preload, pace, duration, start.clone(), shared.clone()))
+        })
         .collect();
     start.wait().await;
     let started = Instant::now();
@@ -278,6 +304,47 @@ async fn show_progress(progress: Arc<Progress>, started: Instant, done: Arc<Atom
     }
 }
 
+/// How a client paces its requests.
+#[derive(Debug, Clone, Copy)]
+enum Pace {
+    /// One request after another, up to a quota if one was asked for.
+    Closed { quota: Option<u64> },
+    /// Requests due at a fixed rate over all clients, up to `total`.
+    Rate { rate: f64, total: Option<u64> },
+}
+
+/// What the clients share once the run starts.
+#[derive(Default)]
+struct Shared {
+    /// Every client's preloaded records, gathered before the start.
+    preloaded: Mutex<Vec<(usize, String)>>,
+    /// The same, sorted by id (so the same seed picks the same records),
+    /// made once after the start.
+    keys: OnceLock<Arc<Vec<(usize, String)>>>,
+    /// The next request number, under a fixed rate.
+    tickets: AtomicU64,
+    /// When the run started, under a fixed rate.
+    started: OnceLock<Instant>,
+}
+
+impl Shared {
+    fn keys(&self) -> Arc<Vec<(usize, String)>> {
+        self.keys
+            .get_or_init(|| {
+                let mut keys = std::mem::take(&mut *self.preloaded.lock().expect("keys poisoned"));
+                keys.sort_by(|a, b| a.1.cmp(&b.1));
+                Arc::new(keys)
+            })
+            .clone()
+    }
+}
+
+/// When request `ticket` is due at `rate` per second from `start`.
+fn due(start: Instant, ticket: u64, rate: f64) -> Instant {
+    start + Duration::from_secs_f64(ticket as f64 / rate)
+}
+
+/// One simulated client: one request at a time.
 /// One simulated client: one request at a time.
 struct Worker<C> {
     client: C,
@@ -286,23 +353,29 @@ struct Worker<C> {
     mix: (u8, u8),
     /// (shop, sequence number) of every record this client wrote.
     written: Vec<(usize, u64)>,
+    /// Every client's preloaded records, once the run has started.
+    keys: Arc<Vec<(usize, String)>>,
+    /// How GETs pick among `keys`, if not uniformly.
+    zipf: Option<f64>,
     progress: Arc<Progress>,
 }
 
 impl<C: Client> Worker<C> {
     fn new(client: C, args: &LoadArgs, c: usize, progress: Arc<Progress>) -> Self {
         let stream = Stream::new(args.workload(), c);
-        Self { client, stream, mix: (args.gets, args.lists), written: Vec::new(), progress }
+        let keys = Arc::default();
+        Self { client, stream, mix: (args.gets, args.lists), written: Vec::new(), keys, zipf: args.zipf, progress }
     }
 
     /// Preloads, waits at `start` for every client, then sends requests
-    /// until `quota` is spent or `duration` has passed.
+    /// as `pace` says until they are spent or `duration` has passed.
     async fn run(
         mut self,
         preload: u64,
-        quota: Option<u64>,
+        pace: Pace,
         duration: Option<Duration>,
         start: Arc<Barrier>,
+        shared: Arc<Shared>,
     ) -> anyhow::Result<Stats> {
         let mut preloaded = Ok(());
         for _ in 0..preload {
@@ -311,14 +384,37 @@ impl<C: Client> Worker<C> {
                 break;
             }
         }
+        let mine = self.written.iter().map(|(shop, seq)| (*shop, self.stream.record_id(*seq)));
+        shared.preloaded.lock().expect("keys poisoned").extend(mine);
         start.wait().await;
         preloaded?;
-        let deadline = duration.map(|d| Instant::now() + d);
+        self.keys = shared.keys();
+        let started = *shared.started.get_or_init(Instant::now);
+        let deadline = duration.map(|d| started + d);
         let mut stats = Stats::default();
         let mut sent = 0u64;
-        while quota.is_none_or(|q| sent < q) && deadline.is_none_or(|d| Instant::now() < d) {
+        loop {
+            let begun = match pace {
+                Pace::Closed { quota } => {
+                    if quota.is_some_and(|q| sent >= q) {
+                        break;
+                    }
+                    Instant::now()
+                }
+                Pace::Rate { rate, total } => {
+                    let ticket = shared.tickets.fetch_add(1, Ordering::Relaxed);
+                    let due = due(started, ticket, rate);
+                    if total.is_some_and(|t| ticket >= t) || deadline.is_some_and(|d| due >= d) {
+                        break;
+                    }
+                    tokio::time::sleep_until(due.into()).await;
+                    due
+                }
+            };
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
             let op = self.pick();
-            let begun = Instant::now();
             let outcome = match op {
                 Op::Write => self.write().await,
                 Op::Get => self.get().await,
@@ -334,7 +430,7 @@ impl<C: Client> Worker<C> {
     fn pick(&mut self) -> Op {
         let (gets, lists) = self.mix;
         match self.stream.pick(100) as u8 {
-            r if r < gets && !self.written.is_empty() => Op::Get,
+            r if r < gets && !(self.written.is_empty() && self.keys.is_empty()) => Op::Get,
             r if r >= gets && r < gets + lists => Op::List,
             _ => Op::Write,
         }
@@ -356,13 +452,51 @@ impl<C: Client> Worker<C> {
     }
 
     async fn get(&mut self) -> Result<(u64, u64), String> {
-        let (shop, seq) = self.written[self.stream.pick(self.written.len())];
-        let bytes = self.client.get(&Stream::shop_name(shop), &self.stream.record_id(seq)).await?;
+        let (shop, id) = self.pick_key();
+        let bytes = self.client.get(&Stream::shop_name(shop), &id).await?;
         Ok((1, bytes))
+    }
+
+    /// A record to read: one any client preloaded, else one this client
+    /// wrote; uniformly or by `--zipf`.
+    fn pick_key(&mut self) -> (usize, String) {
+        if self.keys.is_empty() {
+            let (shop, seq) = self.written[self.stream.pick(self.written.len())];
+            return (shop, self.stream.record_id(seq));
+        }
+        let i = match self.zipf {
+            Some(s) => self.stream.pick_zipf(self.keys.len(), s),
+            None => self.stream.pick(self.keys.len()),
+        };
+        self.keys[i].clone()
     }
 
     async fn list(&mut self) -> Result<(u64, u64), String> {
         let shop = self.stream.pick_shop();
         self.client.list(&Stream::shop_name(shop), LIST_PAGE).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_fall_due_at_the_asked_rate() {
+        let start = Instant::now();
+        assert_eq!(due(start, 0, 100.0), start);
+        assert_eq!(due(start, 50, 100.0) - start, Duration::from_millis(500));
+        assert_eq!(due(start, 3000, 1000.0) - start, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn every_clients_preloaded_records_are_shared_in_id_order() {
+        let shared = Shared::default();
+        shared.preloaded.lock().unwrap().extend([(2, "c001-2".to_string()), (1, "c000-1".to_string())]);
+        shared.preloaded.lock().unwrap().push((3, "c002-1".to_string()));
+        let keys = shared.keys();
+        let ids: Vec<&str> = keys.iter().map(|(_, id)| id.as_str()).collect();
+        assert_eq!(ids, ["c000-1", "c001-2", "c002-1"]);
+        assert!(Arc::ptr_eq(&keys, &shared.keys()), "made once");
     }
 }

@@ -4,6 +4,7 @@
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, Zipf};
 use serde_json::{Map, Value, json};
 
 /// 2026-01-01T00:00:00Z in milliseconds: sales are stamped from here on.
@@ -114,6 +115,13 @@ impl Stream {
         self.rng.random_range(0..n)
     }
 
+    /// A number in `0..n` by a Zipf distribution of exponent `s`: 0 the
+    /// most likely, then 1, and so on.
+    pub fn pick_zipf(&mut self, n: usize, s: f64) -> usize {
+        let zipf = Zipf::new(n as f64, s).expect("n >= 1 and s > 0 are checked before a run");
+        (zipf.sample(&mut self.rng) as usize).clamp(1, n) - 1
+    }
+
     /// The next batch: a shop and its new sales.
     pub fn next_batch(&mut self) -> (usize, Vec<Sale>) {
         let shop = self.pick_shop();
@@ -160,6 +168,20 @@ mod tests {
         }
         let mut other = Stream::new(SPEC, 4);
         assert_ne!(Stream::new(SPEC, 3).next_batch(), other.next_batch(), "clients differ");
+    }
+
+    #[test]
+    fn zipf_picks_stay_in_range_favour_the_first_and_repeat_with_the_seed() {
+        let picks = |seed| {
+            let mut stream = Stream::new(Workload { seed, ..SPEC }, 0);
+            (0..2000).map(|_| stream.pick_zipf(100, 1.1)).collect::<Vec<_>>()
+        };
+        let a = picks(7);
+        assert!(a.iter().all(|i| *i < 100));
+        let first = a.iter().filter(|i| **i == 0).count();
+        let last = a.iter().filter(|i| **i == 99).count();
+        assert!(first > 10 * last.max(1), "rank 1 drawn {first} times, rank 100 {last} times");
+        assert_eq!(a, picks(7), "the same seed picks the same records");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `scripts/bench-peers.sh --smoke`: the peer comparison still works end to
 //! end. It starts ringup, a Redis Cluster and PostgreSQL on loopback, sends
-//! each (and the RocksDB ceiling) 40 writes and 40 GETs with 4 clients, and
-//! prints both tables. Every run must have done exactly what it was asked
+//! each (and the RocksDB ceiling) 40 writes, 40 GETs, and 40 GETs at half
+//! the rate the GETs reached (open loop), with 4 clients, and prints the
+//! three tables. Every run must have done exactly what it was asked
 //! with no errors; how fast is not checked here (see BENCHMARKS.md).
 
 use std::path::Path;
@@ -49,11 +50,16 @@ fn the_peer_comparison_runs_against_every_system() {
         assert_eq!(gets["ops"]["get"]["requests"], REQUESTS, "{system} gets: {gets}");
         assert_eq!(gets["ops"]["get"]["records"], REQUESTS, "every get found its record on {system}: {gets}");
         assert_eq!(gets["errors"], 0, "{system} gets: {gets}");
+        let paced = summary(out.path(), "latency", system);
+        assert_eq!(paced["ops"]["get"]["requests"], REQUESTS, "{system} paced gets: {paced}");
+        assert_eq!(paced["errors"], 0, "{system} paced gets: {paced}");
+        let half = gets["requests_per_s"].as_f64().unwrap() / 2.0;
+        assert_eq!(paced["settings"]["rate_asked"].as_f64(), Some(half.max(1.0)), "{system}: half the GET rate");
     }
     let tables = std::fs::read_to_string(out.path().join("tables.txt")).expect("the tables are kept");
     for row in ["ringup, router, quorum", "redis cluster, WAIT 1", "postgresql", "rocksdb ceiling, 2 of 3"] {
         let rows = tables.lines().filter(|line| line.starts_with(row)).count();
-        assert_eq!(rows, 2, "a write row and a read row for {row}:\n{tables}");
+        assert_eq!(rows, 3, "a write row, a read row and a latency row for {row}:\n{tables}");
     }
     println!("{tables}");
 }

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
@@ -131,26 +133,24 @@ impl Process {
         self.child.try_wait().ok().flatten()
     }
 
-    /// Sends `signal` (a `libc::SIG*` number).
-    pub fn signal(&self, signal: i32) {
+    /// Sends `signal` to the process, while it runs (it is not reaped
+    /// before it exits, so its pid is still its own).
+    pub fn signal(&self, signal: Signal) {
         if let Some(pid) = self.pid() {
-            // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped).
-            unsafe {
-                libc::kill(pid as i32, signal);
-            }
+            let _ = kill(Pid::from_raw(pid as i32), signal);
         }
     }
 
     /// SIGKILL, then reaps it.
     pub async fn kill(&mut self) {
-        self.signal(libc::SIGKILL);
+        self.signal(Signal::SIGKILL);
         let _ = self.child.wait().await;
     }
 
     /// SIGTERM, then waits up to `grace` before SIGKILL. True if it stopped
     /// on its own.
     pub async fn stop(&mut self, grace: Duration) -> bool {
-        self.signal(libc::SIGTERM);
+        self.signal(Signal::SIGTERM);
         match tokio::time::timeout(grace, self.child.wait()).await {
             Ok(_) => true,
             Err(_) => {
