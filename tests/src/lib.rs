@@ -178,14 +178,15 @@ impl TestCluster {
     /// The peak resident memory (`VmHWM`) of every running process so far,
     /// in MiB, by name.
     pub async fn peak_rss_mib(&self) -> Vec<(String, u64)> {
+        self.each_process(|p| Some((p.name.clone(), peak_rss_kib(p.pid()?)? / 1024))).await
+    }
+
+    /// What `f` makes of each running process (nodes, then the router),
+    /// leaving out those it gives nothing for.
+    async fn each_process<T>(&self, f: impl FnMut(&Process) -> Option<T>) -> Vec<T> {
         let nodes = self.nodes.lock().await;
         let router = self.router.lock().await;
-        nodes
-            .iter()
-            .flatten()
-            .chain(router.as_ref())
-            .filter_map(|p| Some((p.name.clone(), peak_rss_kib(p.pid()?)? / 1024)))
-            .collect()
+        nodes.iter().flatten().chain(router.as_ref()).filter_map(f).collect()
     }
 
     /// The RPC address node `id` listens on now.
@@ -195,14 +196,7 @@ impl TestCluster {
 
     /// The tail of every process's log, for failure messages.
     pub async fn logs(&self) -> String {
-        let nodes = self.nodes.lock().await;
-        let router = self.router.lock().await;
-        nodes
-            .iter()
-            .flatten()
-            .chain(router.as_ref())
-            .map(|p| format!("--- {} ---\n{}\n", p.name, p.log_tail(30)))
-            .collect()
+        self.each_process(|p| Some(format!("--- {} ---\n{}\n", p.name, p.log_tail(30)))).await.concat()
     }
 }
 
