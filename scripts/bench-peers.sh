@@ -11,15 +11,17 @@
 #                  process, no network and no router
 #
 # For each store: a write phase, a GET phase as fast as it goes (its
-# maximum GET rate), then a latency phase of GETs at half that rate, open
-# loop (`--rate`), for p50/p99 without coordinated omission.
+# maximum GET rate), then a latency phase as long as the GET phase, of GETs
+# at half that rate, open loop (`--rate`): p50/p99 without coordinated
+# omission. Three tables: writes, reads, and latency at half the maximum.
 #
 # Every store listens on 127.0.0.1 only, runs alone while it is measured,
 # and is stopped and deleted afterwards. Redis and PostgreSQL are installed
 # from Debian's packages when missing.
 #
 # Usage: scripts/bench-peers.sh [--duration S] [--smoke] [--out DIR] [--bin-dir DIR]
-#   --duration S   seconds of writes per store (default 20); reads get half
+#   --duration S   seconds of writes per store (default 20); the GET phase
+#                  and the latency phase get half each
 #   --smoke        tiny fixed counts, for tests: checks the script works
 #   --out DIR      keep every run's JSON summary and the tables in DIR
 #   --bin-dir DIR  use these ringup binaries instead of building them
@@ -39,7 +41,7 @@ while [ $# -gt 0 ]; do
     --smoke) smoke=1; shift ;;
     --out) out="$2"; shift 2 ;;
     --bin-dir) bin_dir="$2"; shift 2 ;;
-    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -133,14 +135,20 @@ measure() {
   "$@" --json >"$work/$phase-$name.json"
 }
 
+# Half the GET rate the summary $1 reports, in requests/s (at least 1).
+half_get_rate() {
+  python3 -c 'import json, sys; rate = json.load(open(sys.argv[1]))["ops"]["get"]["requests_per_s"]; print("%.1f" % max(1.0, rate / 2))' "$1"
+}
+
 # The write, read and latency phases of one system, whose load command is
-# "$@": the latency phase asks for half the GET rate the read phase reached.
+# "$@": the latency phase is the read phase again (as long, or as many
+# requests), at a fixed rate of half the GET rate the read phase reached.
 measure_all() {
   local name=$1; shift
   measure write "$name" "$@" "${writes[@]}"
   measure get "$name" "$@" "${reads[@]}"
   local half
-  half=$(python3 -c 'import json, sys; print(max(1.0, json.load(open(sys.argv[1]))["requests_per_s"] / 2))' "$work/get-$name.json")
+  half=$(half_get_rate "$work/get-$name.json")
   measure latency "$name" "$@" "${reads[@]}" --rate "$half"
 }
 
@@ -213,7 +221,7 @@ shape="batches of ${load[3]} records of ~${load[5]} B from ${load[1]} shops, ${l
   echo
   "$bin_dir/ringup-peers" table --op get --title "reads: GET by id, $shape preloaded" "$work"/get-{ringup,redis,postgres,rocksdb}.json
   echo
-  "$bin_dir/ringup-peers" table --op get --title "latency: GET p50/p99 at half of each system's maximum GET rate (open loop)" \
-    "$work"/latency-{ringup,redis,postgres,rocksdb}.json
+  "$bin_dir/ringup-peers" table --op get --latency \
+    --title "latency: GET p50/p99 at half of each system's maximum GET rate" "$work"/latency-{ringup,redis,postgres,rocksdb}.json
 } | tee "$work/tables.txt"
 step "done in $((SECONDS - started)) s"

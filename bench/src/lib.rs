@@ -1,6 +1,6 @@
 //! `ringup-bench`: the load generator behind `ringup bench` and the peer
-//! comparison (`ringup-peers`), in the spirit of cassandra-stress and
-//! redis-benchmark.
+//! comparison (`ringup-peers`), in the spirit of cassandra-stress,
+//! redis-benchmark and wrk2.
 //!
 //! Nothing here knows a store. A store is a [`Target`] that hands out one
 //! [`Client`] per simulated client, and a run goes like this:
@@ -9,35 +9,51 @@
 //!    Each gets its own [`Stream`](workload::Stream) of sales, made from
 //!    `--seed` and its number, so the same records go to every store.
 //! 2. With `--preload`, every client first writes that many batches,
-//!    unmeasured, so that reads have records to find.
+//!    unmeasured. The records they wrote are then gathered into one shared,
+//!    read-only [`KeySet`], in an order made from the seed, so that every
+//!    client's GETs read records any client wrote.
 //! 3. The clients start together. Each sends one request at a time: a batch
 //!    write of one shop's sales, or, as `--gets` and `--lists` ask, a GET of
-//!    a record it wrote earlier or a page of a shop's records. It stops when
-//!    its share of `--requests` is spent or `--duration` has passed.
+//!    a record (from the shared set or its own since the start, uniformly
+//!    or by `--zipf`) or a page of a shop's records. Closed loop, the next
+//!    request goes when the last is answered; with `--rate`, requests fall
+//!    due on one schedule for all clients and count their latency from when
+//!    they were due ([`pace`]). A client stops when `--requests` are spent
+//!    or `--duration` has passed.
 //! 4. Every request's latency goes into the client's HDR histogram for its
 //!    operation ([`report::Stats`]); a progress line comes every second.
 //! 5. The clients' stats merge into one summary ([`report::to_json`]),
-//!    printed as a table or, with `--json`, as JSON.
+//!    printed as a table or, with `--json`, as JSON. With `--rate` the
+//!    summary holds the rate asked and the rate achieved.
 
+pub mod keys;
+pub mod pace;
+mod progress;
 pub mod report;
+mod worker;
 pub mod workload;
 
 use std::future::Future;
-use std::io::IsTerminal;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
 use serde_json::{Value, json};
-use tokio::sync::Barrier;
+use tokio::sync::oneshot;
 
-use self::report::{Op, Stats};
-use self::workload::{Sale, Stream, Workload};
+use self::keys::KeySet;
+use self::pace::{Pace, Schedule};
+use self::progress::Progress;
+use self::report::Stats;
+use self::worker::Worker;
+use self::workload::{Sale, Workload};
 
 /// Records a list request asks for.
 pub const LIST_PAGE: usize = 100;
+
+/// The lowest `--rate`, in requests per second.
+pub const MIN_RATE: f64 = 0.01;
 
 /// The shape of the load, the same whatever the target.
 #[derive(Debug, Clone, Args)]
@@ -57,27 +73,30 @@ pub struct LoadArgs {
     /// How long to run, in seconds (ignored with --requests).
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
-    /// Send exactly this many requests, split evenly over the clients.
+    /// Send exactly this many requests: split evenly over the clients, or
+    /// with --rate, taken in turn from the shared schedule.
     #[arg(long)]
     pub requests: Option<u64>,
-    /// Percent of requests that GET one record the client wrote earlier.
+    /// Percent of requests that GET one record by id: one any client
+    /// preloaded, or one this client has written since the start.
     #[arg(long, default_value_t = 0)]
     pub gets: u8,
     /// Percent of requests that read a page of 100 records of a shop.
     #[arg(long, default_value_t = 0)]
     pub lists: u8,
-    /// Batches each client writes, unmeasured, before the run starts.
-    /// GETs then read records any client preloaded.
+    /// Batches each client writes, unmeasured, before the run starts; the
+    /// records every client preloaded are the ones GETs read.
     #[arg(long, default_value_t = 0)]
     pub preload: u64,
     /// A fixed arrival rate, in requests per second over all clients (open
     /// loop): request i is due at start + i/N, and its latency counts from
     /// when it was due, so a slow answer cannot hide the requests queued
-    /// behind it. `--concurrency` bounds the requests in flight.
+    /// behind it. --concurrency bounds the requests in flight. Without it,
+    /// each client sends its next request when the last is answered.
     #[arg(long)]
     pub rate: Option<f64>,
-    /// GETs pick records by a Zipf distribution with this exponent (a few
-    /// hot records) instead of uniformly.
+    /// GETs pick records by a Zipf distribution with this exponent (rank 1
+    /// the most often: a few hot records) instead of uniformly.
     #[arg(long)]
     pub zipf: Option<f64>,
     /// The seed of every client's records and choices.
@@ -103,8 +122,8 @@ impl LoadArgs {
         if self.requests.is_none() && (!self.duration.is_finite() || self.duration <= 0.0) {
             bail!("--duration must be above 0 seconds");
         }
-        if self.rate.is_some_and(|r| !r.is_finite() || r <= 0.0) {
-            bail!("--rate must be above 0 requests per second");
+        if self.rate.is_some_and(|r| !r.is_finite() || r < MIN_RATE) {
+            bail!("--rate must be at least {MIN_RATE} requests per second");
         }
         if self.zipf.is_some_and(|s| !s.is_finite() || s <= 0.0) {
             bail!("--zipf must be an exponent above 0");
@@ -121,6 +140,19 @@ impl LoadArgs {
     fn quota(&self, c: usize) -> Option<u64> {
         let n = self.concurrency as u64;
         self.requests.map(|r| r / n + u64::from((c as u64) < r % n))
+    }
+
+    /// How long the run lasts: `None` when `--requests` counts it instead.
+    fn duration(&self) -> Option<Duration> {
+        self.requests.is_none().then(|| Duration::from_secs_f64(self.duration))
+    }
+
+    /// How client `c` paces its requests, on `schedule` under `--rate`.
+    fn pace(&self, c: usize, schedule: Option<&Arc<Schedule>>) -> Pace {
+        match schedule {
+            Some(schedule) => Pace::Rate(schedule.clone()),
+            None => Pace::Closed { quota: self.quota(c) },
+        }
     }
 
     fn settings(&self) -> Value {
@@ -164,14 +196,6 @@ pub trait Client: Send + 'static {
     /// Reads a page of up to `limit` of a shop's records; records and bytes
     /// received. Asked only of targets whose [`Target::lists`] is true.
     fn list(&mut self, shop: &str, limit: usize) -> impl Future<Output = Result<(u64, u64), String>> + Send;
-}
-
-/// Counters the progress line reads while clients run.
-#[derive(Default)]
-struct Progress {
-    requests: AtomicU64,
-    records: AtomicU64,
-    errors: AtomicU64,
 }
 
 /// Runs the load against `target`, prints the summary (a table, or JSON
@@ -224,279 +248,192 @@ fn banner(args: &LoadArgs) -> String {
         args.gets,
         args.lists,
         args.seed
-    )
+    ) + &pacing(args)
 }
 
-/// Starts the workers together once they have preloaded, and merges what
-/// they measured; also how long the measured part took.
+/// The banner's words for `--rate` and `--zipf`, if set.
+fn pacing(args: &LoadArgs) -> String {
+    let rate = args.rate.map(|r| format!(", {r} requests/s open loop")).unwrap_or_default();
+    let zipf = args.zipf.map(|s| format!(", GETs by Zipf {s}")).unwrap_or_default();
+    rate + &zipf
+}
+
+/// Preloads every worker, gathers what they wrote into the shared key set,
+/// runs them together, and merges what they measured; also how long the
+/// measured part took.
 async fn drive<C: Client>(
     args: &LoadArgs,
     workers: Vec<Worker<C>>,
     progress: Arc<Progress>,
 ) -> anyhow::Result<(Stats, Duration)> {
-    let start = Arc::new(Barrier::new(workers.len() + 1));
-    let done = Arc::new(AtomicBool::new(false));
-    let duration = args.requests.is_none().then(|| Duration::from_secs_f64(args.duration));
-    let shared = Arc::new(Shared::default());
+    let mut workers = preload(workers, args.preload).await?;
+    let keys = Arc::new(KeySet::gather(workers.iter_mut().flat_map(Worker::hand_over), args.seed));
+    let started = Instant::now();
+    let deadline = args.duration().map(|d| started + d);
+    let schedule = args.rate.map(|rate| Arc::new(Schedule::new(started, rate, args.requests, deadline)));
     let handles: Vec<_> = workers
         .into_iter()
         .enumerate()
-        .map(|(c, worker)| {
-            let pace = match args.rate {
-                Some(rate) => Pace::Rate { rate, total: args.requests },
-                None => Pace::Closed { quota: args.quota(c) },
-            };
-            tokio::spawn(worker.run(args.preload, pace, duration, start.clone(), shared.clone()))
-        })
+        .map(|(c, worker)| tokio::spawn(worker.run(args.pace(c, schedule.as_ref()), deadline, keys.clone())))
         .collect();
-    start.wait().await;
-    let started = Instant::now();
-    let ticker = (!args.quiet).then(|| tokio::spawn(show_progress(progress, started, done.clone())));
+    let (stop, stopped) = oneshot::channel();
+    let ticker = (!args.quiet).then(|| tokio::spawn(progress::show(progress, started, stopped)));
     let mut stats = Stats::default();
-    let mut failure = None;
     for handle in handles {
-        match handle.await.context("a client panicked")? {
-            Ok(theirs) => stats.merge(&theirs),
-            Err(e) => failure = Some(e),
-        }
+        stats.merge(&handle.await.context("a client panicked")?);
     }
     let elapsed = started.elapsed();
-    done.store(true, Ordering::Relaxed);
+    let _ = stop.send(());
     if let Some(ticker) = ticker {
-        let _ = ticker.await;
+        ticker.await.context("the progress line panicked")?;
     }
-    match failure {
-        Some(e) => Err(e),
-        None => Ok((stats, elapsed)),
-    }
+    Ok((stats, elapsed))
 }
 
-/// One line a second: requests, records and errors so far, and the rates
-/// over the last second. Overwrites itself on a terminal.
-async fn show_progress(progress: Arc<Progress>, started: Instant, done: Arc<AtomicBool>) {
-    let tty = std::io::stderr().is_terminal();
-    let (mut last_requests, mut last_records) = (0, 0);
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        if done.load(Ordering::Relaxed) {
-            break;
-        }
-        let requests = progress.requests.load(Ordering::Relaxed);
-        let records = progress.records.load(Ordering::Relaxed);
-        let line = format!(
-            "{:>6.1}s  {requests} requests ({}/s)  {records} records ({}/s)  {} errors",
-            started.elapsed().as_secs_f64(),
-            requests - last_requests,
-            records - last_records,
-            progress.errors.load(Ordering::Relaxed)
-        );
-        (last_requests, last_records) = (requests, records);
-        if tty {
-            eprint!("\r{line}\x1b[K");
-        } else {
-            eprintln!("{line}");
-        }
+/// Every worker writes `batches` batches, all at once; the workers back in
+/// their order.
+async fn preload<C: Client>(workers: Vec<Worker<C>>, batches: u64) -> anyhow::Result<Vec<Worker<C>>> {
+    let handles: Vec<_> = workers.into_iter().map(|worker| tokio::spawn(worker.preload(batches))).collect();
+    let mut ready = Vec::with_capacity(handles.len());
+    for handle in handles {
+        ready.push(handle.await.context("a client panicked while preloading")??);
     }
-    if tty {
-        eprintln!();
-    }
-}
-
-/// How a client paces its requests.
-#[derive(Debug, Clone, Copy)]
-enum Pace {
-    /// One request after another, up to a quota if one was asked for.
-    Closed { quota: Option<u64> },
-    /// Requests due at a fixed rate over all clients, up to `total`.
-    Rate { rate: f64, total: Option<u64> },
-}
-
-/// What the clients share once the run starts.
-#[derive(Default)]
-struct Shared {
-    /// Every client's preloaded records, gathered before the start.
-    preloaded: Mutex<Vec<(usize, String)>>,
-    /// The same, sorted by id (so the same seed picks the same records),
-    /// made once after the start.
-    keys: OnceLock<Arc<Vec<(usize, String)>>>,
-    /// The next request number, under a fixed rate.
-    tickets: AtomicU64,
-    /// When the run started, under a fixed rate.
-    started: OnceLock<Instant>,
-}
-
-impl Shared {
-    fn keys(&self) -> Arc<Vec<(usize, String)>> {
-        self.keys
-            .get_or_init(|| {
-                let mut keys = std::mem::take(&mut *self.preloaded.lock().expect("keys poisoned"));
-                keys.sort_by(|a, b| a.1.cmp(&b.1));
-                Arc::new(keys)
-            })
-            .clone()
-    }
-}
-
-/// When request `ticket` is due at `rate` per second from `start`.
-fn due(start: Instant, ticket: u64, rate: f64) -> Instant {
-    start + Duration::from_secs_f64(ticket as f64 / rate)
-}
-
-/// One simulated client: one request at a time.
-/// One simulated client: one request at a time.
-struct Worker<C> {
-    client: C,
-    stream: Stream,
-    /// Percent of gets and of lists.
-    mix: (u8, u8),
-    /// (shop, sequence number) of every record this client wrote.
-    written: Vec<(usize, u64)>,
-    /// Every client's preloaded records, once the run has started.
-    keys: Arc<Vec<(usize, String)>>,
-    /// How GETs pick among `keys`, if not uniformly.
-    zipf: Option<f64>,
-    progress: Arc<Progress>,
-}
-
-impl<C: Client> Worker<C> {
-    fn new(client: C, args: &LoadArgs, c: usize, progress: Arc<Progress>) -> Self {
-        let stream = Stream::new(args.workload(), c);
-        let keys = Arc::default();
-        Self { client, stream, mix: (args.gets, args.lists), written: Vec::new(), keys, zipf: args.zipf, progress }
-    }
-
-    /// Preloads, waits at `start` for every client, then sends requests
-    /// as `pace` says until they are spent or `duration` has passed.
-    async fn run(
-        mut self,
-        preload: u64,
-        pace: Pace,
-        duration: Option<Duration>,
-        start: Arc<Barrier>,
-        shared: Arc<Shared>,
-    ) -> anyhow::Result<Stats> {
-        let mut preloaded = Ok(());
-        for _ in 0..preload {
-            if let Err(e) = self.write().await {
-                preloaded = Err(anyhow::anyhow!("preloading failed: {e}"));
-                break;
-            }
-        }
-        let mine = self.written.iter().map(|(shop, seq)| (*shop, self.stream.record_id(*seq)));
-        shared.preloaded.lock().expect("keys poisoned").extend(mine);
-        start.wait().await;
-        preloaded?;
-        self.keys = shared.keys();
-        let started = *shared.started.get_or_init(Instant::now);
-        let deadline = duration.map(|d| started + d);
-        let mut stats = Stats::default();
-        let mut sent = 0u64;
-        loop {
-            let begun = match pace {
-                Pace::Closed { quota } => {
-                    if quota.is_some_and(|q| sent >= q) {
-                        break;
-                    }
-                    Instant::now()
-                }
-                Pace::Rate { rate, total } => {
-                    let ticket = shared.tickets.fetch_add(1, Ordering::Relaxed);
-                    let due = due(started, ticket, rate);
-                    if total.is_some_and(|t| ticket >= t) || deadline.is_some_and(|d| due >= d) {
-                        break;
-                    }
-                    tokio::time::sleep_until(due.into()).await;
-                    due
-                }
-            };
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                break;
-            }
-            let op = self.pick();
-            let outcome = match op {
-                Op::Write => self.write().await,
-                Op::Get => self.get().await,
-                Op::List => self.list().await,
-            };
-            self.count(&outcome);
-            stats.record(op, begun.elapsed(), outcome);
-            sent += 1;
-        }
-        Ok(stats)
-    }
-
-    fn pick(&mut self) -> Op {
-        let (gets, lists) = self.mix;
-        match self.stream.pick(100) as u8 {
-            r if r < gets && !(self.written.is_empty() && self.keys.is_empty()) => Op::Get,
-            r if r >= gets && r < gets + lists => Op::List,
-            _ => Op::Write,
-        }
-    }
-
-    fn count(&self, outcome: &Result<(u64, u64), String>) {
-        self.progress.requests.fetch_add(1, Ordering::Relaxed);
-        match outcome {
-            Ok((records, _)) => self.progress.records.fetch_add(*records, Ordering::Relaxed),
-            Err(_) => self.progress.errors.fetch_add(1, Ordering::Relaxed),
-        };
-    }
-
-    async fn write(&mut self) -> Result<(u64, u64), String> {
-        let (shop, sales) = self.stream.next_batch();
-        let bytes = self.client.write(&Stream::shop_name(shop), &sales).await?;
-        self.written.extend(sales.iter().map(|s| (shop, s.seq)));
-        Ok((sales.len() as u64, bytes))
-    }
-
-    async fn get(&mut self) -> Result<(u64, u64), String> {
-        let (shop, id) = self.pick_key();
-        let bytes = self.client.get(&Stream::shop_name(shop), &id).await?;
-        Ok((1, bytes))
-    }
-
-    /// A record to read: one any client preloaded, else one this client
-    /// wrote; uniformly or by `--zipf`.
-    fn pick_key(&mut self) -> (usize, String) {
-        if self.keys.is_empty() {
-            let (shop, seq) = self.written[self.stream.pick(self.written.len())];
-            return (shop, self.stream.record_id(seq));
-        }
-        let i = match self.zipf {
-            Some(s) => self.stream.pick_zipf(self.keys.len(), s),
-            None => self.stream.pick(self.keys.len()),
-        };
-        self.keys[i].clone()
-    }
-
-    async fn list(&mut self) -> Result<(u64, u64), String> {
-        let shop = self.stream.pick_shop();
-        self.client.list(&Stream::shop_name(shop), LIST_PAGE).await
-    }
+    Ok(ready)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use clap::Parser;
+
     use super::*;
 
-    #[test]
-    fn requests_fall_due_at_the_asked_rate() {
-        let start = Instant::now();
-        assert_eq!(due(start, 0, 100.0), start);
-        assert_eq!(due(start, 50, 100.0) - start, Duration::from_millis(500));
-        assert_eq!(due(start, 3000, 1000.0) - start, Duration::from_secs(3));
+    /// A store in memory that remembers which client read which record.
+    #[derive(Clone, Default)]
+    struct Memory {
+        records: Arc<Mutex<HashSet<(String, String)>>>,
+        reads: Arc<Mutex<Vec<(usize, String)>>>,
+        clients: Arc<AtomicUsize>,
+    }
+
+    struct MemoryClient {
+        memory: Memory,
+        number: usize,
+    }
+
+    impl Target for Memory {
+        type Client = MemoryClient;
+
+        fn describe(&self) -> Value {
+            json!({ "target": "memory" })
+        }
+
+        fn lists(&self) -> bool {
+            false
+        }
+
+        async fn connect(&self) -> anyhow::Result<MemoryClient> {
+            Ok(MemoryClient { memory: self.clone(), number: self.clients.fetch_add(1, Ordering::Relaxed) })
+        }
+    }
+
+    impl Client for MemoryClient {
+        async fn write(&mut self, shop: &str, sales: &[Sale]) -> Result<u64, String> {
+            let mut records = self.memory.records.lock().expect("records");
+            records.extend(sales.iter().map(|sale| (shop.to_string(), sale.id.clone())));
+            Ok(sales.iter().map(|sale| sale.json_len as u64).sum())
+        }
+
+        async fn get(&mut self, shop: &str, id: &str) -> Result<u64, String> {
+            if !self.memory.records.lock().expect("records").contains(&(shop.to_string(), id.to_string())) {
+                return Err("404 not_found".into());
+            }
+            self.memory.reads.lock().expect("reads").push((self.number, id.to_string()));
+            Ok(100)
+        }
+
+        async fn list(&mut self, _: &str, _: usize) -> Result<(u64, u64), String> {
+            unreachable!("memory has no list pages")
+        }
+    }
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        load: LoadArgs,
+    }
+
+    fn args(flags: &str) -> LoadArgs {
+        let base = "bench --shops 7 --batch 5 --concurrency 4 --seed 3 --quiet";
+        Cli::parse_from(format!("{base} {flags}").split_whitespace()).load
+    }
+
+    /// The reads of each client, in the order it made them.
+    fn reads_by_client(memory: &Memory) -> Vec<Vec<String>> {
+        let reads = memory.reads.lock().expect("reads");
+        let mut by_client = vec![Vec::new(); 4];
+        for (client, id) in reads.iter() {
+            by_client[*client].push(id.clone());
+        }
+        by_client
+    }
+
+    #[tokio::test]
+    async fn a_counted_run_sends_exactly_the_asked_requests() {
+        let summary = run(&args("--requests 37 --gets 40"), Memory::default()).await.unwrap();
+        assert_eq!(summary["requests"], 37, "{summary}");
+        assert_eq!(summary["errors"], 0, "{summary}");
+        assert!(summary["rate_achieved"].is_null(), "closed loop: {summary}");
+    }
+
+    #[tokio::test]
+    async fn a_paced_run_sends_exactly_the_asked_requests_and_reports_its_rate() {
+        let summary = run(&args("--requests 60 --gets 50 --preload 1 --rate 3000"), Memory::default()).await.unwrap();
+        assert_eq!(summary["requests"], 60, "{summary}");
+        assert_eq!(summary["errors"], 0, "{summary}");
+        assert_eq!(summary["settings"]["rate_asked"], 3000.0, "{summary}");
+        let achieved = summary["rate_achieved"].as_f64().expect("an achieved rate");
+        assert!(achieved > 0.0 && achieved < 3000.0 * 1.5, "at most about the asked rate: {summary}");
+    }
+
+    #[tokio::test]
+    async fn gets_read_records_any_client_preloaded_and_repeat_with_the_seed() {
+        let load = args("--requests 200 --gets 100 --preload 2 --zipf 1.1");
+        let memory = Memory::default();
+        let summary = run(&load, memory.clone()).await.unwrap();
+        assert_eq!(summary["ops"]["get"]["requests"], 200, "only GETs: {summary}");
+        assert_eq!(summary["ops"]["get"]["records"], 200, "every GET found its record: {summary}");
+        let by_client = reads_by_client(&memory);
+        let others = by_client
+            .iter()
+            .enumerate()
+            .map(|(c, ids)| ids.iter().filter(|id| !id.starts_with(&format!("c{c:03}-"))).count());
+        assert!(others.sum::<usize>() > 100, "most GETs read another client's records: {by_client:?}");
+
+        let again = Memory::default();
+        run(&load, again.clone()).await.unwrap();
+        assert_eq!(reads_by_client(&again), by_client, "the same seed, the same GETs");
+    }
+
+    #[tokio::test]
+    async fn without_a_preload_gets_read_what_the_client_wrote_during_the_run() {
+        let memory = Memory::default();
+        let summary = run(&args("--requests 80 --gets 50"), memory.clone()).await.unwrap();
+        assert_eq!(summary["errors"], 0, "{summary}");
+        assert!(summary["ops"]["get"]["requests"].as_u64() > Some(0), "{summary}");
+        for (c, ids) in reads_by_client(&memory).iter().enumerate() {
+            assert!(ids.iter().all(|id| id.starts_with(&format!("c{c:03}-"))), "client {c} read its own: {ids:?}");
+        }
     }
 
     #[test]
-    fn every_clients_preloaded_records_are_shared_in_id_order() {
-        let shared = Shared::default();
-        shared.preloaded.lock().unwrap().extend([(2, "c001-2".to_string()), (1, "c000-1".to_string())]);
-        shared.preloaded.lock().unwrap().push((3, "c002-1".to_string()));
-        let keys = shared.keys();
-        let ids: Vec<&str> = keys.iter().map(|(_, id)| id.as_str()).collect();
-        assert_eq!(ids, ["c000-1", "c001-2", "c002-1"]);
-        assert!(Arc::ptr_eq(&keys, &shared.keys()), "made once");
+    fn settings_no_run_can_have_are_refused() {
+        for flags in ["--rate 0", "--rate=-5", "--zipf 0", "--gets 60 --lists 50", "--duration 0"] {
+            assert!(args(flags).check().is_err(), "{flags}");
+        }
+        assert!(args("--rate 0.5 --zipf 0.9").check().is_ok());
     }
 }

@@ -10,7 +10,8 @@
 //! - `rocksdb`: the ceiling. The records, encoded exactly as a node stores
 //!   them, merged by the node's own storage layer into three RocksDB
 //!   instances in this process: no network, no router, no RPC.
-//! - `table`: the side-by-side table of several runs' `--json` summaries.
+//! - `table`: the side-by-side table of several runs' `--json` summaries:
+//!   throughput, or with `--latency` the latency of runs at a fixed `--rate`.
 //!
 //! `scripts/bench-peers.sh` starts each store on loopback, runs `ringup
 //! bench` and these one after another, and prints the tables.
@@ -45,6 +46,10 @@ enum Command {
         /// What the table compares: write or get.
         #[arg(long, default_value = "write")]
         op: String,
+        /// The latency table of runs at a fixed `--rate`: rate asked and
+        /// achieved, p50, p99, p99.9 and errors.
+        #[arg(long)]
+        latency: bool,
         /// The title above the table.
         #[arg(long, default_value = "")]
         title: String,
@@ -60,8 +65,14 @@ async fn main() -> anyhow::Result<()> {
         Command::Redis(args) => redis::run(args).await,
         Command::Postgres(args) => postgres::run(args).await,
         Command::Rocksdb(args) => rocks::run(args).await,
-        Command::Table { op, title, summaries } => {
-            print!("{}", table::render(&title, &op, &table::read(&summaries)?)?);
+        Command::Table { op, title, latency, summaries } => {
+            let summaries = table::read(&summaries)?;
+            let text = if latency {
+                table::render_latency(&title, &op, &summaries)?
+            } else {
+                table::render(&title, &op, &summaries)?
+            };
+            print!("{text}");
             Ok(())
         }
     }

@@ -1,8 +1,9 @@
 //! `scripts/bench-peers.sh --smoke`: the peer comparison still works end to
 //! end. It starts ringup, a Redis Cluster and PostgreSQL on loopback, sends
-//! each (and the RocksDB ceiling) 40 writes, 40 GETs, and 40 GETs at half
-//! the rate the GETs reached (open loop), with 4 clients, and prints the
-//! three tables. Every run must have done exactly what it was asked
+//! each (and the RocksDB ceiling) 40 writes, 40 GETs, and 40 GETs at a
+//! fixed rate of half the rate the GETs reached (open loop), with 4
+//! clients, and prints the three tables: writes, reads, and latency at half
+//! the maximum GET rate. Every run must have done exactly what it was asked
 //! with no errors; how fast is not checked here (see BENCHMARKS.md).
 
 use std::path::Path;
@@ -11,6 +12,10 @@ use std::process::Command;
 use serde_json::Value;
 
 const SYSTEMS: [&str; 4] = ["ringup", "redis", "postgres", "rocksdb"];
+/// How each system's rows start in the tables, in the order of `SYSTEMS`.
+const ROWS: [&str; 4] = ["ringup, router, quorum", "redis cluster, WAIT 1", "postgresql", "rocksdb ceiling, 2 of 3"];
+/// The title of the third table.
+const LATENCY_TITLE: &str = "latency: GET p50/p99 at half of each system's maximum GET rate";
 const REQUESTS: u64 = 40;
 const BATCH: u64 = 10;
 /// The script's exit status when a peer cannot be installed.
@@ -52,14 +57,24 @@ fn the_peer_comparison_runs_against_every_system() {
         assert_eq!(gets["errors"], 0, "{system} gets: {gets}");
         let paced = summary(out.path(), "latency", system);
         assert_eq!(paced["ops"]["get"]["requests"], REQUESTS, "{system} paced gets: {paced}");
+        assert_eq!(paced["ops"]["get"]["records"], REQUESTS, "every paced get found its record on {system}: {paced}");
         assert_eq!(paced["errors"], 0, "{system} paced gets: {paced}");
-        let half = gets["requests_per_s"].as_f64().unwrap() / 2.0;
-        assert_eq!(paced["settings"]["rate_asked"].as_f64(), Some(half.max(1.0)), "{system}: half the GET rate");
+        let half = (gets["ops"]["get"]["requests_per_s"].as_f64().unwrap() / 2.0).max(1.0);
+        let asked = paced["settings"]["rate_asked"].as_f64().expect("the latency phase has a rate");
+        assert!((asked - half).abs() <= 0.051, "{system}: asked {asked}/s, half the GET rate is {half}/s");
+        assert!(paced["rate_achieved"].as_f64() > Some(0.0), "{system} reports its achieved rate: {paced}");
     }
     let tables = std::fs::read_to_string(out.path().join("tables.txt")).expect("the tables are kept");
-    for row in ["ringup, router, quorum", "redis cluster, WAIT 1", "postgresql", "rocksdb ceiling, 2 of 3"] {
+    for row in ROWS {
         let rows = tables.lines().filter(|line| line.starts_with(row)).count();
         assert_eq!(rows, 3, "a write row, a read row and a latency row for {row}:\n{tables}");
+    }
+    let latency = tables.split("\n\n").find(|table| table.starts_with(LATENCY_TITLE));
+    let latency = latency.unwrap_or_else(|| panic!("a third table, of latency:\n{tables}"));
+    let rows: Vec<&str> = latency.lines().skip(2).filter(|line| !line.trim().is_empty()).collect();
+    assert_eq!(rows.len(), SYSTEMS.len(), "one latency row per system:\n{latency}");
+    for (line, row) in rows.iter().zip(ROWS) {
+        assert!(line.starts_with(row), "the latency rows in order, {row} here:\n{latency}");
     }
     println!("{tables}");
 }

@@ -1,6 +1,9 @@
 //! `ringup bench` against a real cluster, with tiny counts: its summary
 //! adds up, the records it reports written are in the store, and a second
-//! run with the same seed writes exactly the same records again.
+//! run with the same seed writes exactly the same records again. Then an
+//! open-loop run at a fixed `--rate` sends exactly the requests it was
+//! asked for and reports the rate it achieved, and a `--zipf` run's GETs
+//! all find the records the clients preloaded.
 
 use ringup_tests::TestCluster;
 use serde_json::Value;
@@ -9,11 +12,17 @@ const SHOPS: usize = 5;
 const BATCH: u64 = 10;
 const REQUESTS: u64 = 120;
 
-async fn bench(cluster: &TestCluster) -> Value {
+/// The mix of the first runs: writes, GETs and list pages.
+const MIX: [&str; 4] = ["--gets", "20", "--lists", "10"];
+
+/// A `ringup bench` run of `REQUESTS` requests with `extra` arguments; its
+/// JSON summary.
+async fn bench(cluster: &TestCluster, extra: &[&str]) -> Value {
     let out = tokio::process::Command::new(ringup_tests::bin_dir().join("ringup"))
         .args(["bench", "--json", "--quiet", "--router", &cluster.url("")])
         .args(["--shops", &SHOPS.to_string(), "--batch", &BATCH.to_string(), "--requests", &REQUESTS.to_string()])
-        .args(["--concurrency", "4", "--gets", "20", "--lists", "10", "--consistency", "all", "--seed", "7"])
+        .args(["--concurrency", "4", "--consistency", "all", "--seed", "7"])
+        .args(extra)
         .output()
         .await
         .expect("ringup bench runs");
@@ -35,7 +44,7 @@ async fn stored(cluster: &TestCluster) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bench_reports_what_it_did() {
     let cluster = TestCluster::start(3).await;
-    let first = bench(&cluster).await;
+    let first = bench(&cluster, &MIX).await;
     let ops = &first["ops"];
     assert_eq!(first["requests"], REQUESTS, "{first}");
     assert_eq!(first["errors"], 0, "{first}");
@@ -50,12 +59,25 @@ async fn bench_reports_what_it_did() {
         assert!(ops["write"]["latency_ms"][q].as_f64() > Some(0.0), "{q}: {first}");
     }
 
-    let second = bench(&cluster).await;
+    let second = bench(&cluster, &MIX).await;
     assert_eq!(second["ops"]["write"]["requests"], writes, "the same seed makes the same choices");
     assert_eq!(stored(&cluster).await, writes * BATCH, "the same seed writes the same records");
     eprintln!(
         "ringup bench smoke: {REQUESTS} requests ({writes} batch writes of {BATCH}), {} records/s, write p99 {} ms",
         first["records_per_s"], ops["write"]["latency_ms"]["p99"]
     );
+
+    let paced = bench(&cluster, &["--gets", "50", "--preload", "2", "--rate", "200"]).await;
+    assert_eq!(paced["requests"], REQUESTS, "a paced run sends exactly --requests: {paced}");
+    assert_eq!(paced["errors"], 0, "{paced}");
+    assert_eq!(paced["settings"]["rate_asked"], 200.0, "{paced}");
+    let achieved = paced["rate_achieved"].as_f64().expect("an achieved rate");
+    assert!(achieved > 0.0 && achieved < 300.0, "about 200 requests/s, not more: {paced}");
+    assert_eq!(paced["ops"]["get"]["records"], paced["ops"]["get"]["requests"], "every paced get found its record");
+
+    let hot = bench(&cluster, &["--gets", "100", "--preload", "2", "--zipf", "1.1"]).await;
+    assert_eq!(hot["ops"]["get"]["requests"], REQUESTS, "only GETs: {hot}");
+    assert_eq!(hot["ops"]["get"]["records"], REQUESTS, "every Zipf get found its record: {hot}");
+    assert_eq!(hot["errors"], 0, "{hot}");
     assert!(cluster.stop_all().await.is_empty());
 }
