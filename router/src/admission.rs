@@ -73,6 +73,11 @@ impl Admission {
         };
         Ok(Ticket { _request: request, _bytes: bytes })
     }
+
+    /// Requests and body bytes admitted and not yet answered.
+    pub fn in_flight(&self) -> (usize, usize) {
+        (self.max_requests - self.requests.available_permits(), self.max_bytes - self.bytes.available_permits())
+    }
 }
 
 #[cfg(test)]
@@ -85,6 +90,7 @@ mod tests {
         let a = admission.admit(0).unwrap();
         let _b = admission.admit(0).unwrap();
         assert_eq!(admission.admit(0).unwrap_err(), Refusal::Requests { limit: 2 });
+        assert_eq!(admission.in_flight(), (2, 0));
         drop(a);
         assert!(admission.admit(0).is_ok());
     }
@@ -94,8 +100,10 @@ mod tests {
         let admission = Admission::new(10, 100);
         let big = admission.admit(60).unwrap();
         assert_eq!(admission.admit(50).unwrap_err(), Refusal::Bytes { limit: 100 });
-        assert!(admission.admit(40).is_ok(), "what still fits is admitted");
-        drop(big);
+        let fits = admission.admit(40);
+        assert!(fits.is_ok(), "what still fits is admitted");
+        assert_eq!(admission.in_flight(), (2, 100));
+        drop((big, fits));
         assert!(admission.admit(50).is_ok());
     }
 

@@ -39,6 +39,7 @@ use serde_bytes::ByteBuf;
 use thiserror::Error;
 
 use crate::latency::Latencies;
+use crate::metrics::{CallOutcome, CoordinatorCounters};
 use crate::now_ms;
 use crate::view::ClusterView;
 
@@ -110,6 +111,7 @@ pub struct Coordinator {
     origin: u64,
     /// Held only to tick, never across an `.await`.
     clock: Mutex<Hlc>,
+    counters: CoordinatorCounters,
 }
 
 impl Coordinator {
@@ -129,7 +131,13 @@ impl Coordinator {
             turn: AtomicUsize::new(0),
             origin: rand::random(),
             clock: Mutex::new(Hlc::new()),
+            counters: CoordinatorCounters::default(),
         }
+    }
+
+    /// The same coordinator, counting its calls into `counters`.
+    pub fn counting(self, counters: CoordinatorCounters) -> Self {
+        Self { counters, ..self }
     }
 
     /// A fresh version for a write.
@@ -268,6 +276,7 @@ impl Coordinator {
     /// how many took it.
     async fn repair(&self, fix: &Body, nodes: Vec<NodeId>) -> usize {
         let Some(map) = self.view.map() else { return 0 };
+        self.counters.repairs(nodes.len());
         let writes = nodes.into_iter().map(|node| {
             let call = self.call(&map, node, fix);
             async move {
@@ -348,10 +357,15 @@ impl Coordinator {
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + self.timeout;
         let mut speculate_at = None;
+        let mut asked_before = false;
         let mut step = fanout.start();
         loop {
             step = match step {
                 Step::Ask(nodes) => {
+                    if asked_before {
+                        self.counters.speculative(nodes.len());
+                    }
+                    asked_before = true;
                     calls.extend(nodes.iter().map(|node| self.call(map, *node, body)));
                     if mode == Mode::Needed {
                         let delay = self.latencies.speculative_delay(
@@ -405,7 +419,8 @@ impl Coordinator {
         body: &Body,
     ) -> impl Future<Output = (NodeId, Result<Response, CallError>)> + Send + 'static {
         let client = self.view.client(map, node);
-        let (body, timeout, latencies) = (body.clone(), self.timeout, self.latencies.clone());
+        let (body, timeout, latencies, counters) =
+            (body.clone(), self.timeout, self.latencies.clone(), self.counters.clone());
         async move {
             let Some(client) = client else {
                 let reason = "not in the map".to_string();
@@ -414,8 +429,15 @@ impl Coordinator {
             let started = Instant::now();
             let answer = client.send(&body, timeout).await;
             match &answer {
-                Ok(_) => latencies.answered(node, started.elapsed()),
-                Err(_) => latencies.failed(node),
+                Ok(response) => {
+                    latencies.answered(node, started.elapsed());
+                    let refused = matches!(response, Response::Error(_));
+                    counters.call(if refused { CallOutcome::Refused } else { CallOutcome::Answered });
+                }
+                Err(_) => {
+                    latencies.failed(node);
+                    counters.call(CallOutcome::Failed);
+                }
             }
             (node, answer)
         }

@@ -56,12 +56,10 @@ pub async fn run(config: RouterConfig, shutdown: impl Future<Output = ()> + Send
     let view = Arc::new(ClusterView::new(Arc::new(Pool::new()), config.nodes.clone()));
     let follower = tokio::spawn(view.clone().follow());
     let pinger = tokio::spawn(view.clone().watch_liveness());
-    let state = Arc::new(AppState {
-        coordinator: Coordinator::with_speculation(view.clone(), config.request_timeout(), config.speculation()),
-        view,
-        metrics: Metrics::new(),
-        admission: config.admission(),
-    });
+    let metrics = Metrics::new();
+    let coordinator = Coordinator::with_speculation(view.clone(), config.request_timeout(), config.speculation())
+        .counting(metrics.coordinator());
+    let state = Arc::new(AppState { coordinator, view, metrics, admission: config.admission() });
     tracing::info!(listen = %config.listen, nodes = ?config.nodes, "router started");
     axum::serve(listener, api::routes(state)).with_graceful_shutdown(shutdown).await?;
     follower.abort();

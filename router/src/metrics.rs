@@ -1,26 +1,118 @@
-//! The router's Prometheus metrics.
+//! The router's Prometheus metrics, served as OpenMetrics text on
+//! `GET /metrics` (every family is listed in `docs/openapi.yaml`).
+//!
+//! Handlers count requests and their latency; the coordinator counts its
+//! replica calls, speculative asks and read repairs through
+//! [`CoordinatorCounters`]; gauges are set from the router's state when the
+//! text is rendered.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use crate::admission::Refusal;
 
 /// Labels of the request counter.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    method: String,
+    method: &'static str,
     status: u16,
 }
 
-/// Counters and gauges, rendered on `GET /metrics`.
+/// Labels of the latency histogram.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabels {
+    method: &'static str,
+}
+
+/// Labels of the overload counter: `requests` or `bytes`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    limit: &'static str,
+}
+
+/// How one call to a replica ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallOutcome {
+    /// The replica answered.
+    Answered,
+    /// The replica answered with an error (a stale epoch, say).
+    Refused,
+    /// No answer: unreachable, closed or timed out.
+    Failed,
+}
+
+impl CallOutcome {
+    fn label(self) -> &'static str {
+        match self {
+            CallOutcome::Answered => "answered",
+            CallOutcome::Refused => "refused",
+            CallOutcome::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+/// What the coordinator counts; cheap to clone, every clone counts into
+/// the same metrics.
+#[derive(Debug, Clone, Default)]
+pub struct CoordinatorCounters {
+    calls: Family<OutcomeLabels, Counter>,
+    speculative: Counter,
+    repairs: Counter,
+}
+
+impl CoordinatorCounters {
+    /// Counts one replica call by how it ended.
+    pub fn call(&self, outcome: CallOutcome) {
+        self.calls.get_or_create(&OutcomeLabels { outcome: outcome.label() }).inc();
+    }
+
+    /// Counts replicas a read asked beyond its level's first ones, because
+    /// one failed or was slow.
+    pub fn speculative(&self, asked: usize) {
+        self.speculative.inc_by(asked as u64);
+    }
+
+    /// Counts read-repair writes sent to stale replicas.
+    pub fn repairs(&self, sent: usize) {
+        self.repairs.inc_by(sent as u64);
+    }
+}
+
+/// Values read from the router's state when the metrics are rendered.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Snapshot {
+    /// The epoch of the map held (0 without one).
+    pub epoch: u64,
+    /// Members that answered the last ping.
+    pub live_nodes: usize,
+    /// Data requests admitted and not yet answered.
+    pub in_flight_requests: usize,
+    /// Body bytes those requests hold.
+    pub in_flight_bytes: usize,
+}
+
+/// Counters, gauges and histograms, rendered on `GET /metrics`.
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
+    latency: Family<MethodLabels, Histogram>,
+    refusals: Family<LimitLabels, Counter>,
     records: Counter,
+    coordinator: CoordinatorCounters,
     epoch: Gauge,
     live_nodes: Gauge,
+    in_flight_requests: Gauge,
+    in_flight_bytes: Gauge,
 }
 
 impl Metrics {
@@ -28,19 +120,85 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("ringup_router");
         let requests = Family::<RequestLabels, Counter>::default();
-        let records = Counter::default();
-        let epoch = Gauge::default();
-        let live_nodes = Gauge::default();
+        // 100 µs to about 26 s, doubling.
+        let latency = Family::<MethodLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(1e-4, 2.0, 19))
+        });
+        let refusals = Family::<LimitLabels, Counter>::default();
+        let coordinator = CoordinatorCounters::default();
+        let (records, epoch, live_nodes) = (Counter::default(), Gauge::default(), Gauge::default());
+        let (in_flight_requests, in_flight_bytes) = (Gauge::default(), Gauge::default());
+        // Every label a counter can take shows from the start, at zero.
+        for limit in ["requests", "bytes"] {
+            drop(refusals.get_or_create(&LimitLabels { limit }));
+        }
+        for outcome in [CallOutcome::Answered, CallOutcome::Refused, CallOutcome::Failed] {
+            drop(coordinator.calls.get_or_create(&OutcomeLabels { outcome: outcome.label() }));
+        }
         registry.register("http_requests", "HTTP requests answered, by method and status", requests.clone());
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from a request's arrival to its answer, by method",
+            latency.clone(),
+        );
+        registry.register(
+            "overload_refusals",
+            "Data requests refused with 503 overloaded, by the limit they hit",
+            refusals.clone(),
+        );
         registry.register("records_written", "Records acknowledged to clients", records.clone());
+        let CoordinatorCounters { calls, speculative, repairs } = &coordinator;
+        registry.register("replica_calls", "Calls to replicas, by how they ended", calls.clone());
+        registry.register(
+            "speculative_asks",
+            "Replicas a read asked beyond its level because one failed or was slow",
+            speculative.clone(),
+        );
+        registry.register("read_repairs", "Newest values written back to stale replicas by reads", repairs.clone());
         registry.register("map_epoch", "Epoch of the cluster map the router holds", epoch.clone());
         registry.register("live_nodes", "Members that answered the last ping", live_nodes.clone());
-        Self { registry, requests, records, epoch, live_nodes }
+        registry.register(
+            "in_flight_requests",
+            "Data requests admitted and not yet answered",
+            in_flight_requests.clone(),
+        );
+        registry.register(
+            "in_flight_body_bytes",
+            "Body bytes held by the data requests in flight",
+            in_flight_bytes.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            refusals,
+            records,
+            coordinator,
+            epoch,
+            live_nodes,
+            in_flight_requests,
+            in_flight_bytes,
+        }
     }
 
-    /// Counts one answered request.
-    pub fn count_request(&self, method: &str, status: u16) {
-        self.requests.get_or_create(&RequestLabels { method: method.to_string(), status }).inc();
+    /// The counters the coordinator feeds.
+    pub fn coordinator(&self) -> CoordinatorCounters {
+        self.coordinator.clone()
+    }
+
+    /// Counts one answered request and how long it took.
+    pub fn count_request(&self, method: &'static str, status: u16, seconds: f64) {
+        self.requests.get_or_create(&RequestLabels { method, status }).inc();
+        self.latency.get_or_create(&MethodLabels { method }).observe(seconds);
+    }
+
+    /// Counts a request refused for overload.
+    pub fn count_refusal(&self, refusal: Refusal) {
+        let limit = match refusal {
+            Refusal::Requests { .. } => "requests",
+            Refusal::Bytes { .. } => "bytes",
+        };
+        self.refusals.get_or_create(&LimitLabels { limit }).inc();
     }
 
     /// Counts acknowledged records.
@@ -48,10 +206,12 @@ impl Metrics {
         self.records.inc_by(n);
     }
 
-    /// The exposition text, with the gauges set to the values given.
-    pub fn render(&self, epoch: u64, live_nodes: usize) -> String {
-        self.epoch.set(epoch as i64);
-        self.live_nodes.set(live_nodes as i64);
+    /// The exposition text, with the gauges set from `now`.
+    pub fn render(&self, now: Snapshot) -> String {
+        self.epoch.set(now.epoch as i64);
+        self.live_nodes.set(now.live_nodes as i64);
+        self.in_flight_requests.set(now.in_flight_requests as i64);
+        self.in_flight_bytes.set(now.in_flight_bytes as i64);
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out

@@ -126,10 +126,20 @@ fn parse_ts(ts: &Value) -> Result<i64, ApiError> {
     let invalid =
         || ApiError::bad_request("invalid_ts", "\"ts\" must be integer epoch milliseconds or an RFC 3339 string");
     match ts {
-        Value::Number(n) => n.as_i64().ok_or_else(invalid),
+        // A number without a fractional part is an integer, as JSON Schema
+        // has it: 1700000000000.0 is accepted too.
+        Value::Number(n) => n.as_i64().or_else(|| whole_ms(n.as_f64()?)).ok_or_else(invalid),
         Value::String(s) => DateTime::parse_from_rfc3339(s).map(|t| t.timestamp_millis()).map_err(|_| invalid()),
         _ => Err(invalid()),
     }
+}
+
+/// `ms` as whole milliseconds, if it is one that a float holds exactly
+/// (within ±2^53). An integer too large for `i64` also arrives as a float,
+/// rounded, and is refused by this bound.
+fn whole_ms(ms: f64) -> Option<i64> {
+    const EXACT: f64 = (1u64 << 53) as f64;
+    (ms.fract() == 0.0 && ms.abs() <= EXACT).then_some(ms as i64)
 }
 
 /// A stored record as the API shows it: `id`, `ts` and the fields.
@@ -184,6 +194,21 @@ mod tests {
         assert_eq!(r.ts, 1_704_067_201_000);
         let e = parse_record(json!({"id": "a", "ts": "yesterday"}), None, NOW).unwrap_err();
         assert_eq!(code(&e), "invalid_ts");
+    }
+
+    #[test]
+    fn whole_numbers_are_times_and_others_are_refused() {
+        let ts = |raw: &str| {
+            let record: Value = serde_json::from_str(&format!(r#"{{"id": "a", "ts": {raw}}}"#)).unwrap();
+            parse_record(record, None, NOW).map(|r| r.ts).map_err(|e| code(&e).to_string())
+        };
+        assert_eq!(ts("1700000000000"), Ok(1_700_000_000_000));
+        assert_eq!(ts("1700000000000.0"), Ok(1_700_000_000_000), "a zero fraction is still an integer");
+        assert_eq!(ts("-5e3"), Ok(-5000));
+        assert_eq!(ts("-9223372036854775808"), Ok(i64::MIN), "the whole i64 range");
+        for refused in ["1.5", "-9223372036854775809", "9223372036854775808", "1e300", "true", "[1]"] {
+            assert_eq!(ts(refused), Err("invalid_ts".to_string()), "{refused}");
+        }
     }
 
     #[test]

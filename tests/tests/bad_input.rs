@@ -127,7 +127,7 @@ fn cases() -> Vec<Case> {
             "invalid_limit",
         ),
         case(
-            "list cursor not ours",
+            "list cursor not base64url",
             Method::GET,
             "/v1/shops/victim/sales?cursor=not*base64",
             None,
@@ -181,5 +181,58 @@ async fn bad_input_gets_a_4xx_json_error_and_changes_nothing() {
     let (_, count) = cluster.get("/v1/shops/victim/sales/_count").await;
     assert_eq!(count["count"], json!(5));
     eprintln!("{} bad requests answered with the documented error; the store is unchanged", cases().len());
+    assert!(cluster.stop_all().await.is_empty());
+}
+
+/// Sends `body` as a chunked POST over a raw connection while reading the
+/// answer; returns whether every byte went out, and the answer's head and body.
+async fn post_chunked(cluster: &TestCluster, body: Vec<u8>) -> (bool, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stream = tokio::net::TcpStream::connect(cluster.layout.router).await.expect("connect to the router");
+    let (mut read, mut write) = stream.into_split();
+    let head = format!(
+        "POST {BATCH} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n",
+        cluster.layout.router
+    );
+    let sender = tokio::spawn(async move {
+        write.write_all(head.as_bytes()).await?;
+        for chunk in body.chunks(1 << 20) {
+            write.write_all(format!("{:x}\r\n", chunk.len()).as_bytes()).await?;
+            write.write_all(chunk).await?;
+            write.write_all(b"\r\n").await?;
+        }
+        write.write_all(b"0\r\n\r\n").await?;
+        write.flush().await?;
+        // Kept open: a half-closed connection is one the router may drop.
+        Ok::<_, std::io::Error>(write)
+    });
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    // The answer is small; read until the JSON body has closed.
+    while !answer.ends_with(b"}}") {
+        match read.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("reading the answer failed after {} bytes: {e}", answer.len()),
+        }
+    }
+    let sent_all = sender.await.expect("the sender task").is_ok();
+    (sent_all, String::from_utf8_lossy(&answer).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_body_over_the_limit_is_read_to_its_end_and_answered_413() {
+    let cluster = TestCluster::start(3).await;
+    // 24 MiB without Content-Length: the router learns it is too large only
+    // after 16 MiB, with 8 MiB, more than the socket buffers hold, still to come.
+    let record = json!({"id": "p", "pad": "y".repeat((1 << 20) - 64)}).to_string();
+    let body = format!("[{}]", vec![record; 24].join(",")).into_bytes();
+    let (sent_all, answer) = post_chunked(&cluster, body).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "the answer: {answer}");
+    assert!(answer.contains(r#""code":"body_too_large""#), "the answer: {answer}");
+    assert!(sent_all, "the router read the rest of the body instead of resetting the connection");
+    let (_, count) = cluster.get("/v1/shops/victim/sales/_count").await;
+    assert_eq!(count["count"], json!(0), "nothing of it was stored");
+    eprintln!("a 24 MiB chunked batch: 413 body_too_large, the whole body sent, nothing stored");
     assert!(cluster.stop_all().await.is_empty());
 }

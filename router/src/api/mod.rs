@@ -3,6 +3,7 @@
 //! One file per handler family: [`records`] for shops, [`cluster`] for
 //! admins, [`ops`] for health and metrics.
 
+pub mod body;
 pub mod cluster;
 pub mod error;
 pub mod ops;
@@ -11,13 +12,12 @@ pub mod records;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::{Body, HttpBody};
+use axum::body::HttpBody;
 use axum::extract::Request;
 use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use futures::StreamExt;
 
 use crate::admission::{Admission, Refusal};
 use crate::coordinator::Coordinator;
@@ -45,6 +45,7 @@ pub type State = axum::extract::State<Arc<AppState>>;
 pub fn routes(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/shops/{shop}/{collection}", get(records::list).post(records::ingest))
+        .route("/v1/shops/{shop}/{collection}/_count", get(records::count))
         .route(
             "/v1/shops/{shop}/{collection}/{id}",
             get(records::get).put(records::put).patch(records::patch).delete(records::delete),
@@ -84,14 +85,16 @@ async fn admit(state: State, request: Request, next: Next) -> Response {
         .or_else(|| request.body().size_hint().exact());
     let admitted = match declared {
         Some(n) if n > MAX_BODY as u64 => Err(ApiError::body_too_large(MAX_BODY)),
-        Some(n) => state.admission.admit(n as usize).map_err(overloaded),
         // A body of unknown length may be as large as any.
-        None => state.admission.admit(MAX_BODY).map_err(overloaded),
+        n => state.admission.admit(n.map_or(MAX_BODY, |n| n as usize)).map_err(|refusal| {
+            state.metrics.count_refusal(refusal);
+            overloaded(refusal)
+        }),
     };
     match admitted {
         Ok(_ticket) => next.run(request).await,
         Err(refusal) => {
-            discard(request.into_body()).await;
+            body::discard(request.into_body()).await;
             refusal.into_response()
         }
     }
@@ -103,20 +106,6 @@ fn overloaded(refusal: Refusal) -> ApiError {
         Refusal::Bytes { limit } => format!("the router is at its limit of {limit} body bytes in flight"),
     };
     ApiError::unavailable("overloaded", format!("{why}; retry later"))
-}
-
-/// Reads a refused request's body and throws it away as it arrives, up to
-/// the largest body allowed, so that the client, still sending, gets to
-/// read the answer instead of a broken connection. Nothing is kept.
-async fn discard(body: Body) {
-    let mut chunks = body.into_data_stream();
-    let mut seen = 0;
-    while seen <= MAX_BODY {
-        match chunks.next().await {
-            Some(Ok(chunk)) => seen += chunk.len(),
-            Some(Err(_)) | None => return,
-        }
-    }
 }
 
 /// Counts every request by method and status.
@@ -131,7 +120,8 @@ async fn count_requests(state: State, request: Request, next: Next) -> Response 
         "HEAD" => "HEAD",
         _ => "other",
     };
+    let started = std::time::Instant::now();
     let response = next.run(request).await.into_response();
-    state.metrics.count_request(method, response.status().as_u16());
+    state.metrics.count_request(method, response.status().as_u16(), started.elapsed().as_secs_f64());
     response
 }

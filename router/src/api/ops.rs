@@ -6,6 +6,7 @@ use serde_json::json;
 
 use super::State;
 use super::error::ApiError;
+use crate::metrics::Snapshot;
 
 /// `GET /healthz`: 200 while the process runs.
 pub async fn healthz() -> impl IntoResponse {
@@ -18,10 +19,14 @@ pub async fn readyz(state: State) -> Result<impl IntoResponse, ApiError> {
     Ok(axum::Json(json!({ "status": "ready", "epoch": map.epoch })))
 }
 
-/// `GET /metrics`: Prometheus text exposition.
+/// `GET /metrics`: OpenMetrics text, as Prometheus scrapes it.
 pub async fn metrics(state: State) -> impl IntoResponse {
-    let epoch = state.view.map().map_or(0, |m| m.epoch);
-    let live = state.view.liveness().values().filter(|l| l.live).count();
-    let body = state.metrics.render(epoch, live);
+    let (in_flight_requests, in_flight_bytes) = state.admission.in_flight();
+    let body = state.metrics.render(Snapshot {
+        epoch: state.view.map().map_or(0, |m| m.epoch),
+        live_nodes: state.view.liveness().values().filter(|l| l.live).count(),
+        in_flight_requests,
+        in_flight_bytes,
+    });
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
 }

@@ -4,23 +4,24 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::body::{Body, to_bytes};
+use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::alphabet;
+use base64::engine::general_purpose::{GeneralPurpose, NO_PAD, URL_SAFE_NO_PAD};
 use ringup_proto::consistency::Consistency;
 use ringup_proto::names;
 use ringup_proto::value::StoredRecord;
 use serde_json::{Value, json};
 
-use super::State;
 use super::error::ApiError;
+use super::{State, body};
 use crate::coordinator::Collection;
 use crate::now_ms;
-use crate::records::{self, BatchFormat, MAX_BODY, NewRecord};
+use crate::records::{self, BatchFormat, NewRecord};
 
 /// The default page size of a list.
 const DEFAULT_LIMIT: usize = 100;
@@ -50,7 +51,7 @@ pub async fn ingest(
     };
     // Each form of the batch is dropped as soon as the next is made, so a
     // large batch is held in memory about twice at most.
-    let batch = records::parse_batch(&read_body(body).await?, format, now_ms())?;
+    let batch = records::parse_batch(&body::read(body).await?, format, now_ms())?;
     let encoded = batch
         .into_iter()
         .enumerate()
@@ -101,23 +102,28 @@ pub async fn patch(
     store(&state, &at, &record, level).await
 }
 
-/// `GET /v1/shops/{shop}/{collection}/{id}`, and `…/_count`.
+/// `GET /v1/shops/{shop}/{collection}/{id}`.
 pub async fn get(
     state: State,
     path: Result<Path<(String, String, String)>, PathRejection>,
     params: Params,
 ) -> Result<Json<Value>, ApiError> {
     let level = consistency(&params)?;
-    if let Ok(Path((_, _, id))) = &path
-        && id == "_count"
-    {
-        let at = collection(path.map(|Path((s, c, _))| Path((s, c))))?;
-        let count = state.coordinator.count(&at, level).await?;
-        return Ok(Json(json!({ "count": count })));
-    }
     let (at, id) = record_path(path)?;
     let record = live(state.coordinator.get(&at, &id, level).await?).ok_or_else(|| missing(&id))?;
     Ok(Json(records::to_json(&id, &record)))
+}
+
+/// `GET /v1/shops/{shop}/{collection}/_count`: live records, tombstones
+/// left out.
+pub async fn count(
+    state: State,
+    path: Result<Path<(String, String)>, PathRejection>,
+    params: Params,
+) -> Result<Json<Value>, ApiError> {
+    let at = collection(path)?;
+    let count = state.coordinator.count(&at, consistency(&params)?).await?;
+    Ok(Json(json!({ "count": count })))
 }
 
 /// `DELETE /v1/shops/{shop}/{collection}/{id}`: writes a tombstone.
@@ -167,7 +173,7 @@ async fn single_write(
     let (at, id) = record_path(path)?;
     let level = consistency(params)?;
     require_json(headers, accepted)?;
-    let value = parse_json(&read_body(body).await?)?;
+    let value = parse_json(&body::read(body).await?)?;
     Ok((at, id, level, value))
 }
 
@@ -201,9 +207,6 @@ fn collection(path: Result<Path<(String, String)>, PathRejection>) -> Result<Col
 fn record_path(path: Result<Path<(String, String, String)>, PathRejection>) -> Result<(Collection, String), ApiError> {
     let Path((shop, coll, id)) = path.map_err(|e| ApiError::bad_request("invalid_path", e.body_text()))?;
     let at = collection(Ok(Path((shop, coll))))?;
-    if id == "_count" {
-        return Err(ApiError::method_not_allowed("_count only answers GET"));
-    }
     names::validate_id(&id).map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))?;
     Ok((at, id))
 }
@@ -233,19 +236,19 @@ fn require_json(headers: &HeaderMap, accepted: &[&str]) -> Result<(), ApiError> 
     }
 }
 
-async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
-    to_bytes(body, MAX_BODY).await.map_err(|_| ApiError::body_too_large(MAX_BODY))
-}
-
 fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}")))
 }
 
+/// The position a cursor names: the id to list after. Any unpadded
+/// base64url token is a position (bytes that are not UTF-8 are read
+/// lossily), so only a malformed token is refused.
 fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
-    URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .ok_or_else(|| ApiError::bad_request("invalid_cursor", "cursor is not one this API returned"))
+    const LENIENT: GeneralPurpose =
+        GeneralPurpose::new(&alphabet::URL_SAFE, NO_PAD.with_decode_allow_trailing_bits(true));
+    let bytes = LENIENT.decode(cursor).map_err(|_| {
+        ApiError::bad_request("invalid_cursor", "cursor is not unpadded base64url, as every next_cursor is")
+    })?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
