@@ -58,11 +58,20 @@ impl Decoder for FrameDecoder {
 
 /// Writes queued frames until the queue closes or the socket fails,
 /// flushing whenever the queue runs dry.
+///
+/// Before flushing, the writer lets every other task that is ready run
+/// once: under load those queue more frames, and one `send` carries them
+/// all instead of one each (a send on loopback costs the sender the
+/// receiver's TCP work too). When nothing else is ready, this costs one
+/// turn of the scheduler.
 pub(crate) async fn write_frames(write: OwnedWriteHalf, mut rx: mpsc::Receiver<Outgoing>) {
     let mut out = BufWriter::with_capacity(READ_CHUNK, write);
     while let Some(frame) = rx.recv().await {
         if out.write_all(&frame.head).await.is_err() || out.write_all(&frame.body).await.is_err() {
             return;
+        }
+        if rx.is_empty() {
+            tokio::task::yield_now().await;
         }
         if rx.is_empty() && out.flush().await.is_err() {
             return;
