@@ -5,6 +5,11 @@ use clap::Parser;
 use ringup_node::config::Config;
 use ringup_rpc::process;
 
+/// mimalloc: every RPC allocates and frees small buffers from several
+/// threads, where it costs about half of what glibc's malloc does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     process::init_tracing("info,openraft=warn");
     let config = Config::parse();

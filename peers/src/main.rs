@@ -25,6 +25,11 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc, as in ringup's own binaries: every client of the comparison
+/// and the ceiling's storage run on the same allocator as ringup does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "ringup-peers", version, about = "Run ringup's benchmark load against a peer store")]
 struct Cli {

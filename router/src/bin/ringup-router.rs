@@ -4,6 +4,11 @@ use clap::Parser;
 use ringup_router::config::RouterConfig;
 use ringup_rpc::process;
 
+/// mimalloc: the router allocates and frees small buffers on every request
+/// from several threads, where it costs about half of what glibc's malloc does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     process::init_tracing("info");

@@ -3,6 +3,11 @@
 use clap::Parser;
 use ringup_router::cli::{self, Cli};
 
+/// mimalloc, as in the servers: `ringup bench` is the load generator the
+/// peer comparison measures ringup with, and `ringup-peers` uses it too.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
