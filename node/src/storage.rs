@@ -140,7 +140,12 @@ fn data_options() -> Options {
     table.set_whole_key_filtering(true);
     let mut opts = Options::default();
     opts.set_merge_operator_associative("ringup_lww", lww_merge);
-    opts.set_compression_type(DBCompressionType::Lz4);
+    // The first two levels hold the newest data, rewritten soon by the next
+    // compaction: compressing them would spend CPU on every flush for bytes
+    // that do not stay. Lower levels hold most of the data, compressed.
+    let mut per_level = [DBCompressionType::Lz4; 7];
+    per_level[..2].fill(DBCompressionType::None);
+    opts.set_compression_per_level(&per_level);
     opts.set_block_based_table_factory(&table);
     opts.set_memtable_whole_key_filtering(true);
     opts.set_memtable_prefix_bloom_ratio(MEMTABLE_BLOOM_RATIO);
