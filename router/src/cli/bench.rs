@@ -118,7 +118,9 @@ impl Connection {
             .expect("a well-formed request");
         let timeout = self.target.timeout;
         let exchange = async {
-            let response = self.sender().await?.send_request(request).await.map_err(|e| format!("transport: {e}"))?;
+            let sender = self.sender().await?;
+            sender.ready().await.map_err(|e| format!("transport: {e}"))?;
+            let response = sender.send_request(request).await.map_err(|e| format!("transport: {e}"))?;
             let status = response.status();
             let bytes = response.into_body().collect().await.map_err(|e| format!("transport: {e}"))?.to_bytes();
             Ok::<_, String>((status, bytes))
