@@ -280,6 +280,14 @@ impl Storage {
         Ok(())
     }
 
+    /// Stops RocksDB's flushes and compactions, waiting for those running.
+    /// For a process about to exit while clones of this storage may still
+    /// be held: its background threads must not outlive the statics they
+    /// lock at exit.
+    pub fn stop_background_work(&self) {
+        self.db.cancel_all_background_work(true);
+    }
+
     /// Reads a metadata value.
     pub fn get_meta(&self, key: MetaKey) -> Result<Option<Vec<u8>>, StorageError> {
         Ok(self.db.get_cf(self.cf(CF_META), key.as_bytes())?)

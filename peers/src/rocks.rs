@@ -48,14 +48,20 @@ pub async fn run(args: RocksArgs) -> anyhow::Result<()> {
     for r in 0..args.replicas {
         replicas.push(Storage::open(&args.dir.join(format!("replica-{r}")), args.fsync)?);
     }
+    let replicas = Arc::new(replicas);
     let target = Rocks {
-        replicas: Arc::new(replicas),
+        replicas: replicas.clone(),
         ring: Ring::new(DEFAULT_PARTITIONS),
         clock: Arc::new(AtomicU64::new(1)),
         fsync: args.fsync,
     };
-    ringup_bench::run(&args.load, target).await?;
-    Ok(())
+    let ran = ringup_bench::run(&args.load, target).await;
+    // Clients may still hold the replicas when the process exits; their
+    // flushes and compactions must be over by then.
+    for replica in replicas.iter() {
+        replica.stop_background_work();
+    }
+    ran.map(drop)
 }
 
 #[derive(Clone)]
