@@ -115,6 +115,16 @@ pub struct Config {
     /// 64, the largest frame); past it, reading waits.
     #[arg(long, env = "RINGUP_MAX_REQUEST_MIB", default_value_t = 256)]
     pub max_request_mib: usize,
+
+    /// Partition moves one node takes part in at once, as a new replica or
+    /// the one replaced (read by the metadata leader's driver).
+    #[arg(long, env = "RINGUP_MOVES_PER_NODE", default_value_t = 2)]
+    pub moves_per_node: usize,
+
+    /// Milliseconds a switched partition waits before its old replicas drop
+    /// it, so that requests routed before the switch have ended.
+    #[arg(long, env = "RINGUP_MOVE_SETTLE_MS", default_value_t = 2000)]
+    pub move_settle_ms: u64,
 }
 
 impl Config {
@@ -133,6 +143,11 @@ impl Config {
         }
     }
 
+    /// How hard the driver of partition moves pushes.
+    pub fn move_limits(&self) -> ringup_proto::migration::Limits {
+        ringup_proto::migration::Limits { moves_per_node: self.moves_per_node, settle_ms: self.move_settle_ms }
+    }
+
     /// Checks what clap cannot.
     pub fn validate(&self) -> Result<(), String> {
         if !self.partitions.is_power_of_two() {
@@ -140,6 +155,9 @@ impl Config {
         }
         if self.replication_factor == 0 {
             return Err("--replication-factor must be at least 1".into());
+        }
+        if self.moves_per_node == 0 {
+            return Err("--moves-per-node must be at least 1".into());
         }
         if self.max_connections == 0 || self.max_requests_per_connection == 0 {
             return Err("--max-connections and --max-requests-per-connection must be at least 1".into());

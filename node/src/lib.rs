@@ -12,15 +12,22 @@
 //! start: the lowest id initializes Raft, and whichever node leads then
 //! proposes the map. A node restarted on the same data directory finds its
 //! id, its data, its Raft log and its map where it left them.
+//!
+//! A node started with neither an id nor initial nodes waits to be added:
+//! it answers only [`Request::Hello`] until the metadata leader gives it the
+//! id the map assigned ([`Request::Adopt`]); then it joins the metadata
+//! group as a learner, and [`migrate`] copies its partitions onto it.
 
 pub mod config;
+pub mod migrate;
 pub mod raft;
 pub mod service;
 pub mod storage;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -28,15 +35,17 @@ use openraft::BasicNode;
 use ringup_proto::NodeId;
 use ringup_proto::cluster::{ClusterMap, MapCommand};
 use ringup_proto::rpc::{Request, Response, RpcError};
-use ringup_rpc::Pool;
+use ringup_rpc::{Handler, Pool};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::Config;
+use crate::migrate::{Mover, Progress};
 use crate::raft::log_store::LogStore;
 use crate::raft::network::Network;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::{MapResponse, Raft};
+use crate::service::Service;
 use crate::storage::{MetaKey, Storage};
 
 /// How many leader redirects a proposal follows.
@@ -56,9 +65,40 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
     let storage = Storage::open(&config.data_dir.join("db"), config.fsync)
         .with_context(|| format!("cannot open the database in {}", config.data_dir.display()))?;
-    let id = identity(&storage, config.id)?;
+    let scratch = scratch_dir(&config.data_dir)?;
     let listener =
         TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+
+    let (adopt_tx, mut adopt_rx) = mpsc::channel(1);
+    let gate = Arc::new(Gate { service: OnceLock::new(), adopt: adopt_tx });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let server =
+        tokio::spawn(ringup_rpc::serve_with(listener, gate.clone(), config.limits(), stopped(stop_rx.clone())));
+    tokio::pin!(shutdown);
+
+    let (id, adopted) = match stored_identity(&storage, config.id)? {
+        Some(id) => (id, None),
+        None if config.initial_nodes.is_empty() => {
+            tracing::info!(
+                listen = %config.listen,
+                "waiting to be added to a cluster (POST /v1/cluster/nodes with this node's address)"
+            );
+            tokio::select! {
+                Some((id, ack)) = adopt_rx.recv() => {
+                    store_identity(&storage, id)?;
+                    tracing::info!(node = id, "added to a cluster");
+                    (id, Some(ack))
+                }
+                _ = &mut shutdown => {
+                    let _ = stop_tx.send(true);
+                    let _ = server.await;
+                    return Ok(());
+                }
+            }
+        }
+        None => bail!("a new data directory needs --id when --initial-nodes is given"),
+    };
+    drop(adopt_rx);
 
     let pool = Arc::new(Pool::new());
     let (map_tx, map_rx) = watch::channel(Arc::new(ClusterMap::default()));
@@ -73,15 +113,23 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     .await
     .context("cannot start the metadata raft group")?;
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let service = Arc::new(service::Service::new(id, storage.clone(), raft.clone(), map_rx.clone()));
-    let server = tokio::spawn(ringup_rpc::serve_with(listener, service, config.limits(), stopped(stop_rx.clone())));
+    let progress = Arc::new(Progress::default());
+    let service = Service::new(id, storage.clone(), raft.clone(), map_rx.clone(), scratch.clone(), progress.clone());
+    let _ = gate.service.set(Arc::new(service));
+    if let Some(ack) = adopted {
+        let _ = ack.send(());
+    }
     tracing::info!(node = id, listen = %config.listen, data_dir = %config.data_dir.display(), "node started");
 
     if !config.initial_nodes.is_empty() {
         form_cluster(&raft, id, &config).await?;
         tokio::spawn(bootstrap_map(raft.clone(), id, config.clone(), map_rx.clone(), stop_rx.clone()));
     }
+
+    let mover = Mover::new(id, storage.clone(), raft.clone(), pool.clone(), map_rx.clone(), scratch, progress);
+    tokio::spawn(Arc::new(mover).run(stop_rx.clone()));
+    let leader = migrate::lead(raft.clone(), id, pool.clone(), map_rx.clone(), config.move_limits(), stop_rx.clone());
+    tokio::spawn(leader);
 
     let peers = config.initial_nodes.iter().map(|n| n.addr.clone()).collect();
     let announce =
@@ -95,8 +143,46 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     if let Err(e) = raft.shutdown().await {
         tracing::warn!(error = %e, "raft did not shut down cleanly");
     }
+    storage.stop_background_work();
     tracing::info!(node = id, "stopped");
     Ok(())
+}
+
+/// The RPC handler: the node's [`Service`] once the node has an id; until
+/// then only [`Request::Hello`] and [`Request::Adopt`] are served.
+struct Gate {
+    service: OnceLock<Arc<Service>>,
+    /// Hands an adoption to the starting node; answered once it serves.
+    adopt: mpsc::Sender<(NodeId, oneshot::Sender<()>)>,
+}
+
+impl Handler for Gate {
+    async fn handle(&self, request: Request) -> Response {
+        if let Some(service) = self.service.get() {
+            return service.handle(request).await;
+        }
+        match request {
+            Request::Hello => Response::Hello { id: None, epoch: 0, leader: None },
+            Request::Adopt { id } => {
+                let (ack, started) = oneshot::channel();
+                if self.adopt.send((id, ack)).await.is_err() || started.await.is_err() {
+                    return Response::Error(RpcError::Unavailable("the node is starting; ask again".into()));
+                }
+                Response::Adopted
+            }
+            _ => Response::Error(RpcError::NoMap),
+        }
+    }
+}
+
+/// A fresh scratch directory for stream chunks under the data directory.
+fn scratch_dir(data_dir: &Path) -> anyhow::Result<std::path::PathBuf> {
+    let scratch = data_dir.join("scratch");
+    if scratch.exists() {
+        std::fs::remove_dir_all(&scratch).with_context(|| format!("cannot clear {}", scratch.display()))?;
+    }
+    std::fs::create_dir_all(&scratch).with_context(|| format!("cannot create {}", scratch.display()))?;
+    Ok(scratch)
 }
 
 /// Resolves once the stop flag is raised.
@@ -105,9 +191,9 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
 }
 
 /// The node's id: the one stored in the data directory, or the configured
-/// one, stored now. A mismatch is an error: the directory belongs to
-/// another node.
-fn identity(storage: &Storage, configured: Option<NodeId>) -> anyhow::Result<NodeId> {
+/// one, stored now; none if neither. A mismatch is an error: the directory
+/// belongs to another node.
+fn stored_identity(storage: &Storage, configured: Option<NodeId>) -> anyhow::Result<Option<NodeId>> {
     let stored = storage
         .get_meta(MetaKey::NodeId)?
         .map(|b| <[u8; 8]>::try_from(b.as_slice()).map(u64::from_be_bytes))
@@ -117,13 +203,18 @@ fn identity(storage: &Storage, configured: Option<NodeId>) -> anyhow::Result<Nod
         (Some(s), Some(c)) if s != c => {
             bail!("this data directory belongs to node {s}, not node {c}")
         }
-        (Some(s), _) => Ok(s),
+        (Some(s), _) => Ok(Some(s)),
         (None, Some(c)) => {
-            storage.put_meta(&[(MetaKey::NodeId, Some(c.to_be_bytes().to_vec()))])?;
-            Ok(c)
+            store_identity(storage, c)?;
+            Ok(Some(c))
         }
-        (None, None) => bail!("a new data directory needs --id"),
+        (None, None) => Ok(None),
     }
+}
+
+fn store_identity(storage: &Storage, id: NodeId) -> anyhow::Result<()> {
+    storage.put_meta(&[(MetaKey::NodeId, Some(id.to_be_bytes().to_vec()))])?;
+    Ok(())
 }
 
 fn raft_config() -> anyhow::Result<openraft::Config> {
@@ -205,7 +296,7 @@ async fn add_learners(raft: &Raft, nodes: &BTreeMap<NodeId, BasicNode>) {
 
 /// Applies a map command here if this node leads, else at the leader it
 /// knows of.
-async fn propose_via_leader(raft: &Raft, pool: &Pool, command: MapCommand) -> Result<u64, RpcError> {
+pub(crate) async fn propose_via_leader(raft: &Raft, pool: &Pool, command: MapCommand) -> Result<u64, RpcError> {
     match raft::propose(raft, command.clone()).await {
         Err(RpcError::NotLeader { leader: Some(leader) }) => forward(pool, leader, command).await,
         other => other,

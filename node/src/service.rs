@@ -1,6 +1,7 @@
 //! The node's RPC service: checks each data request's epoch, then reads or
-//! writes storage.
+//! writes storage; serves partition streams to new replicas.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,8 +14,9 @@ use ringup_rpc::Handler;
 use serde_bytes::ByteBuf;
 use tokio::sync::watch;
 
+use crate::migrate::Progress;
 use crate::raft::{self, Raft};
-use crate::storage::Storage;
+use crate::storage::{CHUNK_BYTES, Storage};
 
 /// The longest a map long-poll may wait.
 const MAX_MAP_WAIT: Duration = Duration::from_secs(30);
@@ -29,19 +31,51 @@ pub struct Service {
     storage: Storage,
     raft: Raft,
     map: watch::Receiver<Arc<ClusterMap>>,
+    /// Where stream chunks are built.
+    scratch: PathBuf,
+    /// What the streams into this node have copied so far.
+    progress: Arc<Progress>,
+}
+
+/// What a data request does with a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Reads it: the node must be in the partition's read set.
+    Read,
+    /// Writes it: the node must be in one of its write sets.
+    Write,
 }
 
 impl Service {
     /// The service of node `id`.
-    pub fn new(id: NodeId, storage: Storage, raft: Raft, map: watch::Receiver<Arc<ClusterMap>>) -> Self {
-        Self { id, storage, raft, map }
+    pub fn new(
+        id: NodeId,
+        storage: Storage,
+        raft: Raft,
+        map: watch::Receiver<Arc<ClusterMap>>,
+        scratch: PathBuf,
+        progress: Arc<Progress>,
+    ) -> Self {
+        Self { id, storage, raft, map, scratch, progress }
     }
 
     async fn dispatch(&self, request: Request) -> Result<Response, RpcError> {
         match request {
             Request::Ping => Ok(Response::Pong { node: self.id, epoch: self.map.borrow().epoch }),
+            Request::Hello => {
+                let leader = self.raft.current_leader().await;
+                Ok(Response::Hello { id: Some(self.id), epoch: self.map.borrow().epoch, leader })
+            }
+            Request::Adopt { id } if id == self.id => Ok(Response::Adopted),
+            Request::Adopt { id } => Err(RpcError::BadRequest(format!("this is node {}, not node {id}", self.id))),
+            Request::StreamChunk { partition, epoch, after } => self.stream_chunk(partition, epoch, after).await,
+            Request::Holdings => {
+                let partitions = self.map.borrow().ring.partitions();
+                Ok(Response::Holdings(self.storage.holdings(partitions).await.map_err(storage_error)?))
+            }
+            Request::Progress => Ok(Response::Progress(self.progress.snapshot())),
             Request::Write { target, records } => {
-                self.check(&target)?;
+                self.check(&target, Access::Write)?;
                 verify(&records)?;
                 let records =
                     records.into_iter().map(|(id, value)| (record_key(&target, id), value.into_vec())).collect();
@@ -49,12 +83,12 @@ impl Service {
                 Ok(Response::Written)
             }
             Request::Get { target, id } => {
-                self.check(&target)?;
+                self.check(&target, Access::Read)?;
                 let value = self.storage.get_record(record_key(&target, id)).await.map_err(storage_error)?;
                 Ok(Response::Value(value))
             }
             Request::Scan { target, after, limit } => {
-                self.check(&target)?;
+                self.check(&target, Access::Read)?;
                 let range =
                     keys::collection_range(target.partition, &target.shop, &target.collection, after.as_deref());
                 let limit = limit.min(MAX_SCAN) as usize;
@@ -62,7 +96,7 @@ impl Service {
                 Ok(Response::Entries { entries, more })
             }
             Request::Digests { target, after, limit } => {
-                self.check(&target)?;
+                self.check(&target, Access::Read)?;
                 let range =
                     keys::collection_range(target.partition, &target.shop, &target.collection, after.as_deref());
                 let limit = limit.min(MAX_DIGESTS) as usize;
@@ -82,10 +116,29 @@ impl Service {
         }
     }
 
-    /// Refuses a request routed with an older map, or to a node that holds
-    /// no replica of the partition under the same map.
-    fn check(&self, target: &CollectionRef) -> Result<(), RpcError> {
-        check_route(&self.map.borrow(), self.id, target)
+    /// Refuses a request routed with a map older than the partition's last
+    /// routing change, or to a node that holds no replica of it.
+    fn check(&self, target: &CollectionRef, access: Access) -> Result<(), RpcError> {
+        check_route(&self.map.borrow(), self.id, target, access)
+    }
+
+    /// One chunk of a partition for a new replica. The first chunk waits
+    /// for the record writes already queued, so that the stream holds every
+    /// write this node took before its map reached `epoch`.
+    async fn stream_chunk(&self, partition: u32, epoch: u64, after: Option<Vec<u8>>) -> Result<Response, RpcError> {
+        let known = self.map.borrow().epoch;
+        if known < epoch {
+            return Err(RpcError::Unavailable(format!(
+                "this node's map is at epoch {known}, the stream needs {epoch}"
+            )));
+        }
+        if after.is_none() {
+            self.storage.barrier().await.map_err(storage_error)?;
+        }
+        let chunk =
+            self.storage.export_chunk(partition, after, CHUNK_BYTES, &self.scratch).await.map_err(storage_error)?;
+        let crc = crc32fast::hash(&chunk.sst);
+        Ok(Response::Chunk { sst: chunk.sst, crc, records: chunk.records, last: chunk.last, done: chunk.done })
     }
 
     /// The map once its epoch exceeds `known`, or the current one after `wait_ms`.
@@ -105,13 +158,14 @@ impl Handler for Service {
 
 /// The epoch and ownership check of a data request.
 ///
-/// A coordinator routing with a newer map than this node's knows better
-/// and is trusted; that includes a node that has not applied the first map
-/// yet. Under the same map, the node must hold a replica of the partition.
-pub fn check_route(map: &ClusterMap, node: NodeId, target: &CollectionRef) -> Result<(), RpcError> {
-    if target.epoch < map.epoch {
-        return Err(RpcError::StaleEpoch { current: map.epoch });
-    }
+/// A request routed before the partition's last routing change is refused
+/// with the current epoch; one routed after it, even with an older map
+/// than this node's, went where this node's map would send it, so other
+/// partitions' moves never disturb it. A coordinator routing with a newer
+/// map than this node's knows better and is trusted; that includes a node
+/// that has not applied the first map yet. Otherwise the node must be in
+/// the partition's read set (reads) or one of its write sets (writes).
+pub fn check_route(map: &ClusterMap, node: NodeId, target: &CollectionRef, access: Access) -> Result<(), RpcError> {
     if target.epoch > map.epoch {
         return Ok(());
     }
@@ -121,7 +175,14 @@ pub fn check_route(map: &ClusterMap, node: NodeId, target: &CollectionRef) -> Re
     if target.partition >= map.ring.partitions() {
         return Err(RpcError::BadRequest(format!("no partition {}", target.partition)));
     }
-    if !map.replicas(target.partition).contains(&node) {
+    if target.epoch < map.changed_at(target.partition) {
+        return Err(RpcError::StaleEpoch { current: map.epoch });
+    }
+    let serves = match access {
+        Access::Read => map.read_set(target.partition).contains(&node),
+        Access::Write => map.write_sets(target.partition).iter().any(|set| set.contains(&node)),
+    };
+    if !serves || map.is_gone(node) {
         return Err(RpcError::NotReplica { partition: target.partition });
     }
     Ok(())
@@ -163,19 +224,32 @@ mod tests {
     }
 
     #[test]
-    fn a_request_with_an_older_epoch_learns_the_current_one() {
+    fn only_a_change_to_the_partition_itself_makes_an_older_epoch_stale() {
         let mut map = map();
         map.apply(&MapCommand::SetAddress { id: 1, addr: "n1:2".into() }).unwrap();
-        assert_eq!(check_route(&map, 1, &target(1, 0)), Err(RpcError::StaleEpoch { current: 2 }));
-        assert_eq!(check_route(&map, 1, &target(2, 0)), Ok(()));
+        assert_eq!(check_route(&map, 1, &target(1, 0), Access::Write), Ok(()), "addresses do not route");
+        map.apply(&MapCommand::AddNode { id: None, addr: "n5:1".into(), at_ms: 0 }).unwrap();
+        let to: Vec<NodeId> = map.replicas(0).iter().map(|n| if *n == 1 { 5 } else { *n }).collect();
+        let (from, epoch) = (map.replicas(0).to_vec(), map.epoch);
+        map.apply(&MapCommand::StartMove { partition: 0, to: to.clone() }).unwrap();
+        let current = map.epoch;
+        assert_eq!(map.changed_at(0), epoch + 1);
+        assert_eq!(check_route(&map, 1, &target(epoch, 0), Access::Write), Err(RpcError::StaleEpoch { current }));
+        let other = (1..8).find(|p| map.replicas(*p).contains(&1)).unwrap();
+        assert_eq!(check_route(&map, 1, &target(epoch, other), Access::Write), Ok(()), "another partition");
+        // During the move, the new replica takes writes but not yet reads.
+        assert_eq!(check_route(&map, 5, &target(current, 0), Access::Write), Ok(()));
+        assert_eq!(check_route(&map, 5, &target(current, 0), Access::Read), Err(RpcError::NotReplica { partition: 0 }));
+        assert!(from.iter().all(|n| check_route(&map, *n, &target(current, 0), Access::Read).is_ok()));
     }
 
     #[test]
     fn a_node_outside_the_replica_set_refuses() {
         let map = map();
         let outsider = (1..=4).find(|n| !map.replicas(0).contains(n)).unwrap();
-        assert_eq!(check_route(&map, outsider, &target(1, 0)), Err(RpcError::NotReplica { partition: 0 }));
-        assert_eq!(check_route(&map, outsider, &target(2, 0)), Ok(()), "a newer coordinator is trusted");
+        let refused = Err(RpcError::NotReplica { partition: 0 });
+        assert_eq!(check_route(&map, outsider, &target(1, 0), Access::Write), refused);
+        assert_eq!(check_route(&map, outsider, &target(2, 0), Access::Write), Ok(()), "a newer coordinator");
     }
 
     #[test]
@@ -190,7 +264,7 @@ mod tests {
 
     #[test]
     fn a_node_without_a_map_trusts_a_coordinator_that_has_one() {
-        assert_eq!(check_route(&ClusterMap::default(), 1, &target(1, 0)), Ok(()));
-        assert_eq!(check_route(&ClusterMap::default(), 1, &target(0, 0)), Err(RpcError::NoMap));
+        assert_eq!(check_route(&ClusterMap::default(), 1, &target(1, 0), Access::Read), Ok(()));
+        assert_eq!(check_route(&ClusterMap::default(), 1, &target(0, 0), Access::Read), Err(RpcError::NoMap));
     }
 }

@@ -22,7 +22,8 @@ use std::path::Path;
 use std::sync::{Arc, Weak};
 use std::thread;
 
-use ringup_proto::keys::RecordKey;
+use ringup_proto::keys::{RecordKey, partition_range};
+use ringup_proto::ring::PartitionId;
 use ringup_proto::rpc::{Digest, Entry, StorageFault};
 use ringup_proto::value::{self, Header};
 use rocksdb::{
@@ -71,6 +72,9 @@ pub enum StorageError {
     /// The writer thread has stopped.
     #[error("the storage writer has stopped")]
     Stopped,
+    /// A scratch file could not be written or read.
+    #[error("scratch file: {0}")]
+    Io(String),
 }
 
 impl StorageError {
@@ -81,6 +85,7 @@ impl StorageError {
             StorageError::Rocks(_) => StorageFault::Engine,
             StorageError::Corrupt { .. } => StorageFault::Corrupt,
             StorageError::Stopped => StorageFault::Stopped,
+            StorageError::Io(_) => StorageFault::Engine,
         }
     }
 }
@@ -115,9 +120,12 @@ impl MetaKey {
     }
 }
 
-/// One batch of record merges waiting for the writer thread.
+/// One batch of record merges (or range deletions) waiting for the writer
+/// thread.
 struct WriteJob {
     records: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Ranges `[start, end)` to delete, before the merges of the same job.
+    deletes: Vec<(Vec<u8>, Vec<u8>)>,
     done: oneshot::Sender<Result<(), StorageError>>,
 }
 
@@ -126,6 +134,23 @@ impl WriteJob {
         self.records.iter().map(|(k, v)| k.len() + v.len()).sum()
     }
 }
+
+/// One chunk of a partition's records, written as an SST file of merge
+/// entries.
+#[derive(Debug, Default)]
+pub struct Chunk {
+    /// The file's bytes; empty when the range held nothing more.
+    pub sst: Vec<u8>,
+    /// Records in it.
+    pub records: u64,
+    /// Its last key.
+    pub last: Option<Vec<u8>>,
+    /// Whether nothing follows in the range.
+    pub done: bool,
+}
+
+/// About how many bytes of records one streamed chunk holds.
+pub const CHUNK_BYTES: usize = 8 << 20;
 
 /// Options of the records' family.
 ///
@@ -191,9 +216,114 @@ impl Storage {
     /// policy, in one atomic batch.
     pub async fn merge_records(&self, records: Vec<(RecordKey, Vec<u8>)>) -> Result<(), StorageError> {
         let records = records.into_iter().map(|(k, v)| (k.encode(), v)).collect();
+        self.write_job(records, Vec::new()).await
+    }
+
+    /// Waits until every record write queued before it is committed.
+    pub async fn barrier(&self) -> Result<(), StorageError> {
+        self.write_job(Vec::new(), Vec::new()).await
+    }
+
+    /// Deletes every record of `partition`, after the writes queued before
+    /// it, durably.
+    pub async fn delete_partition(&self, partition: PartitionId) -> Result<(), StorageError> {
+        self.write_job(Vec::new(), vec![partition_range(partition)]).await
+    }
+
+    async fn write_job(
+        &self,
+        records: Vec<(Vec<u8>, Vec<u8>)>,
+        deletes: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<(), StorageError> {
         let (done, wait) = oneshot::channel();
-        self.writer.send(WriteJob { records, done }).await.map_err(|_| StorageError::Stopped)?;
+        self.writer.send(WriteJob { records, deletes, done }).await.map_err(|_| StorageError::Stopped)?;
         wait.await.map_err(|_| StorageError::Stopped)?
+    }
+
+    /// The next chunk of `partition`'s records after the key `after`, of
+    /// about `max_bytes`, as an SST file of merge entries built under
+    /// `scratch`, from one consistent view of the database.
+    pub async fn export_chunk(
+        &self,
+        partition: PartitionId,
+        after: Option<Vec<u8>>,
+        max_bytes: usize,
+        scratch: &Path,
+    ) -> Result<Chunk, StorageError> {
+        let (this, path) = (self.clone(), scratch.join(format!("export-{partition}-{}.sst", unique())));
+        blocking(move || {
+            let (start, end) = partition_range(partition);
+            // The smallest key after `after` is `after` followed by 0x00.
+            let lower = after.map_or(start, |mut key| {
+                key.push(0);
+                key
+            });
+            let mut opts = ReadOptions::default();
+            opts.set_iterate_lower_bound(lower);
+            opts.set_iterate_upper_bound(end);
+            let mut items = this.db.iterator_cf_opt(this.cf(CF_DATA), opts, IteratorMode::Start);
+            let sst_opts = data_options();
+            let mut writer = rocksdb::SstFileWriter::create(&sst_opts);
+            let mut chunk = Chunk::default();
+            let mut bytes = 0usize;
+            for item in items.by_ref() {
+                let (key, value) = item?;
+                if chunk.records == 0 {
+                    writer.open(&path)?;
+                }
+                writer.merge(&key, &value)?;
+                chunk.records += 1;
+                bytes += key.len() + value.len();
+                chunk.last = Some(key.to_vec());
+                if bytes >= max_bytes {
+                    break;
+                }
+            }
+            chunk.done = bytes < max_bytes || items.next().is_none();
+            if chunk.records > 0 {
+                writer.finish()?;
+                chunk.sst = std::fs::read(&path).map_err(io_error)?;
+                let _ = std::fs::remove_file(&path);
+            }
+            Ok(chunk)
+        })
+        .await
+    }
+
+    /// Loads an SST file of merge entries received from another node.
+    /// Its entries merge with what is here by last-writer-wins, whatever
+    /// arrived first.
+    pub async fn ingest_chunk(&self, sst: Vec<u8>, scratch: &Path) -> Result<(), StorageError> {
+        let (this, path) = (self.clone(), scratch.join(format!("ingest-{}.sst", unique())));
+        blocking(move || {
+            std::fs::write(&path, &sst).map_err(io_error)?;
+            let mut opts = rocksdb::IngestExternalFileOptions::default();
+            opts.set_move_files(true);
+            let loaded = this.db.ingest_external_file_cf_opts(this.cf(CF_DATA), &opts, vec![&path]);
+            let _ = std::fs::remove_file(&path);
+            Ok(loaded?)
+        })
+        .await
+    }
+
+    /// The partitions, of the first `partitions`, that hold any record.
+    pub async fn holdings(&self, partitions: u32) -> Result<Vec<PartitionId>, StorageError> {
+        let this = self.clone();
+        blocking(move || {
+            let mut held = Vec::new();
+            for p in 0..partitions {
+                let mut any = false;
+                this.for_each_in(CF_DATA, partition_range(p), |_, _| {
+                    any = true;
+                    Ok(false)
+                })?;
+                if any {
+                    held.push(p);
+                }
+            }
+            Ok(held)
+        })
+        .await
     }
 
     /// The stored value of one record.
@@ -393,8 +523,13 @@ fn write_loop(db: &Weak<rocksdb::DB>, mut jobs: mpsc::Receiver<WriteJob>, fsync:
 fn commit(db: &rocksdb::DB, group: &[WriteJob], opts: &WriteOptions) -> Result<(), rocksdb::Error> {
     let cf = db.cf_handle(CF_DATA).expect("created at open");
     let mut batch = WriteBatch::default();
-    for (key, value) in group.iter().flat_map(|job| &job.records) {
-        batch.merge_cf(cf, key, value);
+    for job in group {
+        for (start, end) in &job.deletes {
+            batch.delete_range_cf(cf, start, end);
+        }
+        for (key, value) in &job.records {
+            batch.merge_cf(cf, key, value);
+        }
     }
     db.write_opt(batch, opts)
 }
@@ -403,6 +538,16 @@ fn commit(db: &rocksdb::DB, group: &[WriteJob], opts: &WriteOptions) -> Result<(
 fn lww_merge(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) -> Option<Vec<u8>> {
     let newest = operands.iter().fold(existing, |acc, op| Some(acc.map_or(op, |cur| value::merge(cur, op))));
     newest.map(<[u8]>::to_vec)
+}
+
+fn io_error(e: std::io::Error) -> StorageError {
+    StorageError::Io(e.to_string())
+}
+
+/// A name part no other scratch file of this process has.
+fn unique() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    format!("{}-{}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
 }
 
 fn record_id(key: &[u8]) -> Result<String, StorageError> {
@@ -450,6 +595,44 @@ mod tests {
         assert_eq!((first.len(), more), (1, true));
         let (digests, more) = storage.digest_records(collection_range(5, "s", "c", None), 10).await.unwrap();
         assert_eq!((digests.len(), more), (2, false));
+    }
+
+    #[tokio::test]
+    async fn a_streamed_partition_merges_with_newer_writes_and_can_be_dropped() {
+        let (src_dir, dst_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let source = Storage::open(&src_dir.path().join("db"), FsyncPolicy::Group).unwrap();
+        let target = Storage::open(&dst_dir.path().join("db"), FsyncPolicy::Group).unwrap();
+        let ids: Vec<String> = (0..500).map(|i| format!("r{i:04}")).collect();
+        source.merge_records(ids.iter().map(|id| (key(id), value(5, 1))).collect()).await.unwrap();
+        // A write that reached the target directly, newer than the source's.
+        target.merge_records(vec![(key("r0007"), value(9, 2))]).await.unwrap();
+        // And one older than the source's, which must lose.
+        target.merge_records(vec![(key("r0008"), value(1, 0))]).await.unwrap();
+
+        let (mut after, mut chunks, mut records) = (None, 0, 0);
+        loop {
+            let chunk = source.export_chunk(5, after.clone(), 2000, src_dir.path()).await.unwrap();
+            records += chunk.records;
+            if !chunk.sst.is_empty() {
+                target.ingest_chunk(chunk.sst, dst_dir.path()).await.unwrap();
+            }
+            chunks += 1;
+            after = chunk.last;
+            if chunk.done {
+                break;
+            }
+        }
+        assert_eq!(records, 500);
+        assert!(chunks > 5, "{chunks} chunks of about 2000 bytes");
+        assert_eq!(target.get_record(key("r0007")).await.unwrap(), Some(value(9, 2)), "the newer write wins");
+        assert_eq!(target.get_record(key("r0008")).await.unwrap(), Some(value(5, 1)), "the streamed one wins");
+        assert_eq!(target.get_record(key("r0499")).await.unwrap(), Some(value(5, 1)));
+        assert_eq!(target.holdings(8).await.unwrap(), vec![5]);
+        assert!(source.export_chunk(5, after, 2000, src_dir.path()).await.unwrap().done);
+
+        target.delete_partition(5).await.unwrap();
+        assert_eq!(target.holdings(8).await.unwrap(), Vec::<u32>::new());
+        assert_eq!(target.get_record(key("r0007")).await.unwrap(), None);
     }
 
     #[tokio::test]

@@ -1,15 +1,18 @@
-//! The cluster map: epoch, ring shape, members and placement.
+//! The cluster map: epoch, ring shape, members, placement and the moves in
+//! flight.
 //!
 //! The map lives in the metadata Raft group's state machine. Every change is
 //! one [`MapCommand`] in the Raft log and raises the epoch by one, so two
 //! processes holding the same epoch hold the same map. [`ClusterMap::apply`]
-//! is pure: the node persists what it returns.
+//! is pure: the node persists what it returns. Membership changes and their
+//! partition moves are in [`crate::migration`].
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::migration::{Change, Move, Stage, Streamed};
 use crate::placement::{NodeId, Placement};
 use crate::ring::{PartitionId, Ring};
 
@@ -71,6 +74,80 @@ pub enum MapCommand {
         /// Its new `host:port`.
         addr: String,
     },
+    /// Adds a waiting node as `joining` and plans the moves onto it.
+    AddNode {
+        /// Its id; the next free one when absent.
+        id: Option<NodeId>,
+        /// Its RPC `host:port`.
+        addr: String,
+        /// The proposer's wall clock, epoch milliseconds.
+        at_ms: i64,
+    },
+    /// Marks a member `leaving` and plans the moves off it.
+    Decommission {
+        /// The member.
+        id: NodeId,
+        /// The proposer's wall clock, epoch milliseconds.
+        at_ms: i64,
+    },
+    /// Marks a dead member `removed` and plans the re-replication of its
+    /// partitions from the survivors.
+    RemoveNode {
+        /// The member.
+        id: NodeId,
+        /// The proposer's wall clock, epoch milliseconds.
+        at_ms: i64,
+    },
+    /// Gives up the change in flight: moves not yet switched return to
+    /// their old sets, and the target goes back to where the change began.
+    AbortChange,
+    /// Starts moving a partition to a new replica set
+    /// (`write-both-read-old`).
+    StartMove {
+        /// The partition.
+        partition: PartitionId,
+        /// Its new replica set.
+        to: Vec<NodeId>,
+    },
+    /// Moves a partition's move on to its next stage.
+    Advance {
+        /// The partition.
+        partition: PartitionId,
+        /// The epoch that started the move.
+        started: u64,
+        /// The next stage.
+        stage: Stage,
+    },
+    /// A new replica finished copying a partition.
+    StreamDone {
+        /// The partition.
+        partition: PartitionId,
+        /// The epoch that started the move.
+        started: u64,
+        /// The new replica.
+        node: NodeId,
+        /// What it copied.
+        streamed: Streamed,
+    },
+    /// A replica dropped a partition's range after a move or an abort.
+    CleanedUp {
+        /// The partition.
+        partition: PartitionId,
+        /// The epoch that started the move.
+        started: u64,
+        /// The replica.
+        node: NodeId,
+    },
+    /// Ends a move whose range is dropped wherever it must be.
+    FinishMove {
+        /// The partition.
+        partition: PartitionId,
+        /// The epoch that started the move.
+        started: u64,
+    },
+    /// Ends a change that has reached its target: joining members are up,
+    /// leaving ones removed.
+    CompleteChange,
 }
 
 /// Why a command could not be applied; the map is left as it was.
@@ -91,6 +168,34 @@ pub enum MapError {
     /// A command naming a node the map does not hold.
     #[error("node {0} is not a member")]
     UnknownNode(NodeId),
+    /// The address already belongs to a member.
+    #[error("{addr} is already node {id}")]
+    AlreadyMember {
+        /// The address.
+        addr: String,
+        /// The member listening there.
+        id: NodeId,
+    },
+    /// The id was given to another node already.
+    #[error("node id {0} is taken")]
+    IdTaken(NodeId),
+    /// The change would leave fewer data-holding nodes than replicas.
+    #[error("only {left} nodes would be left for a replication factor of {replication_factor}")]
+    TooFewNodes {
+        /// Up and joining members that would remain.
+        left: usize,
+        /// The replication factor.
+        replication_factor: usize,
+    },
+    /// The command clashes with the state of a member or a change.
+    #[error("{0}")]
+    Conflict(String),
+    /// A command about a move that is not (or no longer) in flight.
+    #[error("partition {0} has no such move in flight")]
+    NoSuchMove(PartitionId),
+    /// A move command that does not fit the move's stage.
+    #[error("invalid move: {0}")]
+    InvalidMove(String),
 }
 
 /// The cluster map.
@@ -106,6 +211,13 @@ pub struct ClusterMap {
     pub members: BTreeMap<NodeId, Member>,
     /// Each partition's replica set.
     pub placement: Option<Placement>,
+    /// Per partition, the epoch at which the partition's reads or writes
+    /// last changed where they go.
+    pub changed_at: Vec<u64>,
+    /// The partition moves in flight, at most one per partition.
+    pub moves: BTreeMap<PartitionId, Move>,
+    /// The membership change in flight, if any.
+    pub change: Option<Change>,
 }
 
 impl Default for ClusterMap {
@@ -116,6 +228,9 @@ impl Default for ClusterMap {
             replication_factor: DEFAULT_REPLICATION_FACTOR,
             members: BTreeMap::new(),
             placement: None,
+            changed_at: Vec::new(),
+            moves: BTreeMap::new(),
+            change: None,
         }
     }
 }
@@ -134,6 +249,40 @@ impl ClusterMap {
     /// The replica set of `partition`; empty before bootstrap.
     pub fn replicas(&self, partition: PartitionId) -> &[NodeId] {
         self.placement.as_ref().map_or(&[], |p| p.replicas(partition))
+    }
+
+    /// The replicas reads of `partition` use: during a move, the old set
+    /// until the data has arrived, then the new one.
+    pub fn read_set(&self, partition: PartitionId) -> &[NodeId] {
+        match self.moves.get(&partition) {
+            Some(m) => m.read_set(),
+            None => self.replicas(partition),
+        }
+    }
+
+    /// The sets in each of which a write to `partition` must meet its
+    /// level: one, or during a move both the old and the new.
+    pub fn write_sets(&self, partition: PartitionId) -> Vec<&[NodeId]> {
+        match self.moves.get(&partition) {
+            Some(m) => m.write_sets(),
+            None => vec![self.replicas(partition)],
+        }
+    }
+
+    /// Every replica a write to `partition` goes to, each once.
+    pub fn write_targets(&self, partition: PartitionId) -> Vec<NodeId> {
+        let mut nodes: Vec<NodeId> = Vec::new();
+        for node in self.write_sets(partition).into_iter().flatten() {
+            if !nodes.contains(node) {
+                nodes.push(*node);
+            }
+        }
+        nodes
+    }
+
+    /// The epoch at which `partition`'s routing last changed.
+    pub fn changed_at(&self, partition: PartitionId) -> u64 {
+        self.changed_at.get(partition as usize).copied().unwrap_or(self.epoch)
     }
 
     /// The RPC address of `node`.
@@ -155,6 +304,9 @@ impl ClusterMap {
                 placement.partitions(),
                 self.ring.partitions()
             ));
+        }
+        if self.changed_at.len() != placement.partitions() as usize {
+            return Err(format!("changed_at covers {} partitions", self.changed_at.len()));
         }
         for p in 0..placement.partitions() {
             let set = placement.replicas(p);
@@ -179,6 +331,18 @@ impl ClusterMap {
                 }
                 member.addr = addr.clone();
             }
+            MapCommand::AddNode { id, addr, at_ms } => self.add_node(*id, addr, *at_ms)?,
+            MapCommand::Decommission { id, at_ms } => self.decommission(*id, *at_ms)?,
+            MapCommand::RemoveNode { id, at_ms } => self.remove_node(*id, *at_ms)?,
+            MapCommand::AbortChange => self.abort_change()?,
+            MapCommand::StartMove { partition, to } => self.start_move(*partition, to)?,
+            MapCommand::Advance { partition, started, stage } => self.advance(*partition, *started, *stage)?,
+            MapCommand::StreamDone { partition, started, node, streamed } => {
+                self.stream_done(*partition, *started, *node, *streamed)?
+            }
+            MapCommand::CleanedUp { partition, started, node } => self.cleaned_up(*partition, *started, *node)?,
+            MapCommand::FinishMove { partition, started } => self.finish_move(*partition, *started)?,
+            MapCommand::CompleteChange => self.complete_change()?,
         }
         self.epoch += 1;
         Ok(self.epoch)
@@ -202,6 +366,7 @@ impl ClusterMap {
             .map(|(id, addr)| (*id, Member { id: *id, addr: addr.clone(), state: MemberState::Up }))
             .collect();
         self.placement = Some(Placement::initial(self.ring, &ids, rf as usize));
+        self.changed_at = vec![self.epoch + 1; partitions as usize];
         Ok(())
     }
 }

@@ -21,6 +21,7 @@ pub mod coordinator;
 pub mod frame;
 pub mod hlc;
 pub mod keys;
+pub mod migration;
 pub mod names;
 pub mod placement;
 pub mod ring;

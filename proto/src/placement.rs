@@ -50,6 +50,11 @@ impl Placement {
         &self.replicas[partition as usize]
     }
 
+    /// Makes `set` the replica set of `partition`.
+    pub fn set_replicas(&mut self, partition: PartitionId, set: Vec<NodeId>) {
+        self.replicas[partition as usize] = set;
+    }
+
     /// How many partitions the table covers.
     pub fn partitions(&self) -> u32 {
         self.replicas.len() as u32

@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use thiserror::Error;
 
-use crate::cluster::{ClusterMap, MapCommand};
+use crate::cluster::{ClusterMap, MapCommand, MapError};
+use crate::migration::Streamed;
 use crate::placement::NodeId;
 use crate::ring::PartitionId;
 use crate::value::Version;
@@ -94,6 +95,36 @@ pub enum Request {
         /// The command.
         command: MapCommand,
     },
+    /// Who is the node? Answered with [`Response::Hello`]; a node started
+    /// with no id and no initial nodes answers this while it waits to be
+    /// added.
+    Hello,
+    /// Gives a waiting node the id the map assigned it, so that it joins
+    /// the metadata group. Answered with [`Response::Adopted`]; a node that
+    /// already has another id refuses.
+    Adopt {
+        /// The id.
+        id: NodeId,
+    },
+    /// One chunk of a partition's records as an SST file, for a new replica
+    /// copying the partition. Answered with [`Response::Chunk`].
+    StreamChunk {
+        /// The partition.
+        partition: PartitionId,
+        /// The epoch of the move's `streaming` stage: the source answers only
+        /// once its map has reached it, so that it takes every write routed
+        /// before the move began.
+        epoch: u64,
+        /// Continue after this encoded key; the start of the range if none.
+        #[serde(with = "serde_bytes")]
+        after: Option<Vec<u8>>,
+    },
+    /// The partitions of which the node holds any key. Answered with
+    /// [`Response::Holdings`].
+    Holdings,
+    /// What the node's streams in flight have copied so far. Answered with
+    /// [`Response::Progress`].
+    Progress,
     /// A message of the metadata Raft group, opaque to this crate.
     /// Answered with [`Response::Raft`].
     Raft {
@@ -114,7 +145,15 @@ impl Request {
             | Request::Get { target, .. }
             | Request::Scan { target, .. }
             | Request::Digests { target, .. } => Some(target),
-            Request::Ping | Request::GetMap { .. } | Request::Propose { .. } | Request::Raft { .. } => None,
+            Request::Ping
+            | Request::GetMap { .. }
+            | Request::Propose { .. }
+            | Request::Hello
+            | Request::Adopt { .. }
+            | Request::StreamChunk { .. }
+            | Request::Holdings
+            | Request::Progress
+            | Request::Raft { .. } => None,
         }
     }
 }
@@ -187,6 +226,37 @@ pub enum Response {
         /// The new epoch.
         epoch: u64,
     },
+    /// The answer to [`Request::Hello`].
+    Hello {
+        /// The node's id; none while it waits to be added.
+        id: Option<NodeId>,
+        /// The epoch of its map; 0 when it has none.
+        epoch: u64,
+        /// The metadata group's leader, as the node knows it.
+        leader: Option<NodeId>,
+    },
+    /// The node took the id it was given.
+    Adopted,
+    /// A chunk of a partition's records.
+    Chunk {
+        /// An SST file of merge entries, empty when the range held no more.
+        #[serde(with = "serde_bytes")]
+        sst: Vec<u8>,
+        /// crc32 of `sst`.
+        crc: u32,
+        /// Records in the file.
+        records: u64,
+        /// The last key in the file: where the next chunk starts after.
+        #[serde(with = "serde_bytes")]
+        last: Option<Vec<u8>>,
+        /// Whether the range has no more records after this chunk.
+        done: bool,
+    },
+    /// The partitions the node holds any key of.
+    Holdings(Vec<PartitionId>),
+    /// Per partition being copied here: the epoch that started the move,
+    /// and what has arrived so far.
+    Progress(Vec<(PartitionId, u64, Streamed)>),
     /// The answer to a Raft call, serialized with [`crate::frame::to_bytes`].
     Raft(#[serde(with = "serde_bytes")] Vec<u8>),
     /// The request failed.
@@ -225,7 +295,7 @@ pub enum RpcError {
     },
     /// The map refused the command.
     #[error("the cluster map refused the command: {0}")]
-    Refused(String),
+    Refused(MapError),
     /// The metadata group cannot serve the request now.
     #[error("the metadata group is unavailable: {0}")]
     Unavailable(String),

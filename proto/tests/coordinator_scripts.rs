@@ -8,6 +8,7 @@
 //!
 //! ```text
 //! > fanout all|needed one|quorum|all N…   a new round over replicas N…, in preference order
+//! > spanning all|needed LEVEL N… | N…     a round that must meet LEVEL in each set (a move's old and new)
 //! > start | answered N | failed N | stale N EPOCH | slow | deadline
 //!                                         feed the round; prints the step and every replica's state
 //! > read one|quorum|all N…                a new read over replicas N…
@@ -44,7 +45,21 @@ impl Scene {
             ["fanout", mode, level, nodes @ ..] => {
                 let mode = if *mode == "all" { Mode::All } else { Mode::Needed };
                 let fanout = Fanout::new(mode, level.parse().unwrap(), &ids(nodes));
-                let printed = format!("required={} {fanout}", fanout.required());
+                let printed = format!("required={} {fanout}", list(&fanout.required()));
+                self.fanout = Some(fanout);
+                printed
+            }
+            ["spanning", mode, level, sets @ ..] => {
+                let mode = if *mode == "all" { Mode::All } else { Mode::Needed };
+                let sets: Vec<Vec<NodeId>> = sets.split(|w| *w == "|").map(ids).collect();
+                let mut order: Vec<NodeId> = Vec::new();
+                for node in sets.iter().flatten() {
+                    if !order.contains(node) {
+                        order.push(*node);
+                    }
+                }
+                let fanout = Fanout::spanning(mode, level.parse().unwrap(), &order, &sets);
+                let printed = format!("required={} {fanout}", list(&fanout.required()));
                 self.fanout = Some(fanout);
                 printed
             }
@@ -135,8 +150,8 @@ fn ids(words: &[&str]) -> Vec<NodeId> {
     words.iter().map(|w| id(w)).collect()
 }
 
-fn list(nodes: &[NodeId]) -> String {
-    nodes.iter().map(NodeId::to_string).collect::<Vec<_>>().join(" ")
+fn list<T: ToString>(items: &[T]) -> String {
+    items.iter().map(T::to_string).collect::<Vec<_>>().join(" ")
 }
 
 /// Replays a script: keeps comments, blank lines and commands, and puts

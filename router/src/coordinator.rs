@@ -44,7 +44,9 @@ use crate::now_ms;
 use crate::view::ClusterView;
 
 /// How many times a request is routed afresh after a stale-epoch refusal.
-const EPOCH_RETRIES: usize = 2;
+/// A partition's move changes its routing three times, in quick
+/// succession, so a request may meet each of them.
+const EPOCH_RETRIES: usize = 5;
 /// How many scan rounds one list page may take when tombstones hide records.
 const MAX_LIST_ROUNDS: usize = 16;
 /// How many digests one count round asks each replica for.
@@ -312,8 +314,9 @@ impl Coordinator {
         loop {
             let target = request.target_mut().expect("only data requests are routed").clone();
             let body = Body::encode(&request).map_err(|e| CoordError::Encode(e.to_string()))?;
-            let replicas = map.replicas(target.partition).to_vec();
-            match self.round(&map, &replicas, level, mode, &body).await {
+            let sets = Sets::of(&map, target.partition, mode);
+            let replicas = sets.order.clone();
+            match self.round(&map, &sets, level, mode, &body).await {
                 Round::Met(answers) => return Ok(Routed { target, replicas, answers }),
                 Round::Failed { stale: Some((node, epoch)), .. } if attempt < EPOCH_RETRIES => {
                     if let Some(client) = self.view.client(&map, node) {
@@ -343,15 +346,15 @@ impl Coordinator {
 
     /// One round under one map: sends as the [`Fanout`] says and feeds it
     /// every answer, the speculative delay and the deadline.
-    async fn round(&self, map: &ClusterMap, replicas: &[NodeId], level: Consistency, mode: Mode, body: &Body) -> Round {
+    async fn round(&self, map: &ClusterMap, sets: &Sets, level: Consistency, mode: Mode, body: &Body) -> Round {
         let order = match mode {
-            Mode::All => replicas.to_vec(),
+            Mode::All => sets.order.clone(),
             Mode::Needed => {
                 let turn = self.turn.fetch_add(1, Ordering::Relaxed);
-                preference(replicas, |n| self.latencies.typical_us(n), |n| self.view.is_down(n), turn)
+                preference(&sets.order, |n| self.latencies.typical_us(n), |n| self.view.is_down(n), turn)
             }
         };
-        let mut fanout = Fanout::new(mode, level, &order);
+        let mut fanout = Fanout::spanning(mode, level, &order, &sets.sets);
         let mut calls = FuturesUnordered::new();
         let mut answers = Vec::new();
         let started = Instant::now();
@@ -418,7 +421,8 @@ impl Coordinator {
         node: NodeId,
         body: &Body,
     ) -> impl Future<Output = (NodeId, Result<Response, CallError>)> + Send + 'static {
-        let client = self.view.client(map, node);
+        // A removed member is gone for good: no call, a failure at once.
+        let client = self.view.client(map, node).filter(|_| !map.is_gone(node));
         let (body, timeout, latencies, counters) =
             (body.clone(), self.timeout, self.latencies.clone(), self.counters.clone());
         async move {
@@ -468,6 +472,32 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Where one round goes: the replicas to ask, and the sets in each of
+/// which the level must be met.
+struct Sets {
+    /// Every replica of the sets once.
+    order: Vec<NodeId>,
+    /// One set, or during a move both the old and the new.
+    sets: Vec<Vec<NodeId>>,
+}
+
+impl Sets {
+    /// A write goes to every write set of the partition (both sets during a
+    /// move), a read to its read set.
+    fn of(map: &ClusterMap, partition: u32, mode: Mode) -> Self {
+        match mode {
+            Mode::All => Self {
+                order: map.write_targets(partition),
+                sets: map.write_sets(partition).into_iter().map(<[NodeId]>::to_vec).collect(),
+            },
+            Mode::Needed => {
+                let reads = map.read_set(partition).to_vec();
+                Self { order: reads.clone(), sets: vec![reads] }
+            }
+        }
     }
 }
 

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ringup_proto::NodeId;
-use ringup_proto::cluster::ClusterMap;
-use ringup_proto::rpc::{Request, Response};
+use ringup_proto::cluster::{ClusterMap, MapCommand};
+use ringup_proto::rpc::{Request, Response, RpcError};
 use ringup_rpc::{Client, Pool};
 use tokio::sync::watch;
 
@@ -22,6 +22,8 @@ const LONG_POLL: Duration = Duration::from_secs(10);
 const PING_EVERY: Duration = Duration::from_secs(1);
 /// How long a ping may take.
 const PING_TIMEOUT: Duration = Duration::from_millis(800);
+/// How many nodes one proposal asks, redirects included.
+const MAX_PROPOSE_HOPS: usize = 12;
 
 /// What the router last saw of one node.
 #[derive(Debug, Clone, Copy)]
@@ -105,6 +107,49 @@ impl ClusterView {
         }
     }
 
+    /// Waits until the view holds a map of at least `epoch`, asking the
+    /// members for it; returns whether it does within `timeout`.
+    pub async fn wait_epoch(&self, epoch: u64, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.epoch() < epoch {
+            for addr in self.candidates() {
+                self.refresh_from(&self.pool.get(&addr), epoch, Duration::from_millis(500)).await;
+                if self.epoch() >= epoch {
+                    return true;
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        true
+    }
+
+    /// Applies a map command through the metadata leader: asks the members
+    /// in turn, following redirects; returns the new epoch.
+    pub async fn propose(&self, command: MapCommand, timeout: Duration) -> Result<u64, RpcError> {
+        let mut last = RpcError::Unavailable("no node to ask".into());
+        let mut addrs = self.candidates();
+        let mut asked = 0;
+        while let Some(addr) = addrs.get(asked).cloned() {
+            asked += 1;
+            let request = Request::Propose { command: command.clone() };
+            last = match self.pool.get(&addr).call(request, timeout).await {
+                Ok(Response::Proposed { epoch }) => return Ok(epoch),
+                Ok(Response::Error(RpcError::NotLeader { leader: Some(leader) })) if asked < MAX_PROPOSE_HOPS => {
+                    addrs.insert(asked, leader.clone());
+                    RpcError::NotLeader { leader: Some(leader) }
+                }
+                Ok(Response::Error(e @ RpcError::Refused(_))) => return Err(e),
+                Ok(Response::Error(e)) => e,
+                Ok(other) => RpcError::Unavailable(format!("unexpected answer {other:?}")),
+                Err(e) => RpcError::Unavailable(format!("{addr}: {e}")),
+            };
+        }
+        Err(last)
+    }
+
     /// Follows the map forever: long-polls one node at a time, moving on to
     /// the next when one fails.
     pub async fn follow(self: Arc<Self>) {
@@ -114,7 +159,14 @@ impl ClusterView {
             let addr = &addrs[turn % addrs.len()];
             let request = Request::GetMap { known_epoch: self.epoch(), wait_ms: LONG_POLL.as_millis() as u32 };
             match self.pool.get(addr).call(request, LONG_POLL + Duration::from_secs(2)).await {
-                Ok(Response::Map(map)) if map.is_ready() => self.offer(*map),
+                Ok(Response::Map(map)) if map.is_ready() => {
+                    // A node with nothing newer after the whole wait may be
+                    // one left behind (a removed member): ask another next.
+                    if map.epoch <= self.epoch() {
+                        turn += 1;
+                    }
+                    self.offer(*map)
+                }
                 Ok(_) => {
                     // The node has no map yet: ask again shortly.
                     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -128,11 +180,17 @@ impl ClusterView {
         }
     }
 
-    /// Seeds first, then every member the map names.
+    /// Seeds first, then every member the map names; addresses of removed
+    /// members only are left out, unless nothing else is left.
     fn candidates(&self) -> Vec<String> {
         let mut addrs = self.seeds.clone();
         if let Some(map) = self.map() {
             addrs.extend(map.members.values().map(|m| m.addr.clone()).filter(|a| !self.seeds.contains(a)));
+            let removed_only = |a: &String| map.member_at(a).is_none() && map.members.values().any(|m| m.addr == *a);
+            let live: Vec<String> = addrs.iter().filter(|a| !removed_only(a)).cloned().collect();
+            if !live.is_empty() {
+                addrs = live;
+            }
         }
         addrs
     }
@@ -146,7 +204,7 @@ impl ClusterView {
             tick.tick().await;
             let Some(map) = self.map() else { continue };
             let pings =
-                map.members.values().map(|m| {
+                map.members.values().filter(|m| !map.is_gone(m.id)).map(|m| {
                     let client = self.pool.get(&m.addr);
                     async move {
                         (m.id, matches!(client.call(Request::Ping, PING_TIMEOUT).await, Ok(Response::Pong { .. })))

@@ -7,6 +7,7 @@
 
 pub mod docker;
 pub mod load;
+pub mod membership;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -89,13 +90,53 @@ impl TestCluster {
         }
     }
 
-    /// Starts node `id` (1-based) on its usual port and data directory.
+    /// Starts node `id` (1-based) on its usual port and data directory. A
+    /// node past the initial ones starts waiting to be added (or, once
+    /// added, with the id it was given).
     pub async fn start_node(&self, id: usize) {
         let log = self.layout.dir.join(format!("node-{id}.log"));
         let addr = self.addrs.lock().await[id - 1];
-        let process =
-            Process::start(&format!("node-{id}"), self.layout.node_at(id, addr), &log).expect("cannot start a node");
+        let command = if id <= self.layout.nodes.len() {
+            self.layout.node_at(id, addr)
+        } else {
+            self.layout.waiting_node(id, addr)
+        };
+        let process = Process::start(&format!("node-{id}"), command, &log).expect("cannot start a node");
         self.nodes.lock().await[id - 1] = Some(process);
+    }
+
+    /// Starts one more node, waiting to be added, on a free port; returns
+    /// its number in this harness and its RPC address.
+    pub async fn start_waiting_node(&self) -> (usize, SocketAddr) {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_ports(1)[0]));
+        let id = {
+            let mut nodes = self.nodes.lock().await;
+            nodes.push(None);
+            self.addrs.lock().await.push(addr);
+            nodes.len()
+        };
+        self.start_node(id).await;
+        let client = ringup_rpc::Client::new(addr.to_string());
+        let deadline = std::time::Instant::now() + READY_TIMEOUT;
+        while !matches!(
+            client.call(ringup_proto::rpc::Request::Hello, Duration::from_secs(1)).await,
+            Ok(ringup_proto::rpc::Response::Hello { .. })
+        ) {
+            assert!(std::time::Instant::now() < deadline, "node {id} does not answer:\n{}", self.logs().await);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        (id, addr)
+    }
+
+    /// SIGTERMs node `id`; returns whether it stopped in time.
+    pub async fn stop_node(&self, id: usize) -> bool {
+        let node = self.nodes.lock().await[id - 1].take();
+        node.unwrap_or_else(|| panic!("node {id} is not running")).stop(STOP_GRACE).await
+    }
+
+    /// How many node processes the harness knows, running or not.
+    pub async fn node_count(&self) -> usize {
+        self.nodes.lock().await.len()
     }
 
     /// Waits until the router sees node `id` answer its pings.

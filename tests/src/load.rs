@@ -32,6 +32,9 @@ pub struct LoadSpec {
     pub batch: usize,
     /// The write consistency level, as the API spells it.
     pub level: &'static str,
+    /// Whether each acknowledged batch is followed by a read of one of its
+    /// records at the same level, which must return at least its value.
+    pub read_back: bool,
 }
 
 /// What the writers saw, over every load run against one cluster.
@@ -45,6 +48,10 @@ pub struct Ledger {
     pub acked_writes: usize,
     /// Batches that were not acknowledged, with what came back.
     pub failures: Vec<String>,
+    /// Reads done after acknowledged batches.
+    pub reads: usize,
+    /// Reads that failed or returned less than the acknowledged value.
+    pub read_failures: Vec<String>,
     /// The last value handed out.
     seq: i64,
     /// Batches sent per shop, so the next batch knows which records to cover.
@@ -121,16 +128,35 @@ async fn write_batch(http: &reqwest::Client, base: &str, spec: LoadSpec, s: usiz
         }
         Err(e) => Err(e.to_string()),
     };
-    let mut book = ledger.lock().await;
-    book.batches += 1;
-    match outcome {
-        Ok(()) => {
-            book.acked_writes += spec.batch;
-            for id in ids {
-                book.acked.insert((shop(s), id), value);
+    let acked = outcome.is_ok();
+    {
+        let mut book = ledger.lock().await;
+        book.batches += 1;
+        match outcome {
+            Ok(()) => {
+                book.acked_writes += spec.batch;
+                for id in &ids {
+                    book.acked.insert((shop(s), id.clone()), value);
+                }
             }
+            Err(e) => book.failures.push(format!("{} batch {round}: {e}", shop(s))),
         }
-        Err(e) => book.failures.push(format!("{} batch {round}: {e}", shop(s))),
+    }
+    if acked && spec.read_back {
+        let id = &ids[ids.len() - 1];
+        let url = format!("{base}/v1/shops/{}/sales/{id}?consistency={}", shop(s), spec.level);
+        let failure = match http.get(&url).send().await {
+            Ok(response) => {
+                let status = response.status();
+                let body: Value = response.json().await.unwrap_or_default();
+                (status != 200 || body["v"].as_i64().is_none_or(|v| v < value))
+                    .then(|| format!("{}/{id}: {status} {body}, expected v>={value}", shop(s)))
+            }
+            Err(e) => Some(format!("{}/{id}: {e}", shop(s))),
+        };
+        let mut book = ledger.lock().await;
+        book.reads += 1;
+        book.read_failures.extend(failure);
     }
 }
 

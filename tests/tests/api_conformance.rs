@@ -78,6 +78,7 @@ async fn every_answer_matches_the_openapi_file() {
         .args(["--max-examples", &EXAMPLES.to_string(), "--seed", "1", "--workers", "2"])
         .args(["--request-timeout", "10", "--no-color"])
         .env("SCHEMATHESIS_HOOKS", root().join("tests/conformance/hooks.py"))
+        .env("RINGUP_CONFORMANCE_NO_NODE", no_node_addr())
         .current_dir(scratch.path());
     let (ok, printed) = tokio::task::spawn_blocking(move || run_bounded(schemathesis, RUN_LIMIT)).await.unwrap();
     // The summary: schemathesis ends with its totals.
@@ -87,6 +88,12 @@ async fn every_answer_matches_the_openapi_file() {
     let (status, _) = cluster.get("/healthz").await;
     assert_eq!(status, 200, "the router survived the run");
     assert!(cluster.stop_all().await.is_empty(), "every process stopped on SIGTERM");
+}
+
+/// A loopback address where nothing listens: a port bound and let go.
+fn no_node_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+    listener.local_addr().expect("bound").to_string()
 }
 
 /// The families the OpenAPI file lists for `GET /metrics`, with their types.

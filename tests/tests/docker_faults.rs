@@ -15,7 +15,7 @@ use ringup_tests::docker::{self, DockerCluster};
 use ringup_tests::load::{Ledger, Load, LoadSpec, lost_records};
 use tokio::sync::Mutex;
 
-const SPEC: LoadSpec = LoadSpec { shops: 100, writers: 20, batch: 20, level: "quorum" };
+const SPEC: LoadSpec = LoadSpec { shops: 100, writers: 20, batch: 20, level: "quorum", read_back: false };
 /// Load before each fault.
 const BEFORE: Duration = Duration::from_secs(2);
 /// How long a node stays killed, cut off or frozen (at least until the

@@ -82,7 +82,7 @@ pub async fn propose(raft: &Raft, command: MapCommand) -> Result<u64, RpcError> 
         }
     }
     let written = raft.client_write(command).await.map_err(write_error)?;
-    written.data.0.map_err(|e| RpcError::Refused(e.to_string()))
+    written.data.0.map_err(RpcError::Refused)
 }
 
 fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> RpcError {

@@ -13,7 +13,7 @@
 
 use std::fmt;
 
-use crate::consistency::{AckCounter, Consistency, Tally};
+use crate::consistency::{Consistency, Tally};
 use crate::placement::NodeId;
 
 /// Whether a round asks every replica or only as many as the level needs.
@@ -79,12 +79,16 @@ pub enum Step {
 }
 
 /// One round of requests to a replica set.
+///
+/// During a partition move a write goes to two sets, the old and the new,
+/// and must meet its level in each: [`Fanout::spanning`].
 #[derive(Debug, Clone)]
 pub struct Fanout {
     mode: Mode,
-    /// Decides when the level is met or lost.
-    counter: AckCounter,
-    /// In preference order.
+    level: Consistency,
+    /// The sets in each of which the level must be met.
+    sets: Vec<Vec<NodeId>>,
+    /// Every replica of the sets once, in preference order.
     replicas: Vec<(NodeId, Replica)>,
     stale: Option<(NodeId, u64)>,
     done: bool,
@@ -93,19 +97,27 @@ pub struct Fanout {
 impl Fanout {
     /// A round at `level` over `replicas`, given in preference order.
     pub fn new(mode: Mode, level: Consistency, replicas: &[NodeId]) -> Self {
-        let counter = AckCounter::new(level, replicas.len());
-        let replicas = replicas.iter().map(|n| (*n, Replica::Idle)).collect();
-        Self { mode, counter, replicas, stale: None, done: false }
+        Self::spanning(mode, level, replicas, &[replicas.to_vec()])
     }
 
-    /// How many useful answers the level needs.
-    pub fn required(&self) -> usize {
-        self.counter.required()
+    /// A round over `order`, the union of `sets` in preference order, that
+    /// meets `level` only once it is met in every one of `sets`.
+    pub fn spanning(mode: Mode, level: Consistency, order: &[NodeId], sets: &[Vec<NodeId>]) -> Self {
+        for node in sets.iter().flatten() {
+            assert!(order.contains(node), "node {node} of a set is missing from the order {order:?}");
+        }
+        let replicas = order.iter().map(|n| (*n, Replica::Idle)).collect();
+        Self { mode, level, sets: sets.to_vec(), replicas, stale: None, done: false }
+    }
+
+    /// How many useful answers the level needs in each set.
+    pub fn required(&self) -> Vec<usize> {
+        self.sets.iter().map(|set| self.level.required(set.len())).collect()
     }
 
     /// How many replicas answered usefully so far.
     pub fn acked(&self) -> usize {
-        self.counter.acks()
+        self.count(Replica::Answered)
     }
 
     /// The replicas that answered usefully, in preference order.
@@ -120,14 +132,13 @@ impl Fanout {
 
     /// The first requests of the round.
     pub fn start(&mut self) -> Step {
-        if self.counter.tally() == Tally::Failed {
+        if self.tally() == Tally::Failed {
             return self.fail();
         }
-        let first = match self.mode {
-            Mode::All => self.replicas.len(),
-            Mode::Needed => self.required(),
-        };
-        self.ask(first)
+        match self.mode {
+            Mode::All => self.ask(self.replicas.len()),
+            Mode::Needed => self.ask_short(),
+        }
     }
 
     /// Takes one event in and says what to do next.
@@ -136,7 +147,7 @@ impl Fanout {
         match event {
             Event::Answered(node) => {
                 self.settle(node, Replica::Answered);
-                match self.counter.record(true) {
+                match self.tally() {
                     Tally::Met => self.finish(Step::Met),
                     Tally::Pending | Tally::Failed => Step::Wait,
                 }
@@ -153,14 +164,51 @@ impl Fanout {
         }
     }
 
+    /// Met once every set has its answers; failed once some set has too
+    /// few replicas left that could answer.
+    fn tally(&self) -> Tally {
+        let mut met = !self.sets.is_empty();
+        for set in &self.sets {
+            let required = self.level.required(set.len());
+            let (answered, failed) = (self.count_in(set, Replica::Answered), self.count_in(set, Replica::Failed));
+            if required == 0 || set.len() - failed < required {
+                return Tally::Failed;
+            }
+            met &= answered >= required;
+        }
+        if met { Tally::Met } else { Tally::Pending }
+    }
+
     fn settle_failure(&mut self, node: NodeId) -> Step {
         self.settle(node, Replica::Failed);
-        if self.counter.record(false) == Tally::Failed {
+        if self.tally() == Tally::Failed {
             return self.fail();
         }
         // Replace the failed one if those asked can no longer meet the level.
-        let short = self.required().saturating_sub(self.acked() + self.count(Replica::Asked));
-        if short > 0 { self.ask(short) } else { Step::Wait }
+        self.ask_short()
+    }
+
+    /// Asks, in each set, as many idle replicas as the answered and asked
+    /// ones fall short of its level.
+    fn ask_short(&mut self) -> Step {
+        let mut asked = Vec::new();
+        for i in 0..self.sets.len() {
+            let set = &self.sets[i];
+            let pending = self.count_in(set, Replica::Answered) + self.count_in(set, Replica::Asked);
+            let short = self.level.required(set.len()).saturating_sub(pending);
+            let idle: Vec<NodeId> = self
+                .replicas
+                .iter()
+                .filter(|(n, s)| *s == Replica::Idle && set.contains(n))
+                .map(|(n, _)| *n)
+                .take(short)
+                .collect();
+            for node in idle {
+                self.set_state(node, Replica::Asked);
+                asked.push(node);
+            }
+        }
+        if asked.is_empty() { Step::Wait } else { Step::Ask(asked) }
     }
 
     /// Asks up to `n` more replicas, the most preferred idle ones first.
@@ -174,14 +222,25 @@ impl Fanout {
     }
 
     fn settle(&mut self, node: NodeId, to: Replica) {
-        let state = self
-            .replicas
+        let state = self.state_mut(node);
+        assert_eq!(*state, Replica::Asked, "node {node} answered without being asked, or twice");
+        *state = to;
+    }
+
+    fn set_state(&mut self, node: NodeId, to: Replica) {
+        *self.state_mut(node) = to;
+    }
+
+    fn state_mut(&mut self, node: NodeId) -> &mut Replica {
+        self.replicas
             .iter_mut()
             .find(|(n, _)| *n == node)
             .map(|(_, s)| s)
-            .unwrap_or_else(|| panic!("node {node} is not a replica of this round"));
-        assert_eq!(*state, Replica::Asked, "node {node} answered without being asked, or twice");
-        *state = to;
+            .unwrap_or_else(|| panic!("node {node} is not a replica of this round"))
+    }
+
+    fn count_in(&self, set: &[NodeId], state: Replica) -> usize {
+        self.replicas.iter().filter(|(n, s)| *s == state && set.contains(n)).count()
     }
 
     fn fail(&mut self) -> Step {

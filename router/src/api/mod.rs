@@ -17,7 +17,7 @@ use axum::extract::Request;
 use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 
 use crate::admission::{Admission, Refusal};
 use crate::coordinator::Coordinator;
@@ -51,6 +51,10 @@ pub fn routes(state: Arc<AppState>) -> Router {
             get(records::get).put(records::put).patch(records::patch).delete(records::delete),
         )
         .route("/v1/cluster", get(cluster::show))
+        .route("/v1/cluster/nodes", post(cluster::add))
+        .route("/v1/cluster/nodes/{id}", delete(cluster::decommission))
+        .route("/v1/cluster/nodes/{id}/remove", post(cluster::remove))
+        .route("/v1/cluster/migrations/abort", post(cluster::abort))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

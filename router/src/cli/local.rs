@@ -92,6 +92,15 @@ impl Layout {
         cmd
     }
 
+    /// The command that starts a node that waits to be added: no id, no
+    /// initial nodes, data in `node-{name}`.
+    pub fn waiting_node(&self, name: usize, addr: SocketAddr) -> Command {
+        let mut cmd = Command::new(self.bin_dir.join("ringup-node"));
+        cmd.arg("--listen").arg(addr.to_string());
+        cmd.arg("--data-dir").arg(self.dir.join(format!("node-{name}")));
+        cmd
+    }
+
     /// The command that starts the router.
     pub fn router(&self) -> Command {
         let seeds: Vec<String> = self.nodes.iter().map(ToString::to_string).collect();

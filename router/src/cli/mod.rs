@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod health;
 pub mod local;
+pub mod node;
 pub mod status;
 
 use clap::{Parser, Subcommand};
@@ -30,6 +31,8 @@ pub enum Command {
     Health(health::HealthArgs),
     /// Put load on a cluster and report throughput, latency and errors.
     Bench(bench::BenchArgs),
+    /// Add, decommission or remove a node, or abort the change in flight.
+    Node(node::NodeArgs),
 }
 
 /// Runs the CLI.
@@ -39,5 +42,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Local(args) => local::run(args).await,
         Command::Health(args) => health::run(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Node(args) => node::run(args).await,
     }
 }

@@ -62,6 +62,25 @@ pub fn render(cluster: &Value) -> String {
     }
     let migrations = cluster["migrations"].as_array().map_or(0, Vec::len);
     out.push_str(&format!("migrations in flight: {migrations}\n"));
+    let summary = &cluster["migration_summary"];
+    if !summary.is_null() {
+        let elapsed = std::time::Duration::from_secs_f64(summary["elapsed_seconds"].as_f64().unwrap_or(0.0));
+        out.push_str(&format!("change in flight: {}\n", super::node::plain_line(summary, elapsed).trim_start()));
+    }
+    let shown = 10;
+    for m in cluster["migrations"].as_array().into_iter().flatten().take(shown) {
+        out.push_str(&format!(
+            "  partition {:<5} {:<20} {} -> {}  {} records\n",
+            m["partition"].to_string(),
+            m["stage"].as_str().unwrap_or("?"),
+            m["from"],
+            m["to"],
+            m["records"]
+        ));
+    }
+    if migrations > shown {
+        out.push_str(&format!("  … and {} more\n", migrations - shown));
+    }
     out
 }
 

@@ -1,0 +1,401 @@
+//! The node's side of partition moves: the I/O around the pure core in
+//! [`ringup_proto::migration`].
+//!
+//! - [`Mover`] runs on every node. It watches the map, and for each move in
+//!   which this node has work, does it and reports it through the metadata
+//!   leader: a new replica of a `streaming` move copies the partition from
+//!   its sources in SST chunks ([`Request::StreamChunk`]) and reports
+//!   [`MapCommand::StreamDone`]; a replica due to drop a range (`cleanup`,
+//!   `aborted`) waits for requests routed before the change to end, drops
+//!   it with one range deletion and reports [`MapCommand::CleanedUp`]. A
+//!   restarted node finds its unfinished work in the map and starts it
+//!   again; a failed stream costs that partition's progress only.
+//! - [`lead`] runs the stage [`Driver`] while this node leads the metadata
+//!   group, and keeps the group's voters following the members: 3 voters
+//!   (5 from 5 up members on), every other member a learner, removed
+//!   members out.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use openraft::{BasicNode, ChangeMembers};
+use ringup_proto::NodeId;
+use ringup_proto::cluster::{ClusterMap, MapCommand, MemberState};
+use ringup_proto::migration::{Driver, Limits, Move, Stage, Streamed};
+use ringup_proto::ring::PartitionId;
+use ringup_proto::rpc::{Request, Response, RpcError};
+use ringup_rpc::Pool;
+use tokio::sync::watch;
+
+use crate::raft::{self, Raft};
+use crate::storage::Storage;
+
+/// How long a chunk request may take.
+const CHUNK_TIMEOUT: Duration = Duration::from_secs(60);
+/// Attempts at copying from the replica being replaced before copying from
+/// every other old replica instead.
+const PAIRED_ATTEMPTS: u32 = 3;
+/// How long a replica waits after seeing a range due for dropping, so that
+/// requests routed before the change have ended.
+const DROP_DELAY: Duration = Duration::from_secs(1);
+/// How often the leader's driver looks at the map when nothing changes.
+const DRIVE_EVERY: Duration = Duration::from_millis(250);
+/// How many entries behind the leader's log a learner may be to become a
+/// voter.
+const CAUGHT_UP: u64 = 16;
+
+/// What the streams into this node have copied so far, by partition.
+#[derive(Debug, Default)]
+pub struct Progress {
+    streams: Mutex<BTreeMap<PartitionId, (u64, Streamed)>>,
+}
+
+impl Progress {
+    /// Every stream in flight: partition, the epoch that started its move,
+    /// and what has arrived.
+    pub fn snapshot(&self) -> Vec<(PartitionId, u64, Streamed)> {
+        self.streams.lock().expect("progress poisoned").iter().map(|(p, (e, s))| (*p, *e, *s)).collect()
+    }
+
+    fn set(&self, partition: PartitionId, started: u64, streamed: Streamed) {
+        self.streams.lock().expect("progress poisoned").insert(partition, (started, streamed));
+    }
+
+    fn clear(&self, partition: PartitionId) {
+        self.streams.lock().expect("progress poisoned").remove(&partition);
+    }
+}
+
+/// A piece of this node's work on one move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Work {
+    /// Copy the partition here.
+    Stream,
+    /// Drop the partition's range here.
+    Drop,
+}
+
+/// Does this node's work on the moves in the map.
+pub struct Mover {
+    id: NodeId,
+    storage: Storage,
+    raft: Raft,
+    pool: Arc<Pool>,
+    map: watch::Receiver<Arc<ClusterMap>>,
+    scratch: PathBuf,
+    progress: Arc<Progress>,
+    /// Work in flight: partition, the epoch that started its move, kind.
+    running: Mutex<BTreeSet<(PartitionId, u64, Work)>>,
+}
+
+/// Takes a piece of work off the running set when it ends, however it ends.
+struct Running<'a> {
+    mover: &'a Mover,
+    key: (PartitionId, u64, Work),
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.mover.running.lock().expect("running poisoned").remove(&self.key);
+    }
+}
+
+impl Mover {
+    /// The mover of node `id`.
+    pub fn new(
+        id: NodeId,
+        storage: Storage,
+        raft: Raft,
+        pool: Arc<Pool>,
+        map: watch::Receiver<Arc<ClusterMap>>,
+        scratch: PathBuf,
+        progress: Arc<Progress>,
+    ) -> Self {
+        Self { id, storage, raft, pool, map, scratch, progress, running: Mutex::default() }
+    }
+
+    /// Starts the work the map gives this node, whenever the map changes,
+    /// until `stop` is raised.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut map = self.map.clone();
+        while !*stop.borrow() {
+            let current = map.borrow_and_update().clone();
+            for (p, m) in &current.moves {
+                if let Some(work) = self.work_on(m) {
+                    self.start(*p, m.clone(), work);
+                }
+            }
+            tokio::select! {
+                _ = map.changed() => {}
+                _ = stop.changed() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    /// What this node has left to do on move `m`.
+    fn work_on(&self, m: &Move) -> Option<Work> {
+        match m.stage {
+            Stage::Streaming if m.added().contains(&self.id) && !m.streamed.contains_key(&self.id) => {
+                Some(Work::Stream)
+            }
+            Stage::Cleanup | Stage::Aborted if m.to_clean().contains(&self.id) && !m.cleaned.contains(&self.id) => {
+                Some(Work::Drop)
+            }
+            _ => None,
+        }
+    }
+
+    fn start(self: &Arc<Self>, partition: PartitionId, m: Move, work: Work) {
+        let key = (partition, m.started_epoch, work);
+        if !self.running.lock().expect("running poisoned").insert(key) {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            let _running = Running { mover: &this, key };
+            match work {
+                Work::Stream => this.stream(partition, &m).await,
+                Work::Drop => this.drop_range(partition, &m).await,
+            }
+        });
+    }
+
+    /// Whether move `started` of `partition` is still in `stage`.
+    fn still(&self, partition: PartitionId, started: u64, stage: Stage) -> bool {
+        self.map.borrow().moves.get(&partition).is_some_and(|m| m.started_epoch == started && m.stage == stage)
+    }
+
+    /// Copies `partition` here, then reports it. Tries again, from the
+    /// start of the range, until it succeeds or the move moves on.
+    async fn stream(&self, partition: PartitionId, m: &Move) {
+        let started_at = Instant::now();
+        let mut attempt = 0;
+        loop {
+            if !self.still(partition, m.started_epoch, Stage::Streaming) {
+                self.progress.clear(partition);
+                return;
+            }
+            let sources = {
+                let map = self.map.borrow();
+                let gone = |n| map.is_gone(n);
+                if attempt < PAIRED_ATTEMPTS {
+                    m.sources(self.id, gone)
+                } else {
+                    m.from.iter().copied().filter(|n| *n != self.id && !gone(*n)).collect()
+                }
+            };
+            match self.copy(partition, m, &sources).await {
+                Ok(streamed) => {
+                    tracing::info!(
+                        partition,
+                        ?sources,
+                        bytes = streamed.bytes,
+                        records = streamed.records,
+                        ms = started_at.elapsed().as_millis() as u64,
+                        "partition copied"
+                    );
+                    let done = MapCommand::StreamDone { partition, started: m.started_epoch, node: self.id, streamed };
+                    self.report(done).await;
+                    self.progress.clear(partition);
+                    return;
+                }
+                Err(e) => {
+                    attempt += 1;
+                    tracing::warn!(partition, ?sources, attempt, error = %e, "copying a partition failed; trying again");
+                    tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt.min(10)))).await;
+                }
+            }
+        }
+    }
+
+    /// Copies the partition from each of `sources` in turn, chunk by chunk.
+    async fn copy(&self, partition: PartitionId, m: &Move, sources: &[NodeId]) -> Result<Streamed, String> {
+        if sources.is_empty() {
+            return Err("no live replica to copy from".into());
+        }
+        let mut streamed = Streamed::default();
+        for source in sources {
+            let addr = self.map.borrow().addr(*source).map(str::to_string).ok_or("the source is not a member")?;
+            let client = self.pool.get(&addr);
+            let mut after = None;
+            loop {
+                if !self.still(partition, m.started_epoch, Stage::Streaming) {
+                    return Err("the move is no longer streaming".into());
+                }
+                let request = Request::StreamChunk { partition, epoch: m.stage_epoch, after: after.take() };
+                let (sst, crc, records, last, done) = match client.call(request, CHUNK_TIMEOUT).await {
+                    Ok(Response::Chunk { sst, crc, records, last, done }) => (sst, crc, records, last, done),
+                    Ok(Response::Error(e)) => return Err(format!("node {source} refused a chunk: {e}")),
+                    Ok(other) => return Err(format!("node {source} answered {other:?}")),
+                    Err(e) => return Err(format!("node {source}: {e}")),
+                };
+                if crc32fast::hash(&sst) != crc {
+                    return Err(format!("a chunk from node {source} fails its checksum"));
+                }
+                if !sst.is_empty() {
+                    streamed.bytes += sst.len() as u64;
+                    self.storage.ingest_chunk(sst, &self.scratch).await.map_err(|e| e.to_string())?;
+                }
+                streamed.records += records;
+                self.progress.set(partition, m.started_epoch, streamed);
+                if done {
+                    break;
+                }
+                after = last;
+            }
+        }
+        Ok(streamed)
+    }
+
+    /// Drops `partition`'s range here once requests routed before the
+    /// change have ended and no stream into it is running, then reports it.
+    async fn drop_range(&self, partition: PartitionId, m: &Move) {
+        tokio::time::sleep(DROP_DELAY).await;
+        let stream = (partition, m.started_epoch, Work::Stream);
+        while self.running.lock().expect("running poisoned").contains(&stream) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        loop {
+            match self.storage.delete_partition(partition).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::error!(partition, error = %e, "cannot drop a partition's range; trying again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+        tracing::info!(partition, stage = %m.stage, "partition range dropped");
+        self.report(MapCommand::CleanedUp { partition, started: m.started_epoch, node: self.id }).await;
+    }
+
+    /// Proposes a report through the leader until it is applied, or the map
+    /// refuses it (the move has moved on).
+    async fn report(&self, command: MapCommand) {
+        for attempt in 0u64.. {
+            match crate::propose_via_leader(&self.raft, &self.pool, command.clone()).await {
+                Ok(_) => return,
+                Err(RpcError::Refused(e)) => {
+                    tracing::info!(error = %e, ?command, "report refused: the move has moved on");
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot report yet");
+                    tokio::time::sleep(Duration::from_millis(200 * attempt.min(10))).await;
+                }
+            }
+        }
+    }
+}
+
+/// While this node leads the metadata group: keeps the group's membership
+/// following the map's members and proposes what the stage driver says,
+/// until `stop` is raised.
+pub async fn lead(
+    raft: Raft,
+    id: NodeId,
+    pool: Arc<Pool>,
+    mut map: watch::Receiver<Arc<ClusterMap>>,
+    limits: Limits,
+    mut stop: watch::Receiver<bool>,
+) {
+    let clock = Instant::now();
+    let mut driver: Option<Driver> = None;
+    while !*stop.borrow() {
+        if raft.current_leader().await != Some(id) {
+            driver = None;
+        } else {
+            let current = map.borrow_and_update().clone();
+            if current.is_ready() {
+                follow_members(&raft, &pool, &current).await;
+                let driver = driver.get_or_insert_with(|| Driver::new(limits));
+                for command in driver.step(&current, clock.elapsed().as_millis() as u64) {
+                    if let Err(e) = raft::propose(&raft, command.clone()).await {
+                        tracing::debug!(error = %e, ?command, "driver proposal not applied");
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            _ = map.changed() => {}
+            _ = stop.changed() => {}
+            _ = tokio::time::sleep(DRIVE_EVERY) => {}
+        }
+    }
+}
+
+/// One step towards a metadata group that follows the map: members not
+/// yet in it become learners (a waiting node is first given its id), the
+/// voters become the right number of up members, and removed members
+/// leave. Each membership change waits for the one before to commit.
+async fn follow_members(raft: &Raft, pool: &Pool, map: &ClusterMap) {
+    let metrics = raft.metrics().borrow().clone();
+    let stored = metrics.membership_config.clone();
+    let applied = metrics.last_applied.map(|l| l.index);
+    if stored.log_id().is_some_and(|l| applied.is_none_or(|a| a < l.index)) {
+        return;
+    }
+    let membership = stored.membership();
+    if membership.get_joint_config().len() > 1 {
+        return;
+    }
+    let known: BTreeSet<NodeId> = membership.nodes().map(|(n, _)| *n).collect();
+    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+
+    for member in map.members.values().filter(|m| m.state != MemberState::Removed && !known.contains(&m.id)) {
+        let adopted = pool.get(&member.addr).call(Request::Adopt { id: member.id }, Duration::from_secs(2)).await;
+        if !matches!(adopted, Ok(Response::Adopted)) {
+            tracing::debug!(node = member.id, answer = ?adopted, "the new member does not take its id yet");
+            continue;
+        }
+        let node = BasicNode { addr: member.addr.clone() };
+        if let Err(e) = raft.add_learner(member.id, node, false).await {
+            tracing::warn!(node = member.id, error = %e, "cannot add a learner yet");
+        }
+    }
+
+    let last_index = metrics.last_log_index.unwrap_or(0);
+    let matched =
+        |n: &NodeId| metrics.replication.as_ref().and_then(|r| r.get(n)).and_then(|m| *m).map(|l| l.index).unwrap_or(0);
+    let up: Vec<NodeId> =
+        map.members.values().filter(|m| m.state == MemberState::Up && known.contains(&m.id)).map(|m| m.id).collect();
+    let want = if up.len() >= 5 { 5 } else { up.len().min(3) };
+    let mut next: BTreeSet<NodeId> = voters.iter().copied().filter(|v| up.contains(v)).collect();
+    for candidate in &up {
+        if next.len() >= want {
+            break;
+        }
+        if !next.contains(candidate) && matched(candidate) + CAUGHT_UP >= last_index {
+            next.insert(*candidate);
+        }
+    }
+    while next.len() > want {
+        let drop = *next.iter().rev().find(|v| **v != raft_id(raft)).expect("more voters than one");
+        next.remove(&drop);
+    }
+    if !next.is_empty() && next != voters {
+        tracing::info!(from = ?voters, to = ?next, "changing the metadata group's voters");
+        if let Err(e) = raft.change_membership(ChangeMembers::ReplaceAllVoters(next), true).await {
+            tracing::warn!(error = %e, "cannot change the voters yet");
+        }
+        return;
+    }
+    let removed: BTreeSet<NodeId> = map
+        .members
+        .values()
+        .filter(|m| m.state == MemberState::Removed && known.contains(&m.id) && !voters.contains(&m.id))
+        .map(|m| m.id)
+        .collect();
+    if !removed.is_empty() {
+        tracing::info!(nodes = ?removed, "removing members from the metadata group");
+        if let Err(e) = raft.change_membership(ChangeMembers::RemoveNodes(removed), true).await {
+            tracing::warn!(error = %e, "cannot remove members from the metadata group yet");
+        }
+    }
+}
+
+fn raft_id(raft: &Raft) -> NodeId {
+    raft.metrics().borrow().id
+}

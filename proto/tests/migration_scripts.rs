@@ -1,0 +1,276 @@
+//! Scripted scenarios of membership changes: the map's commands and the
+//! stage driver. Each file in `tests/migrations/` is a list of commands
+//! (`> command`), each followed by what it printed; `UPDATE_SCRIPTS=1 cargo
+//! test` rewrites the files with what the code prints now, for review in the
+//! diff.
+//!
+//! Commands:
+//!
+//! ```text
+//! > bootstrap Q RF N…        a fresh map of Q partitions over nodes N…
+//! > add ADDR [ID]            an admin adds the node at ADDR
+//! > decommission N | remove N | abort
+//!                            an admin's change; prints the map's answer
+//! > step T                   the driver runs at T ms: prints each command it proposes and the
+//!                            map's answer (every one is applied), then the moves
+//! > streamed P N             node N finished copying partition P
+//! > cleaned P N              node N dropped partition P's range
+//! > nodes T                  every node does its work: each new replica of a streaming move
+//!                            finishes its copy, each replica due to drop a range drops it
+//! > settle T                 `step T` and `nodes T` until the driver proposes nothing more
+//!                            (T rises by 1000 each round); prints the rounds and the map
+//! > crash                    the leader changes: a new driver with no memory
+//! > route P                  where partition P's reads and writes go now
+//! > map                      members, change, moves and load
+//! ```
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use ringup_proto::NodeId;
+use ringup_proto::cluster::{ClusterMap, MapCommand, MemberState};
+use ringup_proto::migration::{Driver, Limits, Stage, Streamed};
+
+struct Scene {
+    map: ClusterMap,
+    driver: Driver,
+}
+
+impl Scene {
+    fn new() -> Self {
+        Self { map: ClusterMap::default(), driver: Driver::new(limits()) }
+    }
+
+    fn run(&mut self, command: &str) -> String {
+        let words: Vec<&str> = command.split_whitespace().collect();
+        match words.as_slice() {
+            ["bootstrap", q, rf, nodes @ ..] => {
+                let members = nodes.iter().map(|n| (n.parse().unwrap(), format!("n{n}"))).collect();
+                let cmd = MapCommand::Bootstrap {
+                    partitions: q.parse().unwrap(),
+                    replication_factor: rf.parse().unwrap(),
+                    members,
+                };
+                format!("{}\n{}", self.apply(cmd), self.show())
+            }
+            ["add", addr] => self.admin(MapCommand::AddNode { id: None, addr: addr.to_string(), at_ms: 0 }),
+            ["add", addr, id] => {
+                self.admin(MapCommand::AddNode { id: Some(id.parse().unwrap()), addr: addr.to_string(), at_ms: 0 })
+            }
+            ["decommission", n] => self.admin(MapCommand::Decommission { id: n.parse().unwrap(), at_ms: 0 }),
+            ["remove", n] => self.admin(MapCommand::RemoveNode { id: n.parse().unwrap(), at_ms: 0 }),
+            ["abort"] => self.admin(MapCommand::AbortChange),
+            ["step", t] => {
+                let mut out = self.step(t.parse().unwrap());
+                out.push_str(&self.moves());
+                out
+            }
+            ["streamed", p, n] => self.streamed(p.parse().unwrap(), n.parse().unwrap()),
+            ["cleaned", p, n] => {
+                let p = p.parse().unwrap();
+                let started = self.map.moves[&p].started_epoch;
+                let cmd = MapCommand::CleanedUp { partition: p, started, node: n.parse().unwrap() };
+                self.apply(cmd)
+            }
+            ["nodes", _] => {
+                let out = self.nodes_work();
+                if out.is_empty() { "nothing to do".into() } else { out }
+            }
+            ["settle", t] => self.settle(t.parse().unwrap()),
+            ["crash"] => {
+                self.driver = Driver::new(limits());
+                "a new driver".into()
+            }
+            ["route", p] => {
+                let p = p.parse().unwrap();
+                let sets: Vec<String> = self.map.write_sets(p).iter().map(|s| list(s)).collect();
+                format!("read [{}] write [{}] changed_at={}", list(self.map.read_set(p)), sets.join("] ["), {
+                    self.map.changed_at(p)
+                })
+            }
+            ["map"] => self.show(),
+            _ => panic!("unknown command: {command}"),
+        }
+    }
+
+    fn admin(&mut self, cmd: MapCommand) -> String {
+        let answer = self.apply(cmd);
+        format!("{answer}\n{}", self.show())
+    }
+
+    fn apply(&mut self, cmd: MapCommand) -> String {
+        match self.map.apply(&cmd) {
+            Ok(epoch) => format!("ok epoch={epoch}"),
+            Err(e) => format!("refused: {e}"),
+        }
+    }
+
+    fn step(&mut self, now: u64) -> String {
+        let mut out = String::new();
+        for cmd in self.driver.step(&self.map, now) {
+            let answer = self.apply(cmd.clone());
+            writeln!(out, "{} -> {answer}", describe(&cmd)).unwrap();
+        }
+        if out.is_empty() {
+            out.push_str("nothing to propose\n");
+        }
+        out
+    }
+
+    fn streamed(&mut self, p: u32, node: NodeId) -> String {
+        let started = self.map.moves[&p].started_epoch;
+        let streamed = Streamed { bytes: 1000, records: 10 };
+        self.apply(MapCommand::StreamDone { partition: p, started, node, streamed })
+    }
+
+    /// What every live node would do now.
+    fn nodes_work(&mut self) -> String {
+        let mut out = String::new();
+        let moves: Vec<_> = self.map.moves.iter().map(|(p, m)| (*p, m.clone())).collect();
+        for (p, m) in moves {
+            let live: Vec<NodeId> = match m.stage {
+                Stage::Streaming => m.added().into_iter().filter(|n| !m.streamed.contains_key(n)).collect(),
+                Stage::Cleanup | Stage::Aborted => {
+                    m.to_clean().into_iter().filter(|n| !m.cleaned.contains(n)).collect()
+                }
+                _ => Vec::new(),
+            };
+            let live: Vec<NodeId> = live.into_iter().filter(|n| !self.map.is_gone(*n)).collect();
+            for node in live {
+                let (what, answer) = if m.stage == Stage::Streaming {
+                    let sources = m.sources(node, |n| self.map.is_gone(n));
+                    (format!("node {node} copies p{p} from [{}]", list(&sources)), self.streamed(p, node))
+                } else {
+                    let cmd = MapCommand::CleanedUp { partition: p, started: m.started_epoch, node };
+                    (format!("node {node} drops p{p}"), self.apply(cmd))
+                };
+                writeln!(out, "{what} -> {answer}").unwrap();
+            }
+        }
+        out
+    }
+
+    fn settle(&mut self, mut now: u64) -> String {
+        let mut rounds = 0;
+        loop {
+            let before = self.map.epoch;
+            let _ = self.driver.step(&self.map, now).into_iter().map(|c| self.map.apply(&c)).count();
+            let _ = self.nodes_work();
+            rounds += 1;
+            if self.map.epoch == before && self.map.change.is_none() {
+                break;
+            }
+            assert!(rounds < 1000, "the change does not settle:\n{}", self.show());
+            now += 1000;
+        }
+        format!("settled after {rounds} rounds\n{}", self.show())
+    }
+
+    fn moves(&self) -> String {
+        let mut out = String::new();
+        for (p, m) in &self.map.moves {
+            let streamed: Vec<NodeId> = m.streamed.keys().copied().collect();
+            let cleaned: Vec<NodeId> = m.cleaned.iter().copied().collect();
+            writeln!(
+                out,
+                "  p{p} [{}] -> [{}] {} streamed=[{}] cleaned=[{}]",
+                list(&m.from),
+                list(&m.to),
+                m.stage,
+                list(&streamed),
+                list(&cleaned)
+            )
+            .unwrap();
+        }
+        out
+    }
+
+    fn show(&self) -> String {
+        let map = &self.map;
+        let mut out = format!("epoch={}", map.epoch);
+        let load = map.placement.as_ref().map(|p| p.load()).unwrap_or_default();
+        for m in map.members.values() {
+            write!(out, " {}:{}:{}", m.id, state(m.state), load.get(&m.id).copied().unwrap_or(0)).unwrap();
+        }
+        if let (Some(change), Some(placement)) = (&map.change, &map.placement) {
+            write!(
+                out,
+                "\nchange: {} to move, {} done, {} aborted",
+                change.remaining(placement),
+                change.moves_done,
+                change.moves_aborted
+            )
+            .unwrap();
+        }
+        out.push('\n');
+        out.push_str(&self.moves());
+        if let Some(placement) = &map.placement {
+            let sets: Vec<String> = (0..placement.partitions()).map(|p| list(placement.replicas(p))).collect();
+            write!(out, "placement: {}", sets.join(" | ")).unwrap();
+        }
+        out
+    }
+}
+
+/// Small limits so that scripts show the queueing: one move per node.
+fn limits() -> Limits {
+    Limits { moves_per_node: 1, settle_ms: 2000 }
+}
+
+fn state(s: MemberState) -> &'static str {
+    s.as_str()
+}
+
+fn describe(cmd: &MapCommand) -> String {
+    match cmd {
+        MapCommand::StartMove { partition, to } => format!("start p{partition} -> [{}]", list(to)),
+        MapCommand::Advance { partition, stage, .. } => format!("advance p{partition} to {stage}"),
+        MapCommand::FinishMove { partition, .. } => format!("finish p{partition}"),
+        MapCommand::CompleteChange => "complete the change".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn list<T: ToString>(items: &[T]) -> String {
+    items.iter().map(T::to_string).collect::<Vec<_>>().join(" ")
+}
+
+/// Replays a script: keeps comments, blank lines and commands, and puts
+/// under each command what it printed now.
+fn replay(script: &str) -> String {
+    let mut scene = Scene::new();
+    let mut out = String::new();
+    for line in script.lines() {
+        if let Some(command) = line.strip_prefix("> ") {
+            writeln!(out, "{line}").unwrap();
+            for printed in scene.run(command).lines() {
+                writeln!(out, "{printed}").unwrap();
+            }
+        } else if line.is_empty() || line.starts_with('#') {
+            writeln!(out, "{line}").unwrap();
+        }
+    }
+    out
+}
+
+#[test]
+fn every_migration_scenario_prints_what_its_script_expects() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/migrations");
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    assert!(!files.is_empty(), "no scripts in {}", dir.display());
+    let mut failed = Vec::new();
+    for file in files {
+        let script = std::fs::read_to_string(&file).unwrap();
+        let now = replay(&script);
+        if now == script {
+            continue;
+        }
+        if std::env::var_os("UPDATE_SCRIPTS").is_some() {
+            std::fs::write(&file, &now).unwrap();
+        } else {
+            failed.push(format!("== {}\n-- expected\n{script}\n-- printed\n{now}", file.display()));
+        }
+    }
+    assert!(failed.is_empty(), "scenarios differ:\n{}", failed.join("\n"));
+}
