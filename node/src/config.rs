@@ -118,7 +118,7 @@ pub struct Config {
 
     /// Partition moves one node takes part in at once, as a new replica or
     /// the one replaced (read by the metadata leader's driver).
-    #[arg(long, env = "RINGUP_MOVES_PER_NODE", default_value_t = 2)]
+    #[arg(long, env = "RINGUP_MOVES_PER_NODE", default_value_t = 4)]
     pub moves_per_node: usize,
 
     /// Milliseconds a switched partition waits before its old replicas drop

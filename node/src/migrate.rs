@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use openraft::{BasicNode, ChangeMembers};
 use ringup_proto::NodeId;
 use ringup_proto::cluster::{ClusterMap, MapCommand, MemberState};
-use ringup_proto::migration::{Driver, Limits, Move, Stage, Streamed};
+use ringup_proto::migration::{Driver, Limits, Move, Observed, Stage, Streamed};
 use ringup_proto::ring::PartitionId;
 use ringup_proto::rpc::{Request, Response, RpcError};
 use ringup_rpc::Pool;
@@ -45,6 +45,8 @@ const DRIVE_EVERY: Duration = Duration::from_millis(250);
 /// How many entries behind the leader's log a learner may be to become a
 /// voter.
 const CAUGHT_UP: u64 = 16;
+/// How long the leader waits for a node to say which epoch it has.
+const PING_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// What the streams into this node have copied so far, by partition.
 #[derive(Debug, Default)]
@@ -88,6 +90,8 @@ pub struct Mover {
     progress: Arc<Progress>,
     /// Work in flight: partition, the epoch that started its move, kind.
     running: Mutex<BTreeSet<(PartitionId, u64, Work)>>,
+    /// Work done and reported, which this node's map may not show yet.
+    reported: Mutex<BTreeSet<(PartitionId, u64, Work)>>,
 }
 
 /// Takes a piece of work off the running set when it ends, however it ends.
@@ -113,7 +117,7 @@ impl Mover {
         scratch: PathBuf,
         progress: Arc<Progress>,
     ) -> Self {
-        Self { id, storage, raft, pool, map, scratch, progress, running: Mutex::default() }
+        Self { id, storage, raft, pool, map, scratch, progress, running: Mutex::default(), reported: Mutex::default() }
     }
 
     /// Starts the work the map gives this node, whenever the map changes,
@@ -122,6 +126,10 @@ impl Mover {
         let mut map = self.map.clone();
         while !*stop.borrow() {
             let current = map.borrow_and_update().clone();
+            self.reported
+                .lock()
+                .expect("reported poisoned")
+                .retain(|(p, started, _)| current.moves.get(p).is_some_and(|m| m.started_epoch == *started));
             for (p, m) in &current.moves {
                 if let Some(work) = self.work_on(m) {
                     self.start(*p, m.clone(), work);
@@ -150,15 +158,20 @@ impl Mover {
 
     fn start(self: &Arc<Self>, partition: PartitionId, m: Move, work: Work) {
         let key = (partition, m.started_epoch, work);
-        if !self.running.lock().expect("running poisoned").insert(key) {
+        if self.reported.lock().expect("reported poisoned").contains(&key)
+            || !self.running.lock().expect("running poisoned").insert(key)
+        {
             return;
         }
         let this = self.clone();
         tokio::spawn(async move {
             let _running = Running { mover: &this, key };
-            match work {
+            let done = match work {
                 Work::Stream => this.stream(partition, &m).await,
                 Work::Drop => this.drop_range(partition, &m).await,
+            };
+            if done {
+                this.reported.lock().expect("reported poisoned").insert(key);
             }
         });
     }
@@ -169,14 +182,15 @@ impl Mover {
     }
 
     /// Copies `partition` here, then reports it. Tries again, from the
-    /// start of the range, until it succeeds or the move moves on.
-    async fn stream(&self, partition: PartitionId, m: &Move) {
+    /// start of the range, until it succeeds or the move moves on; returns
+    /// whether it reported.
+    async fn stream(&self, partition: PartitionId, m: &Move) -> bool {
         let started_at = Instant::now();
         let mut attempt = 0;
         loop {
             if !self.still(partition, m.started_epoch, Stage::Streaming) {
                 self.progress.clear(partition);
-                return;
+                return false;
             }
             let sources = {
                 let map = self.map.borrow();
@@ -200,7 +214,7 @@ impl Mover {
                     let done = MapCommand::StreamDone { partition, started: m.started_epoch, node: self.id, streamed };
                     self.report(done).await;
                     self.progress.clear(partition);
-                    return;
+                    return true;
                 }
                 Err(e) => {
                     attempt += 1;
@@ -252,7 +266,7 @@ impl Mover {
 
     /// Drops `partition`'s range here once requests routed before the
     /// change have ended and no stream into it is running, then reports it.
-    async fn drop_range(&self, partition: PartitionId, m: &Move) {
+    async fn drop_range(&self, partition: PartitionId, m: &Move) -> bool {
         tokio::time::sleep(DROP_DELAY).await;
         let stream = (partition, m.started_epoch, Work::Stream);
         while self.running.lock().expect("running poisoned").contains(&stream) {
@@ -269,6 +283,7 @@ impl Mover {
         }
         tracing::info!(partition, stage = %m.stage, "partition range dropped");
         self.report(MapCommand::CleanedUp { partition, started: m.started_epoch, node: self.id }).await;
+        true
     }
 
     /// Proposes a report through the leader until it is applied, or the map
@@ -311,7 +326,15 @@ pub async fn lead(
             if current.is_ready() {
                 follow_members(&raft, &pool, &current).await;
                 let driver = driver.get_or_insert_with(|| Driver::new(limits));
-                for command in driver.step(&current, clock.elapsed().as_millis() as u64) {
+                let observed = Observed {
+                    now_ms: clock.elapsed().as_millis() as u64,
+                    wall_ms: wall_ms(),
+                    applied: if current.moves.is_empty() { BTreeMap::new() } else { applied(&pool, &current).await },
+                };
+                let mut commands = driver.step(&current, &observed);
+                // One log entry for the whole step.
+                let command = if commands.len() == 1 { commands.pop() } else { Some(MapCommand::Batch(commands)) };
+                if let Some(command) = command.filter(|c| !matches!(c, MapCommand::Batch(b) if b.is_empty())) {
                     if let Err(e) = raft::propose(&raft, command.clone()).await {
                         tracing::debug!(error = %e, ?command, "driver proposal not applied");
                     }
@@ -324,6 +347,27 @@ pub async fn lead(
             _ = tokio::time::sleep(DRIVE_EVERY) => {}
         }
     }
+}
+
+/// The epoch each member that is not removed has applied, by a ping; those
+/// that do not answer in time are left out.
+async fn applied(pool: &Pool, map: &ClusterMap) -> BTreeMap<NodeId, u64> {
+    let pings = map.members.values().filter(|m| m.state != MemberState::Removed).map(|m| {
+        let client = pool.get(&m.addr);
+        async move { (m.id, client.call(Request::Ping, PING_TIMEOUT).await) }
+    });
+    futures::future::join_all(pings)
+        .await
+        .into_iter()
+        .filter_map(|(node, answer)| match answer {
+            Ok(Response::Pong { epoch, .. }) => Some((node, epoch)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// One step towards a metadata group that follows the map: members not

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::migration::{Change, Move, Stage, Streamed};
+use crate::migration::{Change, Finished, Move, Stage, Streamed};
 use crate::placement::{NodeId, Placement};
 use crate::ring::{PartitionId, Ring};
 
@@ -147,7 +147,13 @@ pub enum MapCommand {
     },
     /// Ends a change that has reached its target: joining members are up,
     /// leaving ones removed.
-    CompleteChange,
+    CompleteChange {
+        /// The proposer's wall clock, epoch milliseconds.
+        at_ms: i64,
+    },
+    /// Several commands in one log entry, applied in order; each that
+    /// applies raises the epoch. The entry fails only if none applies.
+    Batch(Vec<MapCommand>),
 }
 
 /// Why a command could not be applied; the map is left as it was.
@@ -218,6 +224,8 @@ pub struct ClusterMap {
     pub moves: BTreeMap<PartitionId, Move>,
     /// The membership change in flight, if any.
     pub change: Option<Change>,
+    /// What the last finished change did.
+    pub last_change: Option<Finished>,
 }
 
 impl Default for ClusterMap {
@@ -231,6 +239,7 @@ impl Default for ClusterMap {
             changed_at: Vec::new(),
             moves: BTreeMap::new(),
             change: None,
+            last_change: None,
         }
     }
 }
@@ -342,10 +351,32 @@ impl ClusterMap {
             }
             MapCommand::CleanedUp { partition, started, node } => self.cleaned_up(*partition, *started, *node)?,
             MapCommand::FinishMove { partition, started } => self.finish_move(*partition, *started)?,
-            MapCommand::CompleteChange => self.complete_change()?,
+            MapCommand::CompleteChange { at_ms } => self.complete_change(*at_ms)?,
+            MapCommand::Batch(commands) => return self.apply_batch(commands),
         }
         self.epoch += 1;
         Ok(self.epoch)
+    }
+
+    fn apply_batch(&mut self, commands: &[MapCommand]) -> Result<u64, MapError> {
+        let mut first_error = None;
+        let mut applied = 0;
+        for command in commands {
+            let result = match command {
+                MapCommand::Batch(_) => Err(MapError::InvalidMove("a batch inside a batch".into())),
+                other => self.apply(other),
+            };
+            match result {
+                Ok(_) => applied += 1,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) if applied == 0 => Err(e),
+            _ => Ok(self.epoch),
+        }
     }
 
     fn bootstrap(&mut self, partitions: u32, rf: u8, members: &[(NodeId, String)]) -> Result<(), MapError> {

@@ -24,6 +24,18 @@
 //! then holds. When that replica is gone, it copies from every other old
 //! replica instead.
 //!
+//! Two rules keep reads and writes meeting while routers and nodes learn
+//! a stage at different times. Writes stop going to the old set
+//! (`use-new`) only once every replica of both sets has applied
+//! `write-both-read-new`: from then on each of them refuses requests
+//! routed before it, so no read can still use the old set. And an abort
+//! sends back only moves whose reads have not switched (`write-both-read-old`,
+//! `streaming`): their old set took every write, so a read routed either
+//! way meets it. A move already reading from the new set finishes, and the
+//! target placement moves the partition back afterwards. The exception is
+//! a new replica that died and was removed: its moves go back at once,
+//! since a read of the new set cannot reach it.
+//!
 //! Every stage change that alters where a partition's requests go records
 //! the epoch in the partition's `changed_at`; nodes refuse a request routed
 //! with an older epoch only for that partition, so a move never disturbs
@@ -73,9 +85,11 @@ impl Stage {
         }
     }
 
-    /// Whether reads and writes have switched to the new set for good.
+    /// Whether reads have switched to the new set: an abort no longer
+    /// sends the partition back at once, but moves it back anew once the
+    /// move is done (see [`ClusterMap::apply`]'s abort).
     pub fn switched(self) -> bool {
-        matches!(self, Stage::UseNew | Stage::Cleanup)
+        matches!(self, Stage::WriteBothReadNew | Stage::UseNew | Stage::Cleanup)
     }
 }
 
@@ -204,12 +218,21 @@ pub struct Change {
     pub records: u64,
 }
 
-impl Change {
-    /// Partitions whose replica set still differs from the target, moving
-    /// or not.
-    pub fn remaining(&self, placement: &Placement) -> usize {
-        (0..placement.partitions()).filter(|p| placement.replicas(*p) != self.target.replicas(*p)).count()
-    }
+/// What the last finished change did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finished {
+    /// When it began, epoch milliseconds.
+    pub started_ms: i64,
+    /// When it ended, epoch milliseconds.
+    pub finished_ms: i64,
+    /// Partition moves finished.
+    pub moves_done: u64,
+    /// Partition moves given up.
+    pub moves_aborted: u64,
+    /// Bytes streamed.
+    pub bytes: u64,
+    /// Records streamed.
+    pub records: u64,
 }
 
 /// The membership commands of the map, applied by [`ClusterMap::apply`].
@@ -270,12 +293,8 @@ impl ClusterMap {
         // Moves onto the dead node cannot finish; those not yet switched
         // go back to their old sets.
         let epoch = self.epoch + 1;
-        let doomed: Vec<PartitionId> = self
-            .moves
-            .iter()
-            .filter(|(_, m)| !m.stage.switched() && m.stage != Stage::Aborted && m.to.contains(&id))
-            .map(|(p, _)| *p)
-            .collect();
+        let doomed: Vec<PartitionId> =
+            self.moves.iter().filter(|(_, m)| m.stage < Stage::UseNew && m.to.contains(&id)).map(|(p, _)| *p).collect();
         for p in doomed {
             self.abort_move(p, epoch);
         }
@@ -427,13 +446,21 @@ impl ClusterMap {
         Ok(())
     }
 
-    pub(crate) fn complete_change(&mut self) -> Result<(), MapError> {
+    pub(crate) fn complete_change(&mut self, at_ms: i64) -> Result<(), MapError> {
         let placement = self.placement()?;
         let done = self.change.as_ref().is_some_and(|c| self.moves.is_empty() && c.target == *placement);
         if !done {
             return Err(MapError::Conflict("the change has moves left".into()));
         }
-        self.change = None;
+        let change = self.change.take().expect("checked above");
+        self.last_change = Some(Finished {
+            started_ms: change.started_ms,
+            finished_ms: at_ms,
+            moves_done: change.moves_done,
+            moves_aborted: change.moves_aborted,
+            bytes: change.bytes,
+            records: change.records,
+        });
         for member in self.members.values_mut() {
             member.state = match member.state {
                 MemberState::Joining => MemberState::Up,
@@ -442,6 +469,24 @@ impl ClusterMap {
             };
         }
         Ok(())
+    }
+
+    /// Partition moves left in the change in flight: those moving (aborted
+    /// ones aside) and those not started whose replica set still differs
+    /// from the target.
+    pub fn moves_remaining(&self) -> usize {
+        let (Some(change), Some(_)) = (&self.change, &self.placement) else { return 0 };
+        let heading = self.heading();
+        let moving = self.moves.values().filter(|m| m.stage != Stage::Aborted).count();
+        let unstarted = (0..heading.partitions())
+            .filter(|p| !self.moves.contains_key(p) && heading.replicas(*p) != change.target.replicas(*p))
+            .count();
+        let after_moving = self
+            .moves
+            .iter()
+            .filter(|(p, m)| m.stage != Stage::Aborted && heading.replicas(**p) != change.target.replicas(**p))
+            .count();
+        moving + unstarted + after_moving
     }
 
     /// The placement once the moves in flight have switched: where the
@@ -528,8 +573,20 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { moves_per_node: 2, settle_ms: 2000 }
+        Self { moves_per_node: 4, settle_ms: 2000 }
     }
+}
+
+/// What the driver's caller observed before a step.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// A monotonic clock, in milliseconds.
+    pub now_ms: u64,
+    /// The wall clock, in epoch milliseconds, for the record.
+    pub wall_ms: i64,
+    /// The map epoch each node has applied; nodes that did not answer are
+    /// absent.
+    pub applied: BTreeMap<NodeId, u64>,
 }
 
 /// Advances the moves of a change; runs on the metadata leader.
@@ -551,8 +608,10 @@ impl Driver {
         Self { limits, seen: BTreeMap::new() }
     }
 
-    /// The commands to propose next, given the map at `now_ms`.
-    pub fn step(&mut self, map: &ClusterMap, now_ms: u64) -> Vec<MapCommand> {
+    /// The commands to propose next, given the map and what the leader
+    /// observed.
+    pub fn step(&mut self, map: &ClusterMap, observed: &Observed) -> Vec<MapCommand> {
+        let (now_ms, applied) = (observed.now_ms, &observed.applied);
         let (Some(change), Some(placement)) = (&map.change, &map.placement) else {
             self.seen.clear();
             return Vec::new();
@@ -563,12 +622,15 @@ impl Driver {
         for (&p, m) in &map.moves {
             let seen = *self.seen.entry((p, m.stage_epoch)).or_insert(now_ms);
             let settled = now_ms.saturating_sub(seen) >= self.limits.settle_ms;
+            // Every replica of both sets, but the removed, knows the stage.
+            let known =
+                m.from.iter().chain(&m.to).all(|n| gone(*n) || applied.get(n).is_some_and(|e| *e >= m.stage_epoch));
             let started = m.started_epoch;
             let next = match m.stage {
                 Stage::WriteBothReadOld => Some(Stage::Streaming),
                 Stage::Streaming if m.streamed_all(gone) => Some(Stage::WriteBothReadNew),
-                Stage::WriteBothReadNew => Some(Stage::UseNew),
-                Stage::UseNew if settled => Some(Stage::Cleanup),
+                Stage::WriteBothReadNew if known => Some(Stage::UseNew),
+                Stage::UseNew if settled && known => Some(Stage::Cleanup),
                 Stage::Cleanup | Stage::Aborted if m.cleaned_all(gone) => {
                     commands.push(MapCommand::FinishMove { partition: p, started });
                     None
@@ -581,7 +643,7 @@ impl Driver {
         }
         commands.extend(self.new_moves(map, change, placement));
         if commands.is_empty() && map.moves.is_empty() && change.target == *placement {
-            commands.push(MapCommand::CompleteChange);
+            commands.push(MapCommand::CompleteChange { at_ms: observed.wall_ms });
         }
         commands
     }

@@ -17,7 +17,7 @@ use proptest::prelude::*;
 use ringup_proto::NodeId;
 use ringup_proto::cluster::{ClusterMap, MapCommand, MemberState};
 use ringup_proto::consistency::Consistency;
-use ringup_proto::migration::{Driver, Limits, Stage, Streamed};
+use ringup_proto::migration::{Driver, Limits, Observed, Stage, Streamed};
 use ringup_proto::ring::PartitionId;
 
 const Q: u32 = 16;
@@ -116,7 +116,9 @@ impl Model {
             Op::Write(p, seed) => self.write(*p, *seed),
             Op::Drive => {
                 self.now += 700;
-                for cmd in self.driver.step(&self.map, self.now) {
+                let applied = self.alive.iter().map(|n| (*n, self.map.epoch)).collect();
+                let observed = Observed { now_ms: self.now, wall_ms: 0, applied };
+                for cmd in self.driver.step(&self.map, &observed) {
                     let _ = self.map.apply(&cmd);
                 }
             }

@@ -20,25 +20,37 @@
 //! > settle T                 `step T` and `nodes T` until the driver proposes nothing more
 //!                            (T rises by 1000 each round); prints the rounds and the map
 //! > crash                    the leader changes: a new driver with no memory
+//! > lagging N…               nodes N… stay at the epoch they have now (none: all catch up)
 //! > route P                  where partition P's reads and writes go now
 //! > map                      members, change, moves and load
 //! ```
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
 use ringup_proto::NodeId;
 use ringup_proto::cluster::{ClusterMap, MapCommand, MemberState};
-use ringup_proto::migration::{Driver, Limits, Stage, Streamed};
+use ringup_proto::migration::{Driver, Limits, Observed, Stage, Streamed};
 
 struct Scene {
     map: ClusterMap,
     driver: Driver,
+    /// Nodes whose map is stuck at the epoch they had when named.
+    lagging: BTreeMap<NodeId, u64>,
 }
 
 impl Scene {
     fn new() -> Self {
-        Self { map: ClusterMap::default(), driver: Driver::new(limits()) }
+        Self { map: ClusterMap::default(), driver: Driver::new(limits()), lagging: BTreeMap::new() }
+    }
+
+    /// What the driver sees: every member at the map's epoch, but the
+    /// lagging ones.
+    fn observed(&self, now_ms: u64) -> Observed {
+        let applied =
+            self.map.members.keys().map(|n| (*n, self.lagging.get(n).copied().unwrap_or(self.map.epoch))).collect();
+        Observed { now_ms, wall_ms: 0, applied }
     }
 
     fn run(&mut self, command: &str) -> String {
@@ -89,6 +101,12 @@ impl Scene {
                 })
             }
             ["map"] => self.show(),
+            ["lagging", nodes @ ..] => {
+                let epoch = self.map.epoch;
+                self.lagging = nodes.iter().map(|n| (n.parse().unwrap(), epoch)).collect();
+                let held: Vec<String> = self.lagging.iter().map(|(n, e)| format!("{n}@{e}")).collect();
+                format!("lagging: [{}]", held.join(" "))
+            }
             _ => panic!("unknown command: {command}"),
         }
     }
@@ -107,7 +125,8 @@ impl Scene {
 
     fn step(&mut self, now: u64) -> String {
         let mut out = String::new();
-        for cmd in self.driver.step(&self.map, now) {
+        let observed = self.observed(now);
+        for cmd in self.driver.step(&self.map, &observed) {
             let answer = self.apply(cmd.clone());
             writeln!(out, "{} -> {answer}", describe(&cmd)).unwrap();
         }
@@ -154,7 +173,8 @@ impl Scene {
         let mut rounds = 0;
         loop {
             let before = self.map.epoch;
-            let _ = self.driver.step(&self.map, now).into_iter().map(|c| self.map.apply(&c)).count();
+            let observed = self.observed(now);
+            let _ = self.driver.step(&self.map, &observed).into_iter().map(|c| self.map.apply(&c)).count();
             let _ = self.nodes_work();
             rounds += 1;
             if self.map.epoch == before && self.map.change.is_none() {
@@ -192,11 +212,11 @@ impl Scene {
         for m in map.members.values() {
             write!(out, " {}:{}:{}", m.id, state(m.state), load.get(&m.id).copied().unwrap_or(0)).unwrap();
         }
-        if let (Some(change), Some(placement)) = (&map.change, &map.placement) {
+        if let Some(change) = &map.change {
             write!(
                 out,
                 "\nchange: {} to move, {} done, {} aborted",
-                change.remaining(placement),
+                map.moves_remaining(),
                 change.moves_done,
                 change.moves_aborted
             )
@@ -226,7 +246,7 @@ fn describe(cmd: &MapCommand) -> String {
         MapCommand::StartMove { partition, to } => format!("start p{partition} -> [{}]", list(to)),
         MapCommand::Advance { partition, stage, .. } => format!("advance p{partition} to {stage}"),
         MapCommand::FinishMove { partition, .. } => format!("finish p{partition}"),
-        MapCommand::CompleteChange => "complete the change".into(),
+        MapCommand::CompleteChange { .. } => "complete the change".into(),
         other => format!("{other:?}"),
     }
 }

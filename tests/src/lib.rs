@@ -40,6 +40,11 @@ pub struct TestCluster {
 impl TestCluster {
     /// Starts `n` nodes and a router, and waits until the router is ready.
     pub async fn start(n: usize) -> Self {
+        Self::start_sized(n, None).await
+    }
+
+    /// [`Self::start`] with a ring of `partitions` (the default when none).
+    pub async fn start_sized(n: usize, partitions: Option<u32>) -> Self {
         let dir = tempfile::Builder::new().prefix("ringup-e2e-").tempdir().expect("cannot make a temp dir");
         let mut ports = free_ports(n + 1);
         let router = ports.pop().expect("n + 1 ports");
@@ -48,6 +53,7 @@ impl TestCluster {
             bin_dir: bin_dir(),
             nodes: ports.into_iter().map(|p| SocketAddr::from(([127, 0, 0, 1], p))).collect(),
             router: SocketAddr::from(([127, 0, 0, 1], router)),
+            partitions,
         };
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client");
         let nodes = Mutex::new((0..n).map(|_| None).collect());

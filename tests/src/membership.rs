@@ -67,6 +67,10 @@ impl TestCluster {
             let summary = &cluster["migration_summary"];
             if summary.is_null() {
                 figures.duration = started.elapsed();
+                let last = &cluster["last_migration"];
+                figures.bytes = last["bytes_moved"].as_u64().unwrap_or(0);
+                figures.records = last["records_moved"].as_u64().unwrap_or(0);
+                figures.partitions = last["partitions_done"].as_u64().unwrap_or(0);
                 return figures;
             }
             figures.bytes = summary["bytes_moved"].as_u64().unwrap_or(0);

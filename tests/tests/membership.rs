@@ -16,12 +16,16 @@ use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use ringup_proto::NodeId;
+use ringup_proto::rpc::{CollectionRef, Request, Response, RpcError};
 use ringup_tests::TestCluster;
 use ringup_tests::load::{self, Ledger, Load, LoadSpec};
 use ringup_tests::membership::ChangeFigures;
 use tokio::sync::Mutex;
 
 const SPEC: LoadSpec = LoadSpec { shops: 100, writers: 20, batch: 20, level: "quorum", read_back: true };
+/// A smaller ring than the default 1024: a join still moves 192
+/// partitions, in a quarter of the time.
+const PARTITIONS: u32 = 256;
 /// Load before and after each change, to see it in steady state.
 const STEADY: Duration = Duration::from_secs(2);
 
@@ -42,7 +46,7 @@ impl Scene {
     }
 
     async fn start_with(n: usize) -> Self {
-        let cluster = Arc::new(TestCluster::start(n).await);
+        let cluster = Arc::new(TestCluster::start_sized(n, Some(PARTITIONS)).await);
         let ledger = Arc::new(Mutex::new(Ledger::default()));
         let load = Load::start(cluster.http(), &cluster.layout.router_url(), SPEC, &ledger);
         tokio::time::sleep(STEADY).await;
@@ -149,6 +153,13 @@ async fn a_node_joins_and_is_decommissioned_under_load() {
     assert_eq!(node4["partition_replicas"], 0);
     // The removed node holds nothing and refuses data requests.
     assert!(scene.cluster.holdings(n).await.is_empty(), "the decommissioned node still holds data");
+    let map = scene.cluster.map_from(&[n]).await;
+    let get = Request::Get {
+        target: CollectionRef { epoch: map.epoch, partition: 0, shop: "s".into(), collection: "sales".into() },
+        id: "r".into(),
+    };
+    let answer = ringup_rpc::Client::new(addr.to_string()).call(get, Duration::from_secs(5)).await;
+    assert!(matches!(answer, Ok(Response::Error(RpcError::NotReplica { .. }))), "{answer:?}");
     assert!(scene.cluster.stop_node(n).await, "the removed node stops on SIGTERM");
     scene.nodes.remove(&n);
     scene.finish("join and decommission").await;
@@ -215,7 +226,7 @@ async fn a_joining_node_killed_while_streaming_resumes_its_moves() {
     let (failures, figures) = scene
         .phase("join, joining node killed", async {
             cluster.add_node(&addr.to_string()).await;
-            let moved = cluster.wait_moved(40).await;
+            let moved = cluster.wait_moved(30).await;
             cluster.kill_node(n).await;
             eprintln!("killed the joining node after {moved} partitions moved");
             tokio::time::sleep(Duration::from_secs(2)).await;
@@ -237,7 +248,7 @@ async fn the_metadata_leader_killed_during_a_move() {
     let (failures, figures) = scene
         .phase("join, leader killed", async {
             cluster.add_node(&addr.to_string()).await;
-            let moved = cluster.wait_moved(40).await;
+            let moved = cluster.wait_moved(30).await;
             let leader = cluster.leader_seen_by(1).await.expect("a leader") as usize;
             cluster.kill_node(leader).await;
             eprintln!("killed the metadata leader, node {leader}, after {moved} partitions moved");
@@ -261,7 +272,7 @@ async fn a_join_aborted_halfway_returns_to_the_old_placement() {
     let (failures, _) = scene
         .phase("join aborted halfway", async {
             cluster.add_node(&addr.to_string()).await;
-            let moved = cluster.wait_moved(100).await;
+            let moved = cluster.wait_moved(60).await;
             cluster.admin(Method::POST, "/v1/cluster/migrations/abort").await;
             eprintln!("aborted after {moved} partitions moved");
         })

@@ -56,7 +56,8 @@ pub async fn show(state: State) -> Result<Json<Value>, ApiError> {
                 "addr": m.addr,
                 "state": m.state.as_str(),
                 "partition_replicas": load.get(&m.id).copied().unwrap_or(0),
-                "live": seen.is_some_and(|l| l.live),
+                // A removed member is no longer pinged.
+                "live": seen.is_some_and(|l| l.live) && !map.is_gone(m.id),
                 "last_seen_ms_ago": seen.and_then(|l| l.last_seen).map(|t| t.elapsed().as_millis() as u64),
             })
         })
@@ -102,16 +103,23 @@ pub async fn show(state: State) -> Result<Json<Value>, ApiError> {
         "nodes": nodes,
         "migrations": migrations,
         "migration_summary": summary(&map, &migrations),
+        "last_migration": map.last_change.map(|c| json!({
+            "partitions_done": c.moves_done,
+            "partitions_aborted": c.moves_aborted,
+            "bytes_moved": c.bytes,
+            "records_moved": c.records,
+            "seconds": ((c.finished_ms - c.started_ms).max(0) as f64 / 100.0).round() / 10.0,
+        })),
     })))
 }
 
 /// The change in flight as a whole: partitions done and remaining, bytes
 /// and records moved, the rate and the time left at that rate.
 fn summary(map: &ClusterMap, migrations: &[Value]) -> Value {
-    let (Some(change), Some(placement)) = (&map.change, &map.placement) else {
+    let Some(change) = &map.change else {
         return Value::Null;
     };
-    let remaining = change.remaining(placement);
+    let remaining = map.moves_remaining();
     let in_flight_bytes: u64 = migrations.iter().filter_map(|m| m["bytes"].as_u64()).sum();
     let moving = map.moves.values().filter(|m| !m.stage.switched()).count();
     let bytes = change.bytes + in_flight_bytes;

@@ -62,6 +62,8 @@ pub struct Layout {
     pub nodes: Vec<SocketAddr>,
     /// The router's HTTP address.
     pub router: SocketAddr,
+    /// The ring size of a fresh cluster; the nodes' default when none.
+    pub partitions: Option<u32>,
 }
 
 impl Layout {
@@ -89,6 +91,9 @@ impl Layout {
         cmd.arg("--listen").arg(addr.to_string());
         cmd.arg("--data-dir").arg(self.dir.join(format!("node-{id}")));
         cmd.arg("--initial-nodes").arg(initial.join(","));
+        if let Some(partitions) = self.partitions {
+            cmd.arg("--partitions").arg(partitions.to_string());
+        }
         cmd
     }
 
@@ -214,6 +219,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         },
         nodes: (0..args.nodes).map(|i| SocketAddr::from(([127, 0, 0, 1], args.base_port + i as u16))).collect(),
         router: args.router_listen,
+        partitions: None,
     };
     let mut nodes = (1..=args.nodes)
         .map(|id| Process::start(&format!("node-{id}"), layout.node(id), &layout.dir.join(format!("node-{id}.log"))))
