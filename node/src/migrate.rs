@@ -334,10 +334,10 @@ pub async fn lead(
                 let mut commands = driver.step(&current, &observed);
                 // One log entry for the whole step.
                 let command = if commands.len() == 1 { commands.pop() } else { Some(MapCommand::Batch(commands)) };
-                if let Some(command) = command.filter(|c| !matches!(c, MapCommand::Batch(b) if b.is_empty())) {
-                    if let Err(e) = raft::propose(&raft, command.clone()).await {
-                        tracing::debug!(error = %e, ?command, "driver proposal not applied");
-                    }
+                if let Some(command) = command.filter(|c| !matches!(c, MapCommand::Batch(b) if b.is_empty()))
+                    && let Err(e) = raft::propose(&raft, command.clone()).await
+                {
+                    tracing::debug!(error = %e, ?command, "driver proposal not applied");
                 }
             }
         }
