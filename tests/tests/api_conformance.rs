@@ -71,6 +71,8 @@ async fn every_answer_matches_the_openapi_file() {
     let scratch = tempfile::tempdir().expect("a scratch directory");
     let mut schemathesis = Command::new(env.join("bin/schemathesis"));
     schemathesis
+        .arg("--config-file")
+        .arg(root().join("tests/conformance/schemathesis.toml"))
         .arg("run")
         .arg(root().join("docs/openapi.yaml"))
         .args(["--url", &cluster.url("")])
