@@ -236,3 +236,72 @@ async fn a_chunked_body_over_the_limit_is_read_to_its_end_and_answered_413() {
     eprintln!("a 24 MiB chunked batch: 413 body_too_large, the whole body sent, nothing stored");
     assert!(cluster.stop_all().await.is_empty());
 }
+
+/// The cluster as admins see it, without what changes by itself (liveness).
+async fn membership(cluster: &TestCluster) -> Value {
+    let (status, map) = cluster.get("/v1/cluster").await;
+    assert_eq!(status, 200, "{map}");
+    let nodes: Vec<Value> = map["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| json!([n["id"], n["addr"], n["state"], n["partition_replicas"]]))
+        .collect();
+    json!({"epoch": map["epoch"], "nodes": nodes, "migrations": map["migrations"]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_membership_requests_get_a_4xx_json_error_and_change_nothing() {
+    let cluster = TestCluster::start(3).await;
+    let member = cluster.node_addr(1).await.to_string();
+    let nobody = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+        listener.local_addr().expect("bound").to_string()
+    };
+    let add =
+        |name, body: String, status, code| case(name, Method::POST, "/v1/cluster/nodes", JSON, body, status, code);
+    let cases = vec![
+        add("malformed body", "{\"addr\":".into(), 400, "invalid_json"),
+        add("a body without addr", r#"{"id": 5}"#.into(), 400, "invalid_json"),
+        add("an unknown field", r#"{"addr": "127.0.0.1:1", "role": "x"}"#.into(), 400, "invalid_json"),
+        add("an address without a port", r#"{"addr": "localhost"}"#.into(), 400, "invalid_addr"),
+        add("a port out of range", r#"{"addr": "127.0.0.1:70000"}"#.into(), 400, "invalid_addr"),
+        add("no node at the address", json!({"addr": nobody}).to_string(), 400, "no_node"),
+        add("the address of a member", json!({"addr": member}).to_string(), 409, "already_member"),
+        case("an id that is no number", Method::DELETE, "/v1/cluster/nodes/abc", None, "", 400, "invalid_id"),
+        case("an unknown id", Method::DELETE, "/v1/cluster/nodes/99", None, "", 404, "not_found"),
+        case("below the replication factor", Method::DELETE, "/v1/cluster/nodes/1", None, "", 409, "too_few_nodes"),
+        case("remove a live node", Method::POST, "/v1/cluster/nodes/2/remove", None, "", 409, "node_alive"),
+        case("remove an unknown node", Method::POST, "/v1/cluster/nodes/99/remove", None, "", 404, "not_found"),
+        case(
+            "abort with nothing in flight",
+            Method::POST,
+            "/v1/cluster/migrations/abort",
+            None,
+            "",
+            409,
+            "change_conflict",
+        ),
+        case("list the nodes", Method::GET, "/v1/cluster/nodes", None, "", 405, "method_not_allowed"),
+    ];
+    let before = membership(&cluster).await;
+    let mut failures = Vec::new();
+    for c in &cases {
+        let (status, body) = cluster.call(c.method.clone(), &c.path, c.content_type, c.body.clone()).await;
+        let code = body["error"]["code"].as_str().unwrap_or("<no JSON error>");
+        let message = body["error"]["message"].as_str().unwrap_or("");
+        if status.as_u16() != c.status || code != c.code || message.is_empty() {
+            failures.push(format!("{}: expected {} {}, got {status} {body}", c.name, c.status, c.code));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases answered wrongly:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+    assert_eq!(membership(&cluster).await, before, "a refused change changed the cluster");
+    eprintln!("{} bad membership requests answered with the documented error; the map is unchanged", cases.len());
+    assert!(cluster.stop_all().await.is_empty());
+}
