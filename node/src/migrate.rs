@@ -70,6 +70,22 @@ impl Progress {
     }
 }
 
+/// Why a copy stopped.
+enum Copy {
+    /// A source has not applied the move's stage yet: ask it again.
+    Behind(String),
+    /// Anything else: start over, and after a few tries use other sources.
+    Failed(String),
+}
+
+impl std::fmt::Display for Copy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Copy::Behind(e) | Copy::Failed(e) => f.write_str(e),
+        }
+    }
+}
+
 /// A piece of this node's work on one move.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Work {
@@ -202,6 +218,12 @@ impl Mover {
                 }
             };
             match self.copy(partition, m, &sources).await {
+                Err(Copy::Behind(e)) => {
+                    // The source is alive but has not applied the stage
+                    // yet: wait for it, without giving up on it.
+                    tracing::debug!(partition, error = %e, "the source is behind; waiting");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
                 Ok(streamed) => {
                     tracing::info!(
                         partition,
@@ -216,7 +238,7 @@ impl Mover {
                     self.progress.clear(partition);
                     return true;
                 }
-                Err(e) => {
+                Err(Copy::Failed(e)) => {
                     attempt += 1;
                     tracing::warn!(partition, ?sources, attempt, error = %e, "copying a partition failed; trying again");
                     tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt.min(10)))).await;
@@ -226,32 +248,40 @@ impl Mover {
     }
 
     /// Copies the partition from each of `sources` in turn, chunk by chunk.
-    async fn copy(&self, partition: PartitionId, m: &Move, sources: &[NodeId]) -> Result<Streamed, String> {
+    async fn copy(&self, partition: PartitionId, m: &Move, sources: &[NodeId]) -> Result<Streamed, Copy> {
         if sources.is_empty() {
-            return Err("no live replica to copy from".into());
+            return Err(Copy::Failed("no live replica to copy from".into()));
         }
         let mut streamed = Streamed::default();
         for source in sources {
-            let addr = self.map.borrow().addr(*source).map(str::to_string).ok_or("the source is not a member")?;
+            let addr = self
+                .map
+                .borrow()
+                .addr(*source)
+                .map(str::to_string)
+                .ok_or_else(|| Copy::Failed("the source is not a member".into()))?;
             let client = self.pool.get(&addr);
             let mut after = None;
             loop {
                 if !self.still(partition, m.started_epoch, Stage::Streaming) {
-                    return Err("the move is no longer streaming".into());
+                    return Err(Copy::Failed("the move is no longer streaming".into()));
                 }
-                let request = Request::StreamChunk { partition, epoch: m.stage_epoch, after: after.take() };
+                let request = Request::StreamChunk { partition, epoch: m.stage_epoch, after: after.clone() };
                 let (sst, crc, records, last, done) = match client.call(request, CHUNK_TIMEOUT).await {
                     Ok(Response::Chunk { sst, crc, records, last, done }) => (sst, crc, records, last, done),
-                    Ok(Response::Error(e)) => return Err(format!("node {source} refused a chunk: {e}")),
-                    Ok(other) => return Err(format!("node {source} answered {other:?}")),
-                    Err(e) => return Err(format!("node {source}: {e}")),
+                    Ok(Response::Error(RpcError::Behind { known, needed })) => {
+                        return Err(Copy::Behind(format!("node {source} is at epoch {known}, not {needed}")));
+                    }
+                    Ok(Response::Error(e)) => return Err(Copy::Failed(format!("node {source} refused a chunk: {e}"))),
+                    Ok(other) => return Err(Copy::Failed(format!("node {source} answered {other:?}"))),
+                    Err(e) => return Err(Copy::Failed(format!("node {source}: {e}"))),
                 };
                 if crc32fast::hash(&sst) != crc {
-                    return Err(format!("a chunk from node {source} fails its checksum"));
+                    return Err(Copy::Failed(format!("a chunk from node {source} fails its checksum")));
                 }
                 if !sst.is_empty() {
                     streamed.bytes += sst.len() as u64;
-                    self.storage.ingest_chunk(sst, &self.scratch).await.map_err(|e| e.to_string())?;
+                    self.storage.ingest_chunk(sst, &self.scratch).await.map_err(|e| Copy::Failed(e.to_string()))?;
                 }
                 streamed.records += records;
                 self.progress.set(partition, m.started_epoch, streamed);

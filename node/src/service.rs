@@ -128,9 +128,7 @@ impl Service {
     async fn stream_chunk(&self, partition: u32, epoch: u64, after: Option<Vec<u8>>) -> Result<Response, RpcError> {
         let known = self.map.borrow().epoch;
         if known < epoch {
-            return Err(RpcError::Unavailable(format!(
-                "this node's map is at epoch {known}, the stream needs {epoch}"
-            )));
+            return Err(RpcError::Behind { known, needed: epoch });
         }
         if after.is_none() {
             self.storage.barrier().await.map_err(storage_error)?;

@@ -425,6 +425,17 @@ impl Storage {
 
     /// Writes metadata values and deletions in one synced batch.
     pub fn put_meta(&self, puts: &[(MetaKey, Option<Vec<u8>>)]) -> Result<(), StorageError> {
+        self.write_synced(self.meta_batch(puts))
+    }
+
+    /// Writes metadata values and deletions in one batch through the WAL,
+    /// without waiting for an fsync: for what can be rebuilt from synced
+    /// data after a power loss (the Raft state machine, from the log).
+    pub fn put_meta_unsynced(&self, puts: &[(MetaKey, Option<Vec<u8>>)]) -> Result<(), StorageError> {
+        Ok(self.db.write(self.meta_batch(puts))?)
+    }
+
+    fn meta_batch(&self, puts: &[(MetaKey, Option<Vec<u8>>)]) -> WriteBatch {
         let mut batch = WriteBatch::default();
         for (key, value) in puts {
             match value {
@@ -432,7 +443,7 @@ impl Storage {
                 None => batch.delete_cf(self.cf(CF_META), key.as_bytes()),
             }
         }
-        self.write_synced(batch)
+        batch
     }
 
     /// Appends Raft log entries (index and bytes), synced before returning.

@@ -19,8 +19,8 @@
 //! While both sets take writes, a write's level must be met in each of them
 //! (QUORUM means a quorum of the old set and a quorum of the new one), so
 //! either set alone holds every acknowledged write. A new replica copies the
-//! partition from the replica it replaces (the one at the same position in
-//! the set): whatever a quorum of the old set held, a quorum of the new set
+//! partition from the replica it replaces (each added replica pairs with
+//! one dropped): whatever a quorum of the old set held, a quorum of the new set
 //! then holds. When that replica is gone, it copies from every other old
 //! replica instead.
 //!
@@ -165,16 +165,16 @@ impl Move {
     }
 
     /// Where new replica `target` copies the partition from: the replica it
-    /// replaces (same position in the set), or, when there is none or it is
-    /// gone (`gone` says so), every other old replica that is not gone.
+    /// replaces (the added and the dropped replicas pair up in set order),
+    /// or, when there is none or it is gone (`gone` says so), every other
+    /// old replica that is not gone.
     pub fn sources(&self, target: NodeId, gone: impl Fn(NodeId) -> bool) -> Vec<NodeId> {
         let replaced = self
-            .to
+            .added()
             .iter()
             .position(|n| *n == target)
-            .and_then(|slot| self.from.get(slot))
-            .copied()
-            .filter(|n| !self.to.contains(n) && !gone(*n));
+            .and_then(|i| self.dropped().get(i).copied())
+            .filter(|n| !gone(*n));
         match replaced {
             Some(source) => vec![source],
             None => self.from.iter().copied().filter(|n| *n != target && !gone(*n)).collect(),

@@ -302,6 +302,14 @@ pub enum RpcError {
     /// The node is stopping.
     #[error("the node is shutting down")]
     ShuttingDown,
+    /// The node has not applied the epoch the request needs yet.
+    #[error("the node's map is at epoch {known}, the request needs {needed}")]
+    Behind {
+        /// The node's epoch.
+        known: u64,
+        /// The epoch needed.
+        needed: u64,
+    },
 }
 
 /// What failed in a node's storage, by what a caller does about it.
@@ -340,7 +348,9 @@ impl RpcError {
             RpcError::StaleEpoch { .. } | RpcError::NotReplica { .. } | RpcError::NotLeader { .. } => {
                 Recovery::RouteAgain
             }
-            RpcError::NoMap | RpcError::Unavailable(_) | RpcError::ShuttingDown => Recovery::TryElsewhere,
+            RpcError::NoMap | RpcError::Unavailable(_) | RpcError::ShuttingDown | RpcError::Behind { .. } => {
+                Recovery::TryElsewhere
+            }
             RpcError::Storage(StorageFault::Corrupt) => Recovery::ReportCorruption,
             RpcError::Storage(_) => Recovery::TryElsewhere,
             RpcError::BadRequest(_) | RpcError::Refused(_) => Recovery::GiveUp,

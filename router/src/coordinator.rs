@@ -13,6 +13,11 @@
 //! 200. A replica that reports a newer epoch makes the coordinator refresh
 //! its map and route again.
 //!
+//! While a partition moves, the map names two sets: a write goes to both
+//! and is met only once its level is met in each ([`Fanout::spanning`]),
+//! and a read uses the set the move's stage names (the old one until the
+//! data has arrived).
+//!
 //! Reads verify each value's checksum once, as it arrives, merge the
 //! answers by last-writer-wins, and write the newest value back to stale
 //! replicas before answering, as the core's [`Repair`] plans.

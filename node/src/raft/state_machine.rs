@@ -65,13 +65,22 @@ impl StateMachine {
         Ok(Self { storage, state, map })
     }
 
-    /// Persists the state, with any other metadata given, in one synced
-    /// batch; then publishes the map.
+    /// Persists the state, with any other metadata given, in one batch;
+    /// then publishes the map.
+    ///
+    /// Applied entries are written without an fsync: the log they come from
+    /// is synced, and a state machine that lost its last writes to a power
+    /// loss applies them again from the log on restart. A snapshot, which
+    /// replaces log entries, is synced.
     fn persist(&self, also: Option<(MetaKey, Vec<u8>)>) -> Result<()> {
         let state = frame::to_bytes(&self.state).map_err(|e| sm_error(ErrorVerb::Write, e))?;
         let mut puts = vec![(MetaKey::RaftStateMachine, Some(state))];
+        let synced = also.is_some();
         puts.extend(also.map(|(key, bytes)| (key, Some(bytes))));
-        tokio::task::block_in_place(|| self.storage.put_meta(&puts)).map_err(|e| sm_error(ErrorVerb::Write, e))?;
+        let written = tokio::task::block_in_place(|| {
+            if synced { self.storage.put_meta(&puts) } else { self.storage.put_meta_unsynced(&puts) }
+        });
+        written.map_err(|e| sm_error(ErrorVerb::Write, e))?;
         self.map.send_replace(Arc::new(self.state.map.clone()));
         Ok(())
     }
@@ -109,8 +118,11 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         };
         let stored = StoredSnapshot { meta: meta.clone(), data: data.clone() };
         let bytes = frame::to_bytes(&stored).map_err(|e| sm_error(ErrorVerb::Write, e))?;
-        tokio::task::block_in_place(|| self.storage.put_meta(&[(MetaKey::RaftSnapshot, Some(bytes))]))
-            .map_err(|e| sm_error(ErrorVerb::Write, e))?;
+        // The state goes with the snapshot, synced: the log up to the
+        // snapshot may be purged once it is built, so the state applied
+        // from it must be durable by then.
+        let puts = [(MetaKey::RaftSnapshot, Some(bytes)), (MetaKey::RaftStateMachine, Some(data.clone()))];
+        tokio::task::block_in_place(|| self.storage.put_meta(&puts)).map_err(|e| sm_error(ErrorVerb::Write, e))?;
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 }
