@@ -186,7 +186,6 @@ pub async fn add(state: State, body: Bytes) -> Result<(StatusCode, Json<Value>),
     let id = hello(&state, &map, &request).await?;
     let command = MapCommand::AddNode { id, addr: request.addr.clone(), at_ms: now_ms() };
     let epoch = propose(&state, command).await?;
-    state.view.wait_epoch(epoch, EPOCH_WAIT).await;
     let id = state
         .view
         .map()
@@ -279,13 +278,16 @@ fn member(state: &State, id: &str) -> Result<NodeId, ApiError> {
     Ok(id)
 }
 
-/// Proposes a command through the metadata leader; the map's refusals
-/// become 4xx answers.
+/// Proposes a command through the metadata leader, then waits (a little)
+/// until this router's map holds it, so that `GET /v1/cluster` right after
+/// the answer shows the change; the map's refusals become 4xx answers.
 async fn propose(state: &State, command: MapCommand) -> Result<u64, ApiError> {
-    state.view.propose(command, PROPOSE_TIMEOUT).await.map_err(|e| match e {
+    let epoch = state.view.propose(command, PROPOSE_TIMEOUT).await.map_err(|e| match e {
         RpcError::Refused(refusal) => refused(refusal),
         other => ApiError::unavailable("metadata_unavailable", format!("the change was not made: {other}")),
-    })
+    })?;
+    state.view.wait_epoch(epoch, EPOCH_WAIT).await;
+    Ok(epoch)
 }
 
 fn refused(e: MapError) -> ApiError {
