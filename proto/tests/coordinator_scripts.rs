@@ -19,14 +19,14 @@
 //!                                         the order to ask replicas N… in
 //! ```
 
-use std::fmt::Write as _;
-use std::path::Path;
+mod support;
 
 use ringup_proto::NodeId;
 use ringup_proto::consistency::Consistency;
 use ringup_proto::coordinator::fanout::{self, Event, Fanout, Mode};
 use ringup_proto::coordinator::read::{self, Repair, Reply};
 use ringup_proto::value::{Header, StoredRecord, Version};
+use support::list;
 
 /// What a script has built so far.
 #[derive(Default)]
@@ -150,46 +150,10 @@ fn ids(words: &[&str]) -> Vec<NodeId> {
     words.iter().map(|w| id(w)).collect()
 }
 
-fn list<T: ToString>(items: &[T]) -> String {
-    items.iter().map(T::to_string).collect::<Vec<_>>().join(" ")
-}
-
-/// Replays a script: keeps comments, blank lines and commands, and puts
-/// under each command what it printed now.
-fn replay(script: &str) -> String {
-    let mut scene = Scene::default();
-    let mut out = String::new();
-    for line in script.lines() {
-        if let Some(command) = line.strip_prefix("> ") {
-            writeln!(out, "{line}").unwrap();
-            for printed in scene.run(command).lines() {
-                writeln!(out, "{printed}").unwrap();
-            }
-        } else if line.is_empty() || line.starts_with('#') {
-            writeln!(out, "{line}").unwrap();
-        }
-    }
-    out
-}
-
 #[test]
 fn every_scenario_prints_what_its_script_expects() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scripts");
-    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
-    files.sort();
-    assert!(!files.is_empty(), "no scripts in {}", dir.display());
-    let mut failed = Vec::new();
-    for file in files {
-        let script = std::fs::read_to_string(&file).unwrap();
-        let now = replay(&script);
-        if now == script {
-            continue;
-        }
-        if std::env::var_os("UPDATE_SCRIPTS").is_some() {
-            std::fs::write(&file, &now).unwrap();
-        } else {
-            failed.push(format!("== {}\n-- expected\n{script}\n-- printed\n{now}", file.display()));
-        }
-    }
-    assert!(failed.is_empty(), "scenarios differ:\n{}", failed.join("\n"));
+    support::check_scripts("tests/scripts", |script| {
+        let mut scene = Scene::default();
+        support::replay(script, |command| scene.run(command))
+    });
 }

@@ -180,6 +180,27 @@ impl Coordinator {
     /// counting the repairs (see [`Repair`]). A value that fails its
     /// checksum counts as absent, and its replica as stale.
     pub async fn get(&self, at: &Collection, id: &str, level: Consistency) -> Result<Option<StoredRecord>, CoordError> {
+        let mut attempt = 0;
+        loop {
+            match self.get_once(at, id, level).await {
+                // A repair refused because the partition's routing changed
+                // meanwhile: read again under the newer map.
+                Err(Read::RepairStale { node, epoch, .. }) if attempt < EPOCH_RETRIES => {
+                    if let Some(map) = self.view.map()
+                        && let Some(client) = self.view.client(&map, node)
+                    {
+                        self.view.refresh_from(&client, epoch, self.timeout).await;
+                    }
+                    attempt += 1;
+                }
+                Err(Read::RepairStale { error, .. } | Read::Failed(error)) => return Err(error),
+                Ok(record) => return Ok(record),
+            }
+        }
+    }
+
+    /// One read under the current map, with its repairs.
+    async fn get_once(&self, at: &Collection, id: &str, level: Consistency) -> Result<Option<StoredRecord>, Read> {
         let routed = self.route(at, level, Mode::Needed, |target| Request::Get { target, id: id.to_string() }).await?;
         let replies = routed
             .answers
@@ -200,17 +221,22 @@ impl Coordinator {
         self.observe(record.version);
         let fix = Request::Write { target: routed.target, records: vec![(id.to_string(), ByteBuf::from(newest))] };
         let fix = Body::encode(&fix).map_err(|e| CoordError::Encode(e.to_string()))?;
+        let mut stale = None;
         loop {
             step = match step {
-                RepairStep::Write(nodes) => repair.repaired(self.repair(&fix, nodes).await),
+                RepairStep::Write(nodes) => {
+                    let (took, refused_stale) = self.repair(&fix, nodes).await;
+                    stale = stale.or(refused_stale);
+                    repair.repaired(took)
+                }
                 RepairStep::Done => return Ok(Some(record)),
                 RepairStep::Unavailable { holders } => {
                     let replicas = routed.replicas.len();
-                    return Err(CoordError::Unavailable {
-                        level,
-                        needed: level.required(replicas),
-                        replicas,
-                        acked: holders,
+                    let error =
+                        CoordError::Unavailable { level, needed: level.required(replicas), replicas, acked: holders };
+                    return Err(match stale {
+                        Some((node, epoch)) => Read::RepairStale { node, epoch, error },
+                        None => Read::Failed(error),
                     });
                 }
             };
@@ -280,27 +306,30 @@ impl Coordinator {
     }
 
     /// Writes a read's newest value to `nodes` and waits for them; returns
-    /// how many took it.
-    async fn repair(&self, fix: &Body, nodes: Vec<NodeId>) -> usize {
-        let Some(map) = self.view.map() else { return 0 };
+    /// how many took it, and a replica that refused it for a newer epoch.
+    async fn repair(&self, fix: &Body, nodes: Vec<NodeId>) -> (usize, Option<(NodeId, u64)>) {
+        let Some(map) = self.view.map() else { return (0, None) };
         self.counters.repairs(nodes.len());
         let writes = nodes.into_iter().map(|node| {
             let call = self.call(&map, node, fix);
             async move {
                 match call.await {
-                    (_, Ok(Response::Written)) => true,
+                    (_, Ok(Response::Written)) => Ok(()),
+                    (node, Ok(Response::Error(RpcError::StaleEpoch { current }))) => Err(Some((node, current))),
                     (node, Ok(other)) => {
                         tracing::warn!(node, answer = ?other, "read repair refused");
-                        false
+                        Err(None)
                     }
                     (node, Err(e)) => {
                         tracing::warn!(node, error = %e, "read repair failed");
-                        false
+                        Err(None)
                     }
                 }
             }
         });
-        futures::future::join_all(writes).await.into_iter().filter(|ok| *ok).count()
+        let results = futures::future::join_all(writes).await;
+        let stale = results.iter().filter_map(|r| r.err().flatten()).max_by_key(|(_, epoch)| *epoch);
+        (results.iter().filter(|r| r.is_ok()).count(), stale)
     }
 
     /// Routes a request to the shop's partition under the current map and
@@ -503,6 +532,28 @@ impl Sets {
                 Self { order: reads.clone(), sets: vec![reads] }
             }
         }
+    }
+}
+
+/// Why one read failed.
+enum Read {
+    /// Its repairs fell short because a replica knows a newer epoch: read
+    /// again after refreshing the map from `node`.
+    RepairStale {
+        /// The replica.
+        node: NodeId,
+        /// The epoch it knows.
+        epoch: u64,
+        /// The error to give if no more reads are tried.
+        error: CoordError,
+    },
+    /// Anything else.
+    Failed(CoordError),
+}
+
+impl From<CoordError> for Read {
+    fn from(e: CoordError) -> Self {
+        Read::Failed(e)
     }
 }
 

@@ -210,3 +210,24 @@ async fn a_quorum_read_passes_over_a_silent_replica_after_the_speculative_delay(
     }
     assert!(nodes[1].gets.load(Ordering::Relaxed) > 0, "the silent replica was tried at least once");
 }
+
+#[tokio::test]
+async fn a_read_whose_repairs_meet_a_newer_epoch_reads_again_under_it() {
+    // The partition's routing changed after the read was routed: the stale
+    // replica refuses the repair for its epoch. Answering 503 then would
+    // fail a read that a quorum can serve; the coordinator fetches the
+    // newer map and reads again.
+    let quick = Speculation { floor: Duration::from_millis(20), ceiling: Duration::from_millis(100) };
+    let (nodes, coordinator) = cluster_with(quick).await;
+    *nodes[0].value.lock().unwrap() = Some(value(1));
+    *nodes[1].value.lock().unwrap() = Some(value(2));
+    *nodes[2].value.lock().unwrap() = Some(value(2));
+    nodes[2].hang_reads.store(true, Ordering::Relaxed);
+    for node in &nodes {
+        node.map.lock().unwrap().epoch = 2;
+    }
+    let record = coordinator.get(&sales(), "a", Consistency::Quorum).await.expect("read again under epoch 2");
+    assert_eq!(record.map(|r| r.version.hlc), Some(2));
+    assert_eq!(*nodes[0].value.lock().unwrap(), Some(value(2)), "the stale replica took the repair");
+    assert!(nodes[0].writes.lock().unwrap().iter().all(|e| *e == 2), "repairs routed with epoch 2");
+}

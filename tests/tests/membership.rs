@@ -217,49 +217,50 @@ async fn a_dead_node_is_removed_and_its_partitions_copied_again() {
     scene.finish("remove").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_joining_node_killed_while_streaming_resumes_its_moves() {
+/// The process a join loses halfway, SIGKILLed and started again.
+#[derive(Clone, Copy)]
+enum Victim {
+    /// The joining node, in the middle of its streams.
+    JoiningNode,
+    /// The metadata leader, which drives the moves.
+    Leader,
+}
+
+/// A join under load that loses `victim` after 30 partition moves and gets
+/// it back after `down`: the moves resume and complete, nothing is lost.
+async fn join_losing(victim: Victim, name: &str, down: Duration) {
     let _serial = SERIAL.lock().await;
     let mut scene = Scene::start().await;
     let (n, addr) = scene.cluster.start_waiting_node().await;
     let cluster = scene.cluster.clone();
     let (failures, figures) = scene
-        .phase("join, joining node killed", async {
+        .phase(name, async {
             cluster.add_node(&addr.to_string()).await;
             let moved = cluster.wait_moved(30).await;
-            cluster.kill_node(n).await;
-            eprintln!("killed the joining node after {moved} partitions moved");
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            cluster.start_node(n).await;
+            let killed = match victim {
+                Victim::JoiningNode => n,
+                Victim::Leader => cluster.leader_seen_by(1).await.expect("a leader") as usize,
+            };
+            cluster.kill_node(killed).await;
+            eprintln!("{name}: killed node {killed} after {moved} partitions moved");
+            tokio::time::sleep(down).await;
+            cluster.start_node(killed).await;
         })
         .await;
-    eprintln!("join with a kill: {} failures", failures.len());
+    eprintln!("{name}: {} failures", failures.len());
     assert!(figures.partitions > 0, "{figures}");
     scene.nodes.insert(n, 4);
-    scene.finish("join with the joining node killed").await;
+    scene.finish(name).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_joining_node_killed_while_streaming_resumes_its_moves() {
+    join_losing(Victim::JoiningNode, "join, joining node killed", Duration::from_secs(2)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_metadata_leader_killed_during_a_move() {
-    let _serial = SERIAL.lock().await;
-    let mut scene = Scene::start().await;
-    let (n, addr) = scene.cluster.start_waiting_node().await;
-    let cluster = scene.cluster.clone();
-    let (failures, figures) = scene
-        .phase("join, leader killed", async {
-            cluster.add_node(&addr.to_string()).await;
-            let moved = cluster.wait_moved(30).await;
-            let leader = cluster.leader_seen_by(1).await.expect("a leader") as usize;
-            cluster.kill_node(leader).await;
-            eprintln!("killed the metadata leader, node {leader}, after {moved} partitions moved");
-            tokio::time::sleep(Duration::from_secs(3)).await;
-            cluster.start_node(leader).await;
-        })
-        .await;
-    eprintln!("join with the leader killed: {} failures", failures.len());
-    assert!(figures.partitions > 0, "{figures}");
-    scene.nodes.insert(n, 4);
-    scene.finish("join with the leader killed").await;
+    join_losing(Victim::Leader, "join, leader killed", Duration::from_secs(3)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
