@@ -28,6 +28,15 @@ fn case(
     Case { name, method, path: path.to_string(), content_type, body: body.into(), status, code }
 }
 
+/// What is wrong with the answer to `c`, if anything: its status, its
+/// error code, or a missing message.
+fn mismatch(c: &Case, status: reqwest::StatusCode, body: &Value) -> Option<String> {
+    let code = body["error"]["code"].as_str().unwrap_or("<no JSON error>");
+    let message = body["error"]["message"].as_str().unwrap_or("");
+    (status.as_u16() != c.status || code != c.code || message.is_empty())
+        .then(|| format!("{}: expected {} {}, got {status} {body}", c.name, c.status, c.code))
+}
+
 const JSON: Option<&str> = Some("application/json");
 const NDJSON: Option<&str> = Some("application/x-ndjson");
 const BATCH: &str = "/v1/shops/victim/sales";
@@ -160,12 +169,9 @@ async fn bad_input_gets_a_4xx_json_error_and_changes_nothing() {
         // Each case on a connection of its own: the router answers an oversized
         // body before reading all of it, then closes the connection.
         let alone = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("http client");
-        let (status, body) = send(alone.request(c.method.clone(), cluster.url(&c.path)), c.content_type, c.body).await;
-        let code = body["error"]["code"].as_str().unwrap_or("<no JSON error>");
-        let message = body["error"]["message"].as_str().unwrap_or("");
-        if status.as_u16() != c.status || code != c.code || message.is_empty() {
-            failures.push(format!("{}: expected {} {}, got {status} {body}", c.name, c.status, c.code));
-        }
+        let (status, body) =
+            send(alone.request(c.method.clone(), cluster.url(&c.path)), c.content_type, c.body.clone()).await;
+        failures.extend(mismatch(&c, status, &body));
     }
     let (_, bad7) = cluster.call(Method::POST, BATCH, JSON, batch_with_bad_record_7()).await;
     assert_eq!(bad7["error"]["index"], json!(7), "the error names the bad record: {bad7}");
@@ -288,11 +294,7 @@ async fn bad_membership_requests_get_a_4xx_json_error_and_change_nothing() {
     let mut failures = Vec::new();
     for c in &cases {
         let (status, body) = cluster.call(c.method.clone(), &c.path, c.content_type, c.body.clone()).await;
-        let code = body["error"]["code"].as_str().unwrap_or("<no JSON error>");
-        let message = body["error"]["message"].as_str().unwrap_or("");
-        if status.as_u16() != c.status || code != c.code || message.is_empty() {
-            failures.push(format!("{}: expected {} {}, got {status} {body}", c.name, c.status, c.code));
-        }
+        failures.extend(mismatch(c, status, &body));
     }
     assert!(
         failures.is_empty(),
