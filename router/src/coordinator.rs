@@ -36,7 +36,7 @@ use ringup_proto::consistency::Consistency;
 use ringup_proto::coordinator::fanout::{Event, Fanout, Mode, Step, preference};
 use ringup_proto::coordinator::read::{self, Repair, RepairStep, Reply};
 use ringup_proto::frame::Body;
-use ringup_proto::hlc::Hlc;
+use ringup_proto::hlc::{self, DEFAULT_MAX_SKEW_MS, Hlc};
 use ringup_proto::rpc::{CollectionRef, Request, Response, RpcError};
 use ringup_proto::value::{self, Header, StoredRecord, Version};
 use ringup_rpc::CallError;
@@ -169,8 +169,16 @@ impl Coordinator {
     /// Takes note of a version read from a replica, so that this router's
     /// next stamp is newer: a read-modify-write (PATCH) then always wins
     /// over what it read, whichever router wrote that.
+    ///
+    /// A version further ahead of this router's clock than nodes accept is
+    /// not observed (it came from a clock set wrong), so this router's
+    /// stamps do not follow it.
     fn observe(&self, version: Version) {
-        self.clock.lock().expect("clock poisoned").observe(version.hlc);
+        let now = now_ms() as u64;
+        if !self.clock.lock().expect("clock poisoned").observe(version.hlc, now, DEFAULT_MAX_SKEW_MS) {
+            let ahead_ms = hlc::ahead_ms(version.hlc, now);
+            tracing::warn!(ahead_ms, origin = version.origin, "a stored version lies ahead of this router's clock");
+        }
     }
 
     /// The newest version of one record, with stale replicas repaired.
