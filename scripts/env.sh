@@ -29,6 +29,26 @@ ensure_build_deps() {
   fi
 }
 
+# promtool, which checks GET /metrics as Prometheus reads it. Taken out of
+# Debian's `prometheus` package into ~/.cache/ringup-tools/bin, without
+# installing the package (whose server would start as a service).
+ensure_promtool() {
+  local bin="$HOME/.cache/ringup-tools/bin"
+  export PATH="$bin:$PATH"
+  command -v promtool >/dev/null && return 0
+  echo "== extracting promtool from Debian's prometheus package into $bin"
+  local work
+  work=$(mktemp -d)
+  (cd "$work" && apt-get download prometheus >/dev/null 2>&1) || {
+    as_root apt-get update -qq
+    (cd "$work" && apt-get download prometheus >/dev/null)
+  }
+  dpkg-deb -x "$work"/prometheus_*.deb "$work/root"
+  mkdir -p "$bin"
+  install -m 0755 "$work/root/usr/bin/promtool" "$bin/promtool"
+  rm -rf "$work"
+}
+
 # `docker compose` where only the standalone docker-compose (v1.28 or later,
 # as Debian 12 ships it) is installed: a small CLI plugin in
 # ~/.docker/cli-plugins that hands the command to docker-compose. Remove

@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
 ensure_build_deps
+ensure_promtool
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

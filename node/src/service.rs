@@ -3,12 +3,14 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ringup_proto::NodeId;
 use ringup_proto::cluster::ClusterMap;
 use ringup_proto::keys::{self, RecordKey};
 use ringup_proto::rpc::{CollectionRef, Request, Response, RpcError};
+use ringup_proto::stats::NodeStats;
 use ringup_proto::value::Header;
 use ringup_rpc::Handler;
 use serde_bytes::ByteBuf;
@@ -35,6 +37,23 @@ pub struct Service {
     scratch: PathBuf,
     /// What the streams into this node have copied so far.
     progress: Arc<Progress>,
+    /// Requests served, for [`Request::Stats`].
+    served: Served,
+}
+
+/// Counts of the data requests a node served.
+#[derive(Debug, Default)]
+struct Served {
+    write_batches: AtomicU64,
+    records_written: AtomicU64,
+    point_reads: AtomicU64,
+    scans: AtomicU64,
+}
+
+impl Served {
+    fn count(counter: &AtomicU64, n: usize) {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
 }
 
 /// What a data request does with a partition.
@@ -56,7 +75,7 @@ impl Service {
         scratch: PathBuf,
         progress: Arc<Progress>,
     ) -> Self {
-        Self { id, storage, raft, map, scratch, progress }
+        Self { id, storage, raft, map, scratch, progress, served: Served::default() }
     }
 
     async fn dispatch(&self, request: Request) -> Result<Response, RpcError> {
@@ -74,9 +93,12 @@ impl Service {
                 Ok(Response::Holdings(self.storage.holdings(partitions).await.map_err(storage_error)?))
             }
             Request::Progress => Ok(Response::Progress(self.progress.snapshot())),
+            Request::Stats => Ok(Response::Stats(Box::new(self.stats()))),
             Request::Write { target, records } => {
                 self.check(&target, Access::Write)?;
                 verify(&records)?;
+                Served::count(&self.served.write_batches, 1);
+                Served::count(&self.served.records_written, records.len());
                 let records =
                     records.into_iter().map(|(id, value)| (record_key(&target, id), value.into_vec())).collect();
                 self.storage.merge_records(records).await.map_err(storage_error)?;
@@ -84,11 +106,13 @@ impl Service {
             }
             Request::Get { target, id } => {
                 self.check(&target, Access::Read)?;
+                Served::count(&self.served.point_reads, 1);
                 let value = self.storage.get_record(record_key(&target, id)).await.map_err(storage_error)?;
                 Ok(Response::Value(value))
             }
             Request::Scan { target, after, limit } => {
                 self.check(&target, Access::Read)?;
+                Served::count(&self.served.scans, 1);
                 let range =
                     keys::collection_range(target.partition, &target.shop, &target.collection, after.as_deref());
                 let limit = limit.min(MAX_SCAN) as usize;
@@ -97,6 +121,7 @@ impl Service {
             }
             Request::Digests { target, after, limit } => {
                 self.check(&target, Access::Read)?;
+                Served::count(&self.served.scans, 1);
                 let range =
                     keys::collection_range(target.partition, &target.shop, &target.collection, after.as_deref());
                 let limit = limit.min(MAX_DIGESTS) as usize;
@@ -113,6 +138,18 @@ impl Service {
                 .await
                 .map(Response::Raft)
                 .map_err(|e| RpcError::BadRequest(e.to_string())),
+        }
+    }
+
+    /// The requests served so far and the storage engine's figures.
+    fn stats(&self) -> NodeStats {
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        NodeStats {
+            write_batches: read(&self.served.write_batches),
+            records_written: read(&self.served.records_written),
+            point_reads: read(&self.served.point_reads),
+            scans: read(&self.served.scans),
+            engine: self.storage.engine_stats(),
         }
     }
 

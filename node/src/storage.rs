@@ -25,7 +25,9 @@ use std::thread;
 use ringup_proto::keys::{RecordKey, partition_range};
 use ringup_proto::ring::PartitionId;
 use ringup_proto::rpc::{Digest, Entry, StorageFault};
+use ringup_proto::stats::EngineStats;
 use ringup_proto::value::{self, Header};
+use rocksdb::statistics::{StatsLevel, Ticker};
 use rocksdb::{
     BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, IteratorMode, MergeOperands, Options,
     ReadOptions, WriteBatch, WriteOptions,
@@ -181,6 +183,8 @@ fn data_options() -> Options {
 #[derive(Clone)]
 pub struct Storage {
     db: Arc<rocksdb::DB>,
+    /// The options the database was opened with: they hold its statistics.
+    opts: Arc<Options>,
     writer: mpsc::Sender<WriteJob>,
 }
 
@@ -192,6 +196,10 @@ impl Storage {
         db_opts.create_missing_column_families(true);
         db_opts.set_max_background_jobs(2);
         db_opts.set_keep_log_file_num(4);
+        // Tickers only (per-core counters): no timers or histograms on the
+        // write and read paths.
+        db_opts.enable_statistics();
+        db_opts.set_statistics_level(StatsLevel::ExceptHistogramOrTimers);
         let families = [
             ColumnFamilyDescriptor::new(CF_DATA, data_options()),
             ColumnFamilyDescriptor::new(CF_HINTS, Options::default()),
@@ -205,7 +213,33 @@ impl Storage {
             .name("storage-writer".into())
             .spawn(move || write_loop(&thread_db, jobs, fsync))
             .expect("cannot start the storage writer thread");
-        Ok(Self { db, writer })
+        Ok(Self { db, opts: Arc::new(db_opts), writer })
+    }
+
+    /// The engine's size and work, from RocksDB's properties and tickers.
+    pub fn engine_stats(&self) -> EngineStats {
+        let families = [CF_DATA, CF_HINTS, CF_META, CF_RAFT_LOG];
+        let property =
+            |cf: &str, name: &str| self.db.property_int_value_cf(self.cf(cf), name).ok().flatten().unwrap_or_default();
+        let total = |name: &str| families.iter().map(|cf| property(cf, name)).sum();
+        let ticker = |t: Ticker| self.opts.get_ticker_count(t);
+        EngineStats {
+            sst_bytes: total("rocksdb.total-sst-files-size"),
+            memtable_bytes: total("rocksdb.cur-size-all-mem-tables"),
+            estimated_keys: property(CF_DATA, "rocksdb.estimate-num-keys"),
+            keys_written: ticker(Ticker::NumberKeysWritten),
+            keys_read: ticker(Ticker::NumberKeysRead),
+            flush_bytes: ticker(Ticker::FlushWriteBytes),
+            compaction_read_bytes: ticker(Ticker::CompactReadBytes),
+            compaction_write_bytes: ticker(Ticker::CompactWriteBytes),
+            // These three are the database's, whichever family is asked.
+            running_flushes: property(CF_DATA, "rocksdb.num-running-flushes"),
+            running_compactions: property(CF_DATA, "rocksdb.num-running-compactions"),
+            pending_compaction_bytes: total("rocksdb.estimate-pending-compaction-bytes"),
+            stall_micros: ticker(Ticker::StallMicros),
+            write_stopped: property(CF_DATA, "rocksdb.is-write-stopped") != 0,
+            delayed_write_rate: property(CF_DATA, "rocksdb.actual-delayed-write-rate"),
+        }
     }
 
     fn cf(&self, name: &str) -> &ColumnFamily {

@@ -26,6 +26,7 @@ pub mod names;
 pub mod placement;
 pub mod ring;
 pub mod rpc;
+pub mod stats;
 pub mod value;
 
 pub use placement::NodeId;

@@ -14,6 +14,7 @@ use crate::cluster::{ClusterMap, MapCommand, MapError};
 use crate::migration::Streamed;
 use crate::placement::NodeId;
 use crate::ring::PartitionId;
+use crate::stats::NodeStats;
 use crate::value::Version;
 
 /// A request and the id its answer will carry, so that many requests can
@@ -125,6 +126,9 @@ pub enum Request {
     /// What the node's streams in flight have copied so far. Answered with
     /// [`Response::Progress`].
     Progress,
+    /// The node's counters and its storage engine's figures. Answered with
+    /// [`Response::Stats`].
+    Stats,
     /// A message of the metadata Raft group, opaque to this crate.
     /// Answered with [`Response::Raft`].
     Raft {
@@ -153,6 +157,7 @@ impl Request {
             | Request::StreamChunk { .. }
             | Request::Holdings
             | Request::Progress
+            | Request::Stats
             | Request::Raft { .. } => None,
         }
     }
@@ -257,6 +262,8 @@ pub enum Response {
     /// Per partition being copied here: the epoch that started the move,
     /// and what has arrived so far.
     Progress(Vec<(PartitionId, u64, Streamed)>),
+    /// The node's counters and its storage engine's figures.
+    Stats(Box<NodeStats>),
     /// The answer to a Raft call, serialized with [`crate::frame::to_bytes`].
     Raft(#[serde(with = "serde_bytes")] Vec<u8>),
     /// The request failed.

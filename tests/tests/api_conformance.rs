@@ -4,13 +4,19 @@
 //!   operation (valid ones and ones the spec rules out) and checks every
 //!   answer: documented status, content type, headers and body schema, no
 //!   server error, invalid input refused and valid input accepted;
-//! - prometheus_client's strict OpenMetrics parser reads `GET /metrics`,
-//!   and the counters must move by what this test sent.
+//! - the router's route table and the OpenAPI file name the same paths,
+//!   and every path answers a method the file does not list with `405`
+//!   and an `Allow` header naming exactly those it does;
+//! - `promtool check metrics` reads `GET /metrics` as Prometheus text, and
+//!   prometheus_client's strict OpenMetrics parser reads it as OpenMetrics;
+//!   the counters must move by what this test sent, on the router and on
+//!   the nodes.
 //!
-//! The tools live in a Python environment that `scripts/py-tools.sh`
-//! installs outside the clone on first use.
+//! The Python tools live in an environment that `scripts/py-tools.sh`
+//! installs outside the clone on first use; `scripts/test.sh` installs
+//! promtool (Debian's `prometheus` package).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -76,6 +82,9 @@ async fn every_answer_matches_the_openapi_file() {
         .arg("run")
         .arg(root().join("docs/openapi.yaml"))
         .args(["--url", &cluster.url("")])
+        // Every check is on. Of the phases, the stateful one is left out:
+        // it chains operations through the spec's `links`, and
+        // docs/openapi.yaml declares none, so it would add no cases.
         .args(["--checks", "all", "--phases", "examples,coverage,fuzzing"])
         .args(["--max-examples", &EXAMPLES.to_string(), "--seed", "1", "--workers", "2"])
         .args(["--request-timeout", "10", "--no-color"])
@@ -99,9 +108,10 @@ fn no_node_addr() -> String {
 }
 
 /// The families the OpenAPI file lists for `GET /metrics`, with their types.
-const FAMILIES: [(&str, &str); 11] = [
+const FAMILIES: [(&str, &str); 12] = [
     ("http_requests", "counter"),
     ("http_request_duration_seconds", "histogram"),
+    ("http_errors", "counter"),
     ("overload_refusals", "counter"),
     ("records_written", "counter"),
     ("replica_calls", "counter"),
@@ -113,37 +123,109 @@ const FAMILIES: [(&str, &str); 11] = [
     ("in_flight_body_bytes", "gauge"),
 ];
 
-/// `GET /metrics` as the reference parser reads it: family name (without
-/// the prefix) to `{type, samples}`.
-async fn scrape(cluster: &TestCluster, env: &Path) -> BTreeMap<String, Value> {
-    let response = cluster.http().get(cluster.url("/metrics")).send().await.expect("GET /metrics");
-    assert_eq!(response.status(), 200);
-    let content_type = response.headers()["content-type"].to_str().unwrap_or("").to_string();
-    assert!(content_type.starts_with("application/openmetrics-text"), "content type {content_type}");
-    let text = response.text().await.expect("a body");
-    let mut parser = Command::new(env.join("bin/python"))
-        .arg(root().join("tests/conformance/openmetrics.py"))
+/// The nodes' families the OpenAPI file lists, with their types.
+const NODE_FAMILIES: [(&str, &str); 19] = [
+    ("up", "gauge"),
+    ("write_batches", "counter"),
+    ("records_written", "counter"),
+    ("point_reads", "counter"),
+    ("scans", "counter"),
+    ("rocksdb_keys_written", "counter"),
+    ("rocksdb_keys_read", "counter"),
+    ("rocksdb_flush_written_bytes", "counter"),
+    ("rocksdb_compaction_read_bytes", "counter"),
+    ("rocksdb_compaction_written_bytes", "counter"),
+    ("rocksdb_stall_seconds", "counter"),
+    ("rocksdb_sst_bytes", "gauge"),
+    ("rocksdb_memtable_bytes", "gauge"),
+    ("rocksdb_estimated_keys", "gauge"),
+    ("rocksdb_running_flushes", "gauge"),
+    ("rocksdb_running_compactions", "gauge"),
+    ("rocksdb_pending_compaction_bytes", "gauge"),
+    ("rocksdb_write_stopped", "gauge"),
+    ("rocksdb_delayed_write_rate_bytes_per_second", "gauge"),
+];
+
+/// Runs `program` with `input` on stdin; returns whether it succeeded and
+/// what it printed on stdout and stderr.
+fn pipe(program: &Path, args: &[&Path], input: &str) -> (bool, Vec<u8>, String) {
+    let mut child = Command::new(program)
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("python runs");
-    parser.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("the text reaches the parser");
-    let out = parser.wait_with_output().expect("the parser ends");
-    assert!(out.status.success(), "{}\n{text}", String::from_utf8_lossy(&out.stderr));
-    let families: BTreeMap<String, Value> = serde_json::from_slice(&out.stdout).expect("the parser's JSON");
-    families.into_iter().filter_map(|(name, f)| Some((name.strip_prefix("ringup_router_")?.to_string(), f))).collect()
+        .unwrap_or_else(|e| panic!("{} does not run: {e}", program.display()));
+    child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("the input is taken");
+    let out = child.wait_with_output().expect("the program ends");
+    (out.status.success(), out.stdout, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
-/// The sum of a family's samples named `sample` whose labels include `labels`.
+/// `GET /metrics` with `accept`: the content type and the text.
+async fn fetch_metrics(cluster: &TestCluster, accept: &str) -> (String, String) {
+    let response = cluster.http().get(cluster.url("/metrics")).header("accept", accept).send().await.expect("GET");
+    assert_eq!(response.status(), 200);
+    let content_type = response.headers()["content-type"].to_str().unwrap_or("").to_string();
+    (content_type, response.text().await.expect("a body"))
+}
+
+/// `GET /metrics` as the reference OpenMetrics parser reads it: family name
+/// (with its prefix) to `{type, samples}`.
+async fn scrape(cluster: &TestCluster, env: &Path) -> BTreeMap<String, Value> {
+    let (content_type, text) = fetch_metrics(cluster, "application/openmetrics-text; version=1.0.0").await;
+    assert!(content_type.starts_with("application/openmetrics-text"), "content type {content_type}");
+    let (ok, out, err) = pipe(&env.join("bin/python"), &[&root().join("tests/conformance/openmetrics.py")], &text);
+    assert!(ok, "{err}\n{text}");
+    serde_json::from_slice(&out).expect("the parser's JSON")
+}
+
+/// The sum of the samples named `sample` (without the `ringup_` prefix) of
+/// the family `family` whose labels include `labels`.
 fn total(families: &BTreeMap<String, Value>, family: &str, sample: &str, labels: &[(&str, &str)]) -> f64 {
-    let samples = families.get(family).and_then(|f| f["samples"].as_array()).cloned().unwrap_or_default();
+    let family = families.get(&format!("ringup_{family}"));
+    let samples = family.and_then(|f| f["samples"].as_array()).cloned().unwrap_or_default();
     samples
         .iter()
-        .filter(|s| s[0] == format!("ringup_router_{sample}"))
+        .filter(|s| s[0] == format!("ringup_{sample}"))
         .filter(|s| labels.iter().all(|(k, v)| s[1][k] == *v))
         .filter_map(|s| s[2].as_f64())
         .sum()
+}
+
+/// `promtool`, from Debian's `prometheus` package, which `scripts/test.sh`
+/// installs.
+fn promtool() -> PathBuf {
+    let found = Command::new("sh").args(["-c", "command -v promtool"]).output().expect("sh runs");
+    let path = String::from_utf8_lossy(&found.stdout).trim().to_string();
+    assert!(!path.is_empty(), "promtool is not installed: scripts/test.sh installs it (Debian package prometheus)");
+    PathBuf::from(path)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_pass_promtool_as_prometheus_text() {
+    let promtool = promtool();
+    let cluster = TestCluster::start(3).await;
+    let (status, _) = cluster.post_json("/v1/shops/promtool-shop/sales", &json!([{"id": "a", "n": 1}])).await;
+    assert_eq!(status, 200);
+    let (status, _) = cluster.get("/v1/shops/promtool-shop/sales/absent?consistency=one").await;
+    assert_eq!(status, 404);
+    // A scraper that does not ask for OpenMetrics gets Prometheus text.
+    for accept in ["text/plain", "*/*"] {
+        let (content_type, text) = fetch_metrics(&cluster, accept).await;
+        assert!(content_type.starts_with("text/plain; version=0.0.4"), "content type {content_type}");
+        let (ok, out, err) = pipe(&promtool, &[Path::new("check"), Path::new("metrics")], &text);
+        let said = format!("{}{err}", String::from_utf8_lossy(&out));
+        assert!(ok && said.trim().is_empty(), "promtool check metrics found problems:\n{said}\n{text}");
+        assert!(text.contains("ringup_node_rocksdb_sst_bytes{node=\"3\"}"), "the nodes' families are served");
+    }
+    let families = text_families(&fetch_metrics(&cluster, "text/plain").await.1);
+    println!("promtool check metrics: clean; {} families: {}", families.len(), families.join(", "));
+    assert!(cluster.stop_all().await.is_empty());
+}
+
+/// The family names of a Prometheus text exposition, from its `# TYPE` lines.
+fn text_families(text: &str) -> Vec<String> {
+    text.lines().filter_map(|l| Some(l.strip_prefix("# TYPE ")?.split(' ').next()?.to_string())).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,10 +233,16 @@ async fn metrics_are_valid_openmetrics_and_count_what_was_sent() {
     let env = py_tools();
     let cluster = TestCluster::start(3).await;
     let before = scrape(&cluster, &env).await;
-    for (name, kind) in FAMILIES {
-        let family = before.get(name).unwrap_or_else(|| panic!("family {name} is missing from /metrics"));
-        assert_eq!(family["type"], kind, "{name} has the documented type");
+    let documented = FAMILIES.iter().map(|(n, k)| (format!("ringup_router_{n}"), k));
+    for (name, kind) in documented.chain(NODE_FAMILIES.iter().map(|(n, k)| (format!("ringup_node_{n}"), k))) {
+        let family = before.get(&name).unwrap_or_else(|| panic!("family {name} is missing from /metrics"));
+        assert_eq!(family["type"], *kind, "{name} has the documented type");
     }
+    let served: Vec<&String> =
+        before.keys().filter(|n| !FAMILIES.iter().any(|(f, _)| **n == format!("ringup_router_{f}"))).collect();
+    let undocumented: Vec<&&String> =
+        served.iter().filter(|n| !NODE_FAMILIES.iter().any(|(f, _)| **n == &format!("ringup_node_{f}"))).collect();
+    assert!(undocumented.is_empty(), "families served but not documented: {undocumented:?}");
 
     // What this test sends between the two scrapes.
     let batches = 3;
@@ -171,13 +259,14 @@ async fn metrics_are_valid_openmetrics_and_count_what_was_sent() {
     }
     let (status, _) = cluster.get("/v1/shops/metrics-shop/sales/absent").await;
     assert_eq!(status, 404);
-    let (status, _) =
+    let (status, refused) =
         cluster.call(Method::POST, "/v1/shops/metrics-shop/sales", Some("application/json"), b"[".to_vec()).await;
     assert_eq!(status, 400);
+    let refused_code = refused["error"]["code"].as_str().expect("an error code").to_string();
     // A write is answered once two of its three replicas have; the third
     // call is counted when it ends, soon after: scrape until every call is.
     let all_calls = (batches * 3 + (found + 1) * 2) as f64;
-    let calls = |m: &BTreeMap<String, Value>| total(m, "replica_calls", "replica_calls_total", &[]);
+    let calls = |m: &BTreeMap<String, Value>| total(m, "router_replica_calls", "router_replica_calls_total", &[]);
     let deadline = Instant::now() + Duration::from_secs(10);
     let (mut after, mut scrapes) = (scrape(&cluster, &env).await, 1);
     while calls(&after) - calls(&before) < all_calls && Instant::now() < deadline {
@@ -188,31 +277,140 @@ async fn metrics_are_valid_openmetrics_and_count_what_was_sent() {
     let delta = |family: &str, sample: &str, labels: &[(&str, &str)]| {
         total(&after, family, sample, labels) - total(&before, family, sample, labels)
     };
-    let post_ok = delta("http_requests", "http_requests_total", &[("method", "POST"), ("status", "200")]);
+    let post_ok = delta("router_http_requests", "router_http_requests_total", &[("method", "POST"), ("status", "200")]);
     assert_eq!(post_ok, batches as f64, "POSTs answered 200");
-    assert_eq!(delta("http_requests", "http_requests_total", &[("method", "POST"), ("status", "400")]), 1.0);
+    assert_eq!(
+        delta("router_http_requests", "router_http_requests_total", &[("method", "POST"), ("status", "400")]),
+        1.0
+    );
     // The GETs sent, and every scrape but the last (each is counted after
     // it was rendered).
-    let get_ok = delta("http_requests", "http_requests_total", &[("method", "GET"), ("status", "200")]);
+    let get_ok = delta("router_http_requests", "router_http_requests_total", &[("method", "GET"), ("status", "200")]);
     assert_eq!(get_ok, (found + scrapes) as f64, "GETs answered 200");
-    assert_eq!(delta("http_requests", "http_requests_total", &[("method", "GET"), ("status", "404")]), 1.0);
-    let timed = delta("http_request_duration_seconds", "http_request_duration_seconds_count", &[("method", "POST")]);
+    assert_eq!(
+        delta("router_http_requests", "router_http_requests_total", &[("method", "GET"), ("status", "404")]),
+        1.0
+    );
+    let timed = delta(
+        "router_http_request_duration_seconds",
+        "router_http_request_duration_seconds_count",
+        &[("method", "POST")],
+    );
     assert_eq!(timed, (batches + 1) as f64, "every POST is in the latency histogram");
-    let records = delta("records_written", "records_written_total", &[]);
+    let records = delta("router_records_written", "router_records_written_total", &[]);
     assert_eq!(records, (batches * per_batch) as f64, "records acknowledged");
     // Three replicas per write; a QUORUM GET asks at least two.
-    let answered = delta("replica_calls", "replica_calls_total", &[("outcome", "answered")]);
+    let answered = delta("router_replica_calls", "router_replica_calls_total", &[("outcome", "answered")]);
     assert!(answered >= all_calls, "{answered} replica calls answered, at least {all_calls} made");
-    assert_eq!(delta("replica_calls", "replica_calls_total", &[("outcome", "failed")]), 0.0);
-    assert_eq!(delta("overload_refusals", "overload_refusals_total", &[]), 0.0);
-    assert_eq!(total(&after, "live_nodes", "live_nodes", &[]), 3.0);
+    assert_eq!(delta("router_replica_calls", "router_replica_calls_total", &[("outcome", "failed")]), 0.0);
+    assert_eq!(delta("router_overload_refusals", "router_overload_refusals_total", &[]), 0.0);
+    assert_eq!(total(&after, "router_live_nodes", "router_live_nodes", &[]), 3.0);
+    // Errors by their code, latency by route and level.
+    let errors = |status: &str, code: &str| {
+        delta("router_http_errors", "router_http_errors_total", &[("status", status), ("code", code)])
+    };
+    assert_eq!(errors("400", &refused_code), 1.0, "the bad batch is counted by its code {refused_code}");
+    assert_eq!(errors("404", "not_found"), 1.0, "the missing record is counted by its code");
+    let record_route = [("method", "GET"), ("route", "/v1/shops/{shop}/{collection}/{id}"), ("consistency", "quorum")];
+    let timed_gets =
+        delta("router_http_request_duration_seconds", "router_http_request_duration_seconds_count", &record_route);
+    assert_eq!(timed_gets, (found + 1) as f64, "record GETs are timed under their route and level");
+    // The nodes: every record reached the three replicas; each GET asked
+    // two or three of them.
+    let up = total(&after, "node_up", "node_up", &[]);
+    assert_eq!(up, 3.0, "every node answered the scrape");
+    let node_records = delta("node_records_written", "node_records_written_total", &[]);
+    assert_eq!(node_records, (batches * per_batch * 3) as f64, "records merged on the nodes");
+    assert_eq!(delta("node_write_batches", "node_write_batches_total", &[]), (batches * 3) as f64);
+    let reads = delta("node_point_reads", "node_point_reads_total", &[]);
+    let gets = (found + 1) as f64;
+    assert!((2.0 * gets..=3.0 * gets).contains(&reads), "{reads} point reads on the nodes for {gets} GETs");
+    for node in ["1", "2", "3"] {
+        assert!(total(&after, "node_rocksdb_keys_written", "node_rocksdb_keys_written_total", &[("node", node)]) > 0.0);
+    }
     let (_, map) = cluster.get("/v1/cluster").await;
-    assert_eq!(total(&after, "map_epoch", "map_epoch", &[]), map["epoch"].as_f64().expect("an epoch"));
-    assert_eq!(total(&after, "in_flight_requests", "in_flight_requests", &[]), 0.0, "nothing else in flight");
+    assert_eq!(total(&after, "router_map_epoch", "router_map_epoch", &[]), map["epoch"].as_f64().expect("an epoch"));
+    assert_eq!(
+        total(&after, "router_in_flight_requests", "router_in_flight_requests", &[]),
+        0.0,
+        "nothing else in flight"
+    );
     println!(
         "/metrics: {} families, valid OpenMetrics; {post_ok} POSTs, {found} GETs, {records} records, \
-         {answered} replica answers counted as sent",
+         {answered} replica answers, {node_records} records merged on the nodes, {reads} point reads: \
+         counted as sent",
         after.len()
+    );
+    assert!(cluster.stop_all().await.is_empty());
+}
+
+/// `docs/openapi.yaml`'s paths, each with the methods it lists (upper case).
+fn spec_routes(env: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    let to_json = "import json, sys, yaml; json.dump(yaml.safe_load(open(sys.argv[1])), sys.stdout)";
+    let out = Command::new(env.join("bin/python"))
+        .args(["-c", to_json])
+        .arg(root().join("docs/openapi.yaml"))
+        .output()
+        .expect("python runs");
+    assert!(out.status.success(), "docs/openapi.yaml does not load: {}", String::from_utf8_lossy(&out.stderr));
+    let spec: Value = serde_json::from_slice(&out.stdout).expect("the spec as JSON");
+    let paths = spec["paths"].as_object().expect("the spec has paths");
+    let methods = ["get", "head", "post", "put", "patch", "delete", "options", "trace"];
+    paths
+        .iter()
+        .map(|(path, item)| {
+            let listed = item.as_object().expect("a path item").keys().filter(|k| methods.contains(&k.as_str()));
+            (path.clone(), listed.map(|m| m.to_uppercase()).collect())
+        })
+        .collect()
+}
+
+/// A concrete path for a template: each `{parameter}` filled with a value
+/// its pattern allows.
+fn concrete(template: &str) -> String {
+    template.replace("{shop}", "parity-shop").replace("{collection}", "sales").replace("{id}", "2")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_router_serves_exactly_the_routes_and_methods_of_the_openapi_file() {
+    let spec = spec_routes(&py_tools());
+    let served: BTreeSet<String> = ringup_router::api::paths().into_iter().map(String::from).collect();
+    let listed: BTreeSet<String> = spec.keys().cloned().collect();
+    assert_eq!(
+        served,
+        listed,
+        "served but not in docs/openapi.yaml: {:?}; in the file but not served: {:?}",
+        served.difference(&listed).collect::<Vec<_>>(),
+        listed.difference(&served).collect::<Vec<_>>()
+    );
+
+    // Each method a path does not list answers 405, and its Allow header
+    // names exactly the listed methods (HEAD goes with GET): so every
+    // method the router serves there is in the file, and the reverse.
+    let cluster = TestCluster::start(3).await;
+    let mut probes = 0;
+    for (template, methods) in &spec {
+        let mut allowed = methods.clone();
+        if allowed.contains("GET") {
+            allowed.insert("HEAD".into());
+        }
+        for method in ["GET", "POST", "PUT", "PATCH", "DELETE"].into_iter().filter(|m| !allowed.contains(*m)) {
+            let method = Method::from_bytes(method.as_bytes()).expect("a method");
+            let response = cluster.http().request(method.clone(), cluster.url(&concrete(template))).send().await;
+            let response = response.expect("an answer");
+            assert_eq!(response.status(), 405, "{method} {template} is not in the file, so it must be 405");
+            let allow = response.headers().get("allow").map(|v| v.to_str().unwrap_or("").to_string());
+            let allow = allow.unwrap_or_else(|| panic!("405 for {method} {template} has no Allow header"));
+            let named: BTreeSet<String> = allow.split(',').map(|m| m.trim().to_string()).collect();
+            assert_eq!(named, allowed, "Allow of {template} against the methods docs/openapi.yaml lists");
+            let body: Value = response.json().await.expect("a JSON error");
+            assert_eq!(body["error"]["code"], "method_not_allowed");
+            probes += 1;
+        }
+    }
+    println!(
+        "routes: {} paths served and documented alike; {probes} methods outside the file answered 405 with Allow",
+        spec.len()
     );
     assert!(cluster.stop_all().await.is_empty());
 }

@@ -9,6 +9,10 @@ use crate::coordinator::CoordError;
 /// How long a client should wait before retrying a 503, in seconds.
 const RETRY_AFTER_SECS: u32 = 1;
 
+/// The code of an error answer, left on the response for the metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorCode(pub &'static str);
+
 /// An error answer.
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -126,6 +130,7 @@ impl IntoResponse for ApiError {
         body.insert("code".into(), Value::from(self.code));
         body.insert("message".into(), Value::from(self.message));
         let mut response = (self.status, axum::Json(json!({ "error": body }))).into_response();
+        response.extensions_mut().insert(ErrorCode(self.code));
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
         }

@@ -13,18 +13,19 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::HttpBody;
-use axum::extract::Request;
+use axum::extract::{MatchedPath, Request};
 use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{MethodRouter, delete, get, post};
+use ringup_proto::consistency::Consistency;
 
 use crate::admission::{Admission, Refusal};
 use crate::coordinator::Coordinator;
-use crate::metrics::Metrics;
+use crate::metrics::{Answered, Metrics};
 use crate::records::MAX_BODY;
 use crate::view::ClusterView;
-use error::ApiError;
+use error::{ApiError, ErrorCode};
 
 /// What every handler can reach.
 pub struct AppState {
@@ -41,23 +42,38 @@ pub struct AppState {
 /// The shared state as handlers take it.
 pub type State = axum::extract::State<Arc<AppState>>;
 
-/// The API's routes.
-pub fn routes(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/v1/shops/{shop}/{collection}", get(records::list).post(records::ingest))
-        .route("/v1/shops/{shop}/{collection}/_count", get(records::count))
-        .route(
+/// Every path the router serves, with its handlers. `docs/openapi.yaml`
+/// lists exactly these paths with these methods; the conformance test
+/// (`tests/tests/api_conformance.rs`) checks both ways.
+fn table() -> Vec<(&'static str, MethodRouter<Arc<AppState>>)> {
+    vec![
+        ("/v1/shops/{shop}/{collection}", get(records::list).post(records::ingest)),
+        ("/v1/shops/{shop}/{collection}/_count", get(records::count)),
+        (
             "/v1/shops/{shop}/{collection}/{id}",
             get(records::get).put(records::put).patch(records::patch).delete(records::delete),
-        )
-        .route("/v1/cluster", get(cluster::show))
-        .route("/v1/cluster/nodes", post(cluster::add))
-        .route("/v1/cluster/nodes/{id}", delete(cluster::decommission))
-        .route("/v1/cluster/nodes/{id}/remove", post(cluster::remove))
-        .route("/v1/cluster/migrations/abort", post(cluster::abort))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
+        ),
+        ("/v1/cluster", get(cluster::show)),
+        ("/v1/cluster/nodes", post(cluster::add)),
+        ("/v1/cluster/nodes/{id}", delete(cluster::decommission)),
+        ("/v1/cluster/nodes/{id}/remove", post(cluster::remove)),
+        ("/v1/cluster/migrations/abort", post(cluster::abort)),
+        ("/healthz", get(ops::healthz)),
+        ("/readyz", get(ops::readyz)),
+        ("/metrics", get(ops::metrics)),
+    ]
+}
+
+/// The path templates the router serves.
+pub fn paths() -> Vec<&'static str> {
+    table().into_iter().map(|(path, _)| path).collect()
+}
+
+/// The API's routes.
+pub fn routes(state: Arc<AppState>) -> Router {
+    table()
+        .into_iter()
+        .fold(Router::new(), |router, (path, handlers)| router.route(path, handlers))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), admit))
@@ -112,7 +128,8 @@ fn overloaded(refusal: Refusal) -> ApiError {
     ApiError::unavailable("overloaded", format!("{why}; retry later"))
 }
 
-/// Counts every request by method and status.
+/// Counts every request by method and status, its latency by method,
+/// route and consistency level, and its error code if it failed.
 async fn count_requests(state: State, request: Request, next: Next) -> Response {
     // Only the methods the API serves become labels; anything else is "other".
     let method: &'static str = match request.method().as_str() {
@@ -124,8 +141,31 @@ async fn count_requests(state: State, request: Request, next: Next) -> Response 
         "HEAD" => "HEAD",
         _ => "other",
     };
+    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string());
+    let consistency = match &route {
+        Some(route) if route.starts_with("/v1/shops/") => consistency_label(request.uri().query()),
+        _ => "none",
+    };
     let started = std::time::Instant::now();
     let response = next.run(request).await.into_response();
-    state.metrics.count_request(method, response.status().as_u16(), started.elapsed().as_secs_f64());
+    state.metrics.count_request(Answered {
+        method,
+        route: route.as_deref().unwrap_or("unmatched"),
+        consistency,
+        status: response.status().as_u16(),
+        error: response.extensions().get::<ErrorCode>().map(|c| c.0),
+        seconds: started.elapsed().as_secs_f64(),
+    });
     response
+}
+
+/// The level a records request asked for, as a metric label: the default
+/// `quorum` when it names none, `invalid` for one that is not a level.
+fn consistency_label(query: Option<&str>) -> &'static str {
+    let asked = query.unwrap_or("").split('&').find_map(|pair| pair.strip_prefix("consistency="));
+    match asked.map(str::parse::<Consistency>) {
+        None => Consistency::default().as_str(),
+        Some(Ok(level)) => level.as_str(),
+        Some(Err(_)) => "invalid",
+    }
 }

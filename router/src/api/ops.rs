@@ -1,12 +1,20 @@
 //! Health, readiness and metrics.
 
-use axum::http::header;
+use std::time::Duration;
+
+use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
+use ringup_proto::NodeId;
+use ringup_proto::rpc::{Request, Response};
+use ringup_proto::stats::NodeStats;
 use serde_json::json;
 
 use super::State;
 use super::error::ApiError;
-use crate::metrics::Snapshot;
+use crate::metrics::{Format, Snapshot};
+
+/// How long a scrape waits for a node's stats.
+const STATS_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// `GET /healthz`: 200 while the process runs.
 pub async fn healthz() -> impl IntoResponse {
@@ -19,14 +27,38 @@ pub async fn readyz(state: State) -> Result<impl IntoResponse, ApiError> {
     Ok(axum::Json(json!({ "status": "ready", "epoch": map.epoch })))
 }
 
-/// `GET /metrics`: OpenMetrics text, as Prometheus scrapes it.
-pub async fn metrics(state: State) -> impl IntoResponse {
+/// `GET /metrics`: the router's metrics and every member's, as
+/// Prometheus text, or OpenMetrics text when the scraper asks for it.
+pub async fn metrics(state: State, headers: HeaderMap) -> impl IntoResponse {
+    let format = Format::from_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    let nodes = node_stats(&state).await;
     let (in_flight_requests, in_flight_bytes) = state.admission.in_flight();
-    let body = state.metrics.render(Snapshot {
+    let now = Snapshot {
         epoch: state.view.map().map_or(0, |m| m.epoch),
         live_nodes: state.view.liveness().values().filter(|l| l.live).count(),
         in_flight_requests,
         in_flight_bytes,
+    };
+    let body = state.metrics.render(now, &nodes, format);
+    ([(header::CONTENT_TYPE, format.content_type())], body)
+}
+
+/// Every member's stats, asked in parallel with a short timeout; `None`
+/// for a member that did not answer in time.
+async fn node_stats(state: &State) -> Vec<(NodeId, Option<NodeStats>)> {
+    let Some(map) = state.view.map() else { return Vec::new() };
+    let asks = map.members.values().filter(|m| !map.is_gone(m.id)).map(|member| {
+        let client = state.view.client(&map, member.id);
+        async move {
+            let answer = match client {
+                Some(client) => client.call(Request::Stats, STATS_TIMEOUT).await.ok(),
+                None => None,
+            };
+            match answer {
+                Some(Response::Stats(stats)) => (member.id, Some(*stats)),
+                _ => (member.id, None),
+            }
+        }
     });
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
+    futures::future::join_all(asks).await
 }

@@ -1,20 +1,29 @@
-//! The router's Prometheus metrics, served as OpenMetrics text on
-//! `GET /metrics` (every family is listed in `docs/openapi.yaml`).
+//! The router's Prometheus metrics, served on `GET /metrics` as
+//! Prometheus text, or as OpenMetrics text to a scraper that asks for it
+//! (every family is listed in `docs/openapi.yaml`).
 //!
-//! Handlers count requests and their latency; the coordinator counts its
-//! replica calls, speculative asks and read repairs through
-//! [`CoordinatorCounters`]; gauges are set from the router's state when the
-//! text is rendered.
+//! Handlers count requests, their latency and their errors; the
+//! coordinator counts its replica calls, speculative asks and read repairs
+//! through [`CoordinatorCounters`]; gauges are set from the router's state
+//! when the text is rendered, and the nodes' families (`ringup_node_*`)
+//! from what each member answers to a stats call at that moment.
 
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use ringup_proto::NodeId;
+use ringup_proto::stats::NodeStats;
+
 use crate::admission::Refusal;
+pub use exposition::Format;
+
+mod exposition;
+mod nodes;
 
 /// Labels of the request counter.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -25,8 +34,38 @@ struct RequestLabels {
 
 /// Labels of the latency histogram.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct MethodLabels {
+struct LatencyLabels {
     method: &'static str,
+    /// The route's path template, `/v1/shops/{shop}/{collection}` say, or
+    /// `unmatched`.
+    route: String,
+    /// `one`, `quorum` or `all` on the records' routes; `none` elsewhere.
+    consistency: &'static str,
+}
+
+/// Labels of the error counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    status: u16,
+    /// The `code` of the JSON error.
+    code: &'static str,
+}
+
+/// One answered request, as the metrics count it.
+#[derive(Debug, Clone)]
+pub struct Answered<'a> {
+    /// The HTTP method, or `other`.
+    pub method: &'static str,
+    /// The route's path template, or `unmatched`.
+    pub route: &'a str,
+    /// The consistency level asked, or `none`.
+    pub consistency: &'static str,
+    /// The status answered.
+    pub status: u16,
+    /// The JSON error's code, for an error answer.
+    pub error: Option<&'static str>,
+    /// Time from arrival to answer.
+    pub seconds: f64,
 }
 
 /// Labels of the overload counter: `requests` or `bytes`.
@@ -105,7 +144,8 @@ pub struct Snapshot {
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
-    latency: Family<MethodLabels, Histogram>,
+    latency: Family<LatencyLabels, Histogram>,
+    errors: Family<ErrorLabels, Counter>,
     refusals: Family<LimitLabels, Counter>,
     records: Counter,
     coordinator: CoordinatorCounters,
@@ -121,9 +161,10 @@ impl Metrics {
         let mut registry = Registry::with_prefix("ringup_router");
         let requests = Family::<RequestLabels, Counter>::default();
         // 100 µs to about 26 s, doubling.
-        let latency = Family::<MethodLabels, Histogram>::new_with_constructor(|| {
+        let latency = Family::<LatencyLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(1e-4, 2.0, 19))
         });
+        let errors = Family::<ErrorLabels, Counter>::default();
         let refusals = Family::<LimitLabels, Counter>::default();
         let coordinator = CoordinatorCounters::default();
         let (records, epoch, live_nodes) = (Counter::default(), Gauge::default(), Gauge::default());
@@ -138,9 +179,10 @@ impl Metrics {
         registry.register("http_requests", "HTTP requests answered, by method and status", requests.clone());
         registry.register(
             "http_request_duration_seconds",
-            "Time from a request's arrival to its answer, by method",
+            "Time from a request's arrival to its answer, by method, route and consistency level",
             latency.clone(),
         );
+        registry.register("http_errors", "Error answers, by status and error code", errors.clone());
         registry.register(
             "overload_refusals",
             "Data requests refused with 503 overloaded, by the limit they hit",
@@ -171,6 +213,7 @@ impl Metrics {
             registry,
             requests,
             latency,
+            errors,
             refusals,
             records,
             coordinator,
@@ -186,10 +229,16 @@ impl Metrics {
         self.coordinator.clone()
     }
 
-    /// Counts one answered request and how long it took.
-    pub fn count_request(&self, method: &'static str, status: u16, seconds: f64) {
+    /// Counts one answered request, its error code if any, and how long
+    /// it took.
+    pub fn count_request(&self, answered: Answered<'_>) {
+        let Answered { method, route, consistency, status, error, seconds } = answered;
         self.requests.get_or_create(&RequestLabels { method, status }).inc();
-        self.latency.get_or_create(&MethodLabels { method }).observe(seconds);
+        let route = route.to_string();
+        self.latency.get_or_create(&LatencyLabels { method, route, consistency }).observe(seconds);
+        if let Some(code) = error {
+            self.errors.get_or_create(&ErrorLabels { status, code }).inc();
+        }
     }
 
     /// Counts a request refused for overload.
@@ -206,15 +255,25 @@ impl Metrics {
         self.records.inc_by(n);
     }
 
-    /// The exposition text, with the gauges set from `now`.
-    pub fn render(&self, now: Snapshot) -> String {
+    /// The exposition text in `format`, with the gauges set from `now`,
+    /// and the nodes' families from what each member answered (`None`
+    /// for one that did not).
+    pub fn render(&self, now: Snapshot, nodes: &[(NodeId, Option<NodeStats>)], format: Format) -> String {
         self.epoch.set(now.epoch as i64);
         self.live_nodes.set(now.live_nodes as i64);
         self.in_flight_requests.set(now.in_flight_requests as i64);
         self.in_flight_bytes.set(now.in_flight_bytes as i64);
         let mut out = String::new();
-        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
-        out
+        let write = |out: &mut String| -> std::fmt::Result {
+            encode_registry(out, &self.registry)?;
+            encode_registry(out, &nodes::registry(nodes))?;
+            encode_eof(out)
+        };
+        write(&mut out).expect("writing to a String cannot fail");
+        match format {
+            Format::OpenMetrics => out,
+            Format::Prometheus => exposition::to_prometheus(&out),
+        }
     }
 }
 

@@ -1,0 +1,57 @@
+//! What a node reports of itself: the requests it served and its storage
+//! engine's size and work. The router asks every member for these on
+//! `GET /metrics` and serves them as the `ringup_node_*` families, one
+//! series per node.
+
+use serde::{Deserialize, Serialize};
+
+/// A node's counters and gauges at the moment it answered
+/// [`crate::rpc::Request::Stats`]. Counters count from the node's start.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStats {
+    /// Record batches merged into storage (writes, repairs, hints).
+    pub write_batches: u64,
+    /// Records in those batches.
+    pub records_written: u64,
+    /// Point reads served.
+    pub point_reads: u64,
+    /// Scan and digest pages served.
+    pub scans: u64,
+    /// The storage engine's figures.
+    pub engine: EngineStats,
+}
+
+/// RocksDB's figures, from its properties and statistics.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineStats {
+    /// Bytes of SST files, every column family.
+    pub sst_bytes: u64,
+    /// Bytes held by memtables, every column family.
+    pub memtable_bytes: u64,
+    /// RocksDB's estimate of the keys in the records' family.
+    pub estimated_keys: u64,
+    /// Keys written (counter).
+    pub keys_written: u64,
+    /// Keys read by point lookups (counter).
+    pub keys_read: u64,
+    /// Bytes written by flushes (counter).
+    pub flush_bytes: u64,
+    /// Bytes read by compactions (counter).
+    pub compaction_read_bytes: u64,
+    /// Bytes written by compactions (counter).
+    pub compaction_write_bytes: u64,
+    /// Flushes running now.
+    pub running_flushes: u64,
+    /// Compactions running now.
+    pub running_compactions: u64,
+    /// Bytes compaction estimates it must rewrite to bring every level
+    /// under its target size.
+    pub pending_compaction_bytes: u64,
+    /// Microseconds writes were delayed or stopped by a stall (counter).
+    pub stall_micros: u64,
+    /// Whether writes are stopped now (too many memtables or L0 files).
+    pub write_stopped: bool,
+    /// The rate writes are slowed to, in bytes per second; 0 when they are
+    /// not slowed.
+    pub delayed_write_rate: u64,
+}

@@ -1,0 +1,89 @@
+//! The nodes' families (`ringup_node_*`, one series per member, labelled
+//! `node`), built afresh for each scrape from what the members answered.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use ringup_proto::NodeId;
+use ringup_proto::stats::NodeStats;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabels {
+    node: NodeId,
+}
+
+/// How one figure is read from a node's answer.
+type Read = fn(&NodeStats) -> u64;
+
+/// The counters: name, help, figure.
+fn counters() -> [(&'static str, &'static str, Read); 9] {
+    [
+        ("write_batches", "Record batches merged into the node's storage", |s| s.write_batches),
+        ("records_written", "Records merged into the node's storage", |s| s.records_written),
+        ("point_reads", "Point reads the node served", |s| s.point_reads),
+        ("scans", "Scan and digest pages the node served", |s| s.scans),
+        ("rocksdb_keys_written", "Keys RocksDB wrote", |s| s.engine.keys_written),
+        ("rocksdb_keys_read", "Keys RocksDB read by point lookups", |s| s.engine.keys_read),
+        ("rocksdb_flush_written_bytes", "Bytes RocksDB flushes wrote", |s| s.engine.flush_bytes),
+        ("rocksdb_compaction_read_bytes", "Bytes RocksDB compactions read", |s| s.engine.compaction_read_bytes),
+        ("rocksdb_compaction_written_bytes", "Bytes RocksDB compactions wrote", |s| s.engine.compaction_write_bytes),
+    ]
+}
+
+/// The gauges: name, help, figure.
+fn gauges() -> [(&'static str, &'static str, Read); 8] {
+    [
+        ("rocksdb_sst_bytes", "Bytes of RocksDB's SST files", |s| s.engine.sst_bytes),
+        ("rocksdb_memtable_bytes", "Bytes held by RocksDB's memtables", |s| s.engine.memtable_bytes),
+        ("rocksdb_estimated_keys", "RocksDB's estimate of the records' keys", |s| s.engine.estimated_keys),
+        ("rocksdb_running_flushes", "RocksDB flushes running", |s| s.engine.running_flushes),
+        ("rocksdb_running_compactions", "RocksDB compactions running", |s| s.engine.running_compactions),
+        ("rocksdb_pending_compaction_bytes", "Bytes RocksDB estimates compaction must rewrite", |s| {
+            s.engine.pending_compaction_bytes
+        }),
+        ("rocksdb_write_stopped", "1 while RocksDB stops writes (a stall), else 0", |s| {
+            u64::from(s.engine.write_stopped)
+        }),
+        (
+            "rocksdb_delayed_write_rate_bytes_per_second",
+            "The rate RocksDB slows writes to during a stall; 0 when not slowed",
+            |s| s.engine.delayed_write_rate,
+        ),
+    ]
+}
+
+/// A registry of the nodes' families; `nodes` gives each member and its
+/// answer, `None` for one that did not answer.
+pub fn registry(nodes: &[(NodeId, Option<NodeStats>)]) -> Registry {
+    let mut registry = Registry::with_prefix("ringup_node");
+    let up = Family::<NodeLabels, Gauge>::default();
+    registry.register("up", "1 if the node answered this scrape's stats call, else 0", up.clone());
+    for (node, stats) in nodes {
+        up.get_or_create(&NodeLabels { node: *node }).set(i64::from(stats.is_some()));
+    }
+    let answered: Vec<(NodeId, &NodeStats)> = nodes.iter().filter_map(|(n, s)| Some((*n, s.as_ref()?))).collect();
+    for (name, help, read) in counters() {
+        let family = Family::<NodeLabels, Counter>::default();
+        registry.register(name, help, family.clone());
+        for (node, stats) in &answered {
+            family.get_or_create(&NodeLabels { node: *node }).inc_by(read(stats));
+        }
+    }
+    for (name, help, read) in gauges() {
+        let family = Family::<NodeLabels, Gauge>::default();
+        registry.register(name, help, family.clone());
+        for (node, stats) in &answered {
+            family.get_or_create(&NodeLabels { node: *node }).set(read(stats) as i64);
+        }
+    }
+    let stalls = Family::<NodeLabels, Counter<f64, AtomicU64>>::default();
+    registry.register("rocksdb_stall_seconds", "Time RocksDB delayed or stopped writes", stalls.clone());
+    for (node, stats) in &answered {
+        stalls.get_or_create(&NodeLabels { node: *node }).inc_by(stats.engine.stall_micros as f64 / 1e6);
+    }
+    registry
+}
