@@ -21,12 +21,14 @@
 pub mod config;
 pub mod migrate;
 pub mod raft;
+pub mod refill;
 pub mod service;
 pub mod storage;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -45,6 +47,7 @@ use crate::raft::log_store::LogStore;
 use crate::raft::network::Network;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::{MapResponse, Raft};
+use crate::refill::Refiller;
 use crate::service::Service;
 use crate::storage::{MetaKey, Storage};
 
@@ -70,24 +73,44 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
 
     let (adopt_tx, mut adopt_rx) = mpsc::channel(1);
-    let gate = Arc::new(Gate { service: OnceLock::new(), adopt: adopt_tx });
+    let gate = Arc::new(Gate {
+        service: OnceLock::new(),
+        adopt: adopt_tx,
+        configured: config.id,
+        waiting: AtomicBool::new(false),
+    });
     let (stop_tx, stop_rx) = watch::channel(false);
     let server =
         tokio::spawn(ringup_rpc::serve_with(listener, gate.clone(), config.limits(), stopped(stop_rx.clone())));
     tokio::pin!(shutdown);
+    let pool = Arc::new(Pool::new());
 
-    let (id, adopted) = match stored_identity(&storage, config.id)? {
-        Some(id) => (id, None),
-        None if config.initial_nodes.is_empty() => {
+    let start = match stored_identity(&storage, config.id)? {
+        Some(id) => Start::Stored(id),
+        None => tokio::select! {
+            start = fresh_start(&config, &pool) => start?,
+            _ = &mut shutdown => Start::Stop,
+        },
+    };
+    let (id, adopted) = match start {
+        Start::Stored(id) => (id, None),
+        Start::Form(id) => {
+            store_identity(&storage, id)?;
+            (id, None)
+        }
+        Start::Wait => {
+            gate.waiting.store(true, Ordering::Release);
             tracing::info!(
                 listen = %config.listen,
-                "waiting to be added to a cluster (POST /v1/cluster/nodes with this node's address)"
+                id = ?config.id,
+                "waiting to be adopted: a new node is added with POST /v1/cluster/nodes; a member that came back \
+                 with an empty data directory is adopted again by the metadata leader, and refilled"
             );
             tokio::select! {
-                Some((id, ack)) = adopt_rx.recv() => {
-                    store_identity(&storage, id)?;
-                    tracing::info!(node = id, "added to a cluster");
-                    (id, Some(ack))
+                Some(adoption) = adopt_rx.recv() => {
+                    store_adoption(&storage, adoption.id, adoption.reads_from)?;
+                    tracing::info!(node = adoption.id, reads_from = adoption.reads_from, "adopted by the cluster");
+                    (adoption.id, Some(adoption.started))
                 }
                 _ = &mut shutdown => {
                     let _ = stop_tx.send(true);
@@ -96,13 +119,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 }
             }
         }
-        None => bail!("a new data directory needs --id when --initial-nodes is given"),
+        Start::Stop => {
+            let _ = stop_tx.send(true);
+            let _ = server.await;
+            return Ok(());
+        }
     };
     drop(adopt_rx);
+    let reads_from = stored_reads_from(&storage)?;
 
-    let pool = Arc::new(Pool::new());
     let (map_tx, map_rx) = watch::channel(Arc::new(ClusterMap::default()));
     let state_machine = StateMachine::load(storage.clone(), map_tx)?;
+    check_cluster(&pool, &config, map_rx.borrow().cluster_id).await?;
     let raft = Raft::new(
         id,
         Arc::new(raft_config()?),
@@ -113,21 +141,28 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     .await
     .context("cannot start the metadata raft group")?;
 
-    let progress = Arc::new(Progress::default());
-    let service = Service::new(id, storage.clone(), raft.clone(), map_rx.clone(), scratch.clone(), progress.clone());
+    let parts = Parts {
+        id,
+        storage: storage.clone(),
+        raft: raft.clone(),
+        pool: pool.clone(),
+        map: map_rx.clone(),
+        scratch,
+        progress: Arc::new(Progress::default()),
+    };
+    let service = Service::new(parts.clone(), reads_from);
     let _ = gate.service.set(Arc::new(service));
-    if let Some(ack) = adopted {
-        let _ = ack.send(());
-    }
+    let adopted = adopted.map(|ack| ack.send(())).is_some();
     tracing::info!(node = id, listen = %config.listen, data_dir = %config.data_dir.display(), "node started");
 
-    if !config.initial_nodes.is_empty() {
+    // An adopted node joins a cluster that exists: it never forms one.
+    if !config.initial_nodes.is_empty() && !adopted {
         form_cluster(&raft, id, &config).await?;
         tokio::spawn(bootstrap_map(raft.clone(), id, config.clone(), map_rx.clone(), stop_rx.clone()));
     }
 
-    let mover = Mover::new(id, storage.clone(), raft.clone(), pool.clone(), map_rx.clone(), scratch, progress);
-    tokio::spawn(Arc::new(mover).run(stop_rx.clone()));
+    tokio::spawn(Arc::new(Mover::new(parts.clone())).run(stop_rx.clone()));
+    tokio::spawn(Refiller::new(parts).run(stop_rx.clone()));
     let leader = migrate::lead(raft.clone(), id, pool.clone(), map_rx.clone(), config.move_limits(), stop_rx.clone());
     tokio::spawn(leader);
 
@@ -148,12 +183,45 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     Ok(())
 }
 
+/// What the node's tasks share; cheap to clone.
+#[derive(Clone)]
+pub struct Parts {
+    /// The node's id.
+    pub id: NodeId,
+    /// Its storage.
+    pub storage: Storage,
+    /// Its replica of the metadata group.
+    pub raft: Raft,
+    /// Connections to the other nodes.
+    pub pool: Arc<Pool>,
+    /// The cluster map, as the node has applied it.
+    pub map: watch::Receiver<Arc<ClusterMap>>,
+    /// Where stream chunks are built and received.
+    pub scratch: PathBuf,
+    /// What the streams into this node have copied so far.
+    pub progress: Arc<Progress>,
+}
+
 /// The RPC handler: the node's [`Service`] once the node has an id; until
 /// then only [`Request::Hello`] and [`Request::Adopt`] are served.
 struct Gate {
     service: OnceLock<Arc<Service>>,
-    /// Hands an adoption to the starting node; answered once it serves.
-    adopt: mpsc::Sender<(NodeId, oneshot::Sender<()>)>,
+    /// Hands an adoption to the starting node.
+    adopt: mpsc::Sender<Adoption>,
+    /// The id the node was started with, if any: an adoption must give it.
+    configured: Option<NodeId>,
+    /// Whether the node waits to be adopted; until it knows, and while it
+    /// starts with the identity its data directory holds, it does not.
+    waiting: AtomicBool,
+}
+
+/// The metadata leader's adoption of a waiting node.
+struct Adoption {
+    id: NodeId,
+    /// The epoch the node's map must reach before it serves reads.
+    reads_from: u64,
+    /// Answered once the node serves.
+    started: oneshot::Sender<()>,
 }
 
 impl Handler for Gate {
@@ -162,16 +230,72 @@ impl Handler for Gate {
             return service.handle(request).await;
         }
         match request {
-            Request::Hello => Response::Hello { id: None, epoch: 0, leader: None },
-            Request::Adopt { id } => {
-                let (ack, started) = oneshot::channel();
-                if self.adopt.send((id, ack)).await.is_err() || started.await.is_err() {
+            Request::Hello => {
+                Response::Hello { id: self.configured, epoch: 0, leader: None, waiting: true, cluster: 0 }
+            }
+            Request::Adopt { id, .. } if self.configured.is_some_and(|c| c != id) => Response::Error(
+                RpcError::BadRequest(format!("this node was started as node {:?}, not node {id}", self.configured)),
+            ),
+            Request::Adopt { id, reads_from } => {
+                let (started, ack) = oneshot::channel();
+                if self.adopt.send(Adoption { id, reads_from, started }).await.is_err() || ack.await.is_err() {
                     return Response::Error(RpcError::Unavailable("the node is starting; ask again".into()));
                 }
                 Response::Adopted
             }
             _ => Response::Error(RpcError::NoMap),
         }
+    }
+}
+
+/// How a node with a fresh data directory starts.
+enum Start {
+    /// Its data directory holds its id: it restarts.
+    Stored(NodeId),
+    /// It forms a fresh cluster with the other initial nodes.
+    Form(NodeId),
+    /// It waits to be adopted: added as a new node, or, when the map lists
+    /// it already, refilled after its data directory was wiped.
+    Wait,
+    /// Shut down before it started.
+    Stop,
+}
+
+/// How long a fresh node waits for an initial node's answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Decides how a node on a fresh data directory starts. Without initial
+/// nodes it waits to be adopted. With them it asks them: if any has a
+/// cluster map, the cluster exists and this node, which the map may list
+/// (its data directory was wiped), waits to be adopted again rather than
+/// start the metadata group with no memory of its votes; if a majority of
+/// the initial nodes (itself included) answer and none has a map, the
+/// cluster is new and it forms it. Until then it asks again.
+async fn fresh_start(config: &Config, pool: &Pool) -> anyhow::Result<Start> {
+    let Some(id) = config.id else { return Ok(Start::Wait) };
+    if config.initial_nodes.is_empty() {
+        return Ok(Start::Wait);
+    }
+    let others: Vec<&str> = config.initial_nodes.iter().filter(|n| n.id != id).map(|n| n.addr.as_str()).collect();
+    let majority = config.initial_nodes.len() / 2 + 1;
+    loop {
+        let answers = futures::future::join_all(others.iter().map(|addr| async move {
+            match pool.get(addr).call(Request::Hello, PROBE_TIMEOUT).await {
+                Ok(Response::Hello { epoch, .. }) => Some(epoch),
+                _ => None,
+            }
+        }))
+        .await;
+        if let Some(epoch) = answers.iter().flatten().find(|e| **e > 0) {
+            tracing::warn!(node = id, epoch, "the cluster exists but this data directory is empty");
+            return Ok(Start::Wait);
+        }
+        let answered = 1 + answers.iter().flatten().count();
+        if answered >= majority {
+            return Ok(Start::Form(id));
+        }
+        tracing::info!(answered, majority, "waiting for a majority of the initial nodes to answer");
+        tokio::time::sleep(PROBE_TIMEOUT).await;
     }
 }
 
@@ -190,30 +314,69 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// The node's id: the one stored in the data directory, or the configured
-/// one, stored now; none if neither. A mismatch is an error: the directory
-/// belongs to another node.
+/// The node's id as the data directory stores it; none in a fresh one. A
+/// configured id that differs is an error: the directory belongs to
+/// another node.
 fn stored_identity(storage: &Storage, configured: Option<NodeId>) -> anyhow::Result<Option<NodeId>> {
-    let stored = storage
-        .get_meta(MetaKey::NodeId)?
-        .map(|b| <[u8; 8]>::try_from(b.as_slice()).map(u64::from_be_bytes))
-        .transpose()
-        .map_err(|_| anyhow::anyhow!("the stored node id is corrupt"))?;
+    let stored = read_u64(storage, MetaKey::NodeId)?;
     match (stored, configured) {
         (Some(s), Some(c)) if s != c => {
             bail!("this data directory belongs to node {s}, not node {c}")
         }
-        (Some(s), _) => Ok(Some(s)),
-        (None, Some(c)) => {
-            store_identity(storage, c)?;
-            Ok(Some(c))
-        }
-        (None, None) => Ok(None),
+        (stored, _) => Ok(stored),
     }
 }
 
 fn store_identity(storage: &Storage, id: NodeId) -> anyhow::Result<()> {
     storage.put_meta(&[(MetaKey::NodeId, Some(id.to_be_bytes().to_vec()))])?;
+    Ok(())
+}
+
+/// Stores the id and the epoch before which no reads are served, in one
+/// synced write, before the node serves anything.
+fn store_adoption(storage: &Storage, id: NodeId, reads_from: u64) -> anyhow::Result<()> {
+    storage.put_meta(&[
+        (MetaKey::NodeId, Some(id.to_be_bytes().to_vec())),
+        (MetaKey::ReadsFrom, Some(reads_from.to_be_bytes().to_vec())),
+    ])?;
+    Ok(())
+}
+
+/// The epoch the node's map must reach before it serves reads; 0 when no
+/// adoption set one.
+fn stored_reads_from(storage: &Storage) -> anyhow::Result<u64> {
+    Ok(read_u64(storage, MetaKey::ReadsFrom)?.unwrap_or(0))
+}
+
+fn read_u64(storage: &Storage, key: MetaKey) -> anyhow::Result<Option<u64>> {
+    storage
+        .get_meta(key)?
+        .map(|b| <[u8; 8]>::try_from(b.as_slice()).map(u64::from_be_bytes))
+        .transpose()
+        .map_err(|_| anyhow::anyhow!("the stored {key:?} is corrupt"))
+}
+
+/// Refuses to start on a data directory of another cluster: asks the
+/// initial nodes that answer which cluster their map belongs to.
+async fn check_cluster(pool: &Pool, config: &Config, ours: u64) -> anyhow::Result<()> {
+    if ours == 0 {
+        return Ok(());
+    }
+    let asks = config
+        .initial_nodes
+        .iter()
+        .map(|n| async move { (n.addr.as_str(), pool.get(&n.addr).call(Request::Hello, PROBE_TIMEOUT).await) });
+    for (addr, answer) in futures::future::join_all(asks).await {
+        if let Ok(Response::Hello { cluster, .. }) = answer
+            && cluster != 0
+            && cluster != ours
+        {
+            bail!(
+                "this data directory belongs to cluster {ours:016x}, but the node at {addr} belongs to cluster \
+                 {cluster:016x}: start this node on its own cluster's data, or on an empty directory"
+            );
+        }
+    }
     Ok(())
 }
 
@@ -264,6 +427,7 @@ async fn bootstrap_map(
                     partitions: config.partitions,
                     replication_factor: config.replication_factor,
                     members,
+                    cluster_id: rand::random::<u64>().max(1),
                 };
                 match raft.client_write(command).await {
                     Ok(r) => match r.data {
@@ -300,6 +464,24 @@ pub(crate) async fn propose_via_leader(raft: &Raft, pool: &Pool, command: MapCom
     match raft::propose(raft, command.clone()).await {
         Err(RpcError::NotLeader { leader: Some(leader) }) => forward(pool, leader, command).await,
         other => other,
+    }
+}
+
+/// Proposes a node's report of its work through the leader until it is
+/// applied, or the map refuses it (the work has moved on meanwhile).
+pub(crate) async fn report(node: &Parts, command: MapCommand) {
+    for attempt in 0u64.. {
+        match propose_via_leader(&node.raft, &node.pool, command.clone()).await {
+            Ok(_) => return,
+            Err(RpcError::Refused(e)) => {
+                tracing::info!(error = %e, ?command, "report refused: the work has moved on");
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot report yet");
+                tokio::time::sleep(Duration::from_millis(200 * attempt.min(10))).await;
+            }
+        }
     }
 }
 

@@ -16,7 +16,6 @@
 //!   members out.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,8 +28,8 @@ use ringup_proto::rpc::{Request, Response, RpcError};
 use ringup_rpc::Pool;
 use tokio::sync::watch;
 
+use crate::Parts;
 use crate::raft::{self, Raft};
-use crate::storage::Storage;
 
 /// How long a chunk request may take.
 const CHUNK_TIMEOUT: Duration = Duration::from_secs(60);
@@ -61,21 +60,77 @@ impl Progress {
         self.streams.lock().expect("progress poisoned").iter().map(|(p, (e, s))| (*p, *e, *s)).collect()
     }
 
-    fn set(&self, partition: PartitionId, started: u64, streamed: Streamed) {
+    pub(crate) fn set(&self, partition: PartitionId, started: u64, streamed: Streamed) {
         self.streams.lock().expect("progress poisoned").insert(partition, (started, streamed));
     }
 
-    fn clear(&self, partition: PartitionId) {
+    pub(crate) fn clear(&self, partition: PartitionId) {
         self.streams.lock().expect("progress poisoned").remove(&partition);
     }
 }
 
 /// Why a copy stopped.
-enum Copy {
+pub(crate) enum Copy {
     /// A source has not applied the move's stage yet: ask it again.
     Behind(String),
     /// Anything else: start over, and after a few tries use other sources.
     Failed(String),
+}
+
+/// One replica to copy a partition from, at the epoch its map must have
+/// reached before it serves the copy.
+pub(crate) struct Source {
+    /// The replica.
+    pub node: NodeId,
+    /// The partition.
+    pub partition: PartitionId,
+    /// The epoch.
+    pub epoch: u64,
+}
+
+/// Copies a partition from one replica into this node's storage, chunk by
+/// chunk (checksummed SST files of merge entries, so that what arrives
+/// merges by last-writer-wins with what is here), while `still` holds;
+/// `copied` hears what each chunk brought. Returns what was copied.
+pub(crate) async fn copy_partition(
+    node: &Parts,
+    from: &Source,
+    timeout: Duration,
+    still: impl Fn() -> bool,
+    mut copied: impl FnMut(Streamed),
+) -> Result<Streamed, Copy> {
+    let Source { node: source, partition, epoch } = *from;
+    let addr = node.map.borrow().addr(source).map(str::to_string);
+    let client = node.pool.get(&addr.ok_or_else(|| Copy::Failed("the source is not a member".into()))?);
+    let (mut streamed, mut after) = (Streamed::default(), None);
+    loop {
+        if !still() {
+            return Err(Copy::Failed("the work is no longer wanted".into()));
+        }
+        let request = Request::StreamChunk { partition, epoch, after: after.clone() };
+        let (sst, crc, records, last, done) = match client.call(request, timeout).await {
+            Ok(Response::Chunk { sst, crc, records, last, done }) => (sst, crc, records, last, done),
+            Ok(Response::Error(RpcError::Behind { known, needed })) => {
+                return Err(Copy::Behind(format!("node {source} is at epoch {known}, not {needed}")));
+            }
+            Ok(Response::Error(e)) => return Err(Copy::Failed(format!("node {source} refused a chunk: {e}"))),
+            Ok(other) => return Err(Copy::Failed(format!("node {source} answered {other:?}"))),
+            Err(e) => return Err(Copy::Failed(format!("node {source}: {e}"))),
+        };
+        if crc32fast::hash(&sst) != crc {
+            return Err(Copy::Failed(format!("a chunk from node {source} fails its checksum")));
+        }
+        let chunk = Streamed { bytes: sst.len() as u64, records };
+        if !sst.is_empty() {
+            node.storage.ingest_chunk(sst, &node.scratch).await.map_err(|e| Copy::Failed(e.to_string()))?;
+        }
+        streamed = streamed.plus(chunk);
+        copied(streamed);
+        if done {
+            return Ok(streamed);
+        }
+        after = last;
+    }
 }
 
 impl std::fmt::Display for Copy {
@@ -97,13 +152,7 @@ enum Work {
 
 /// Does this node's work on the moves in the map.
 pub struct Mover {
-    id: NodeId,
-    storage: Storage,
-    raft: Raft,
-    pool: Arc<Pool>,
-    map: watch::Receiver<Arc<ClusterMap>>,
-    scratch: PathBuf,
-    progress: Arc<Progress>,
+    node: Parts,
     /// Work in flight: partition, the epoch that started its move, kind.
     running: Mutex<BTreeSet<(PartitionId, u64, Work)>>,
     /// Work done and reported, which this node's map may not show yet.
@@ -123,23 +172,15 @@ impl Drop for Running<'_> {
 }
 
 impl Mover {
-    /// The mover of node `id`.
-    pub fn new(
-        id: NodeId,
-        storage: Storage,
-        raft: Raft,
-        pool: Arc<Pool>,
-        map: watch::Receiver<Arc<ClusterMap>>,
-        scratch: PathBuf,
-        progress: Arc<Progress>,
-    ) -> Self {
-        Self { id, storage, raft, pool, map, scratch, progress, running: Mutex::default(), reported: Mutex::default() }
+    /// The mover of the node.
+    pub fn new(node: Parts) -> Self {
+        Self { node, running: Mutex::default(), reported: Mutex::default() }
     }
 
     /// Starts the work the map gives this node, whenever the map changes,
     /// until `stop` is raised.
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let mut map = self.map.clone();
+        let mut map = self.node.map.clone();
         while !*stop.borrow() {
             let current = map.borrow_and_update().clone();
             self.reported
@@ -162,10 +203,12 @@ impl Mover {
     /// What this node has left to do on move `m`.
     fn work_on(&self, m: &Move) -> Option<Work> {
         match m.stage {
-            Stage::Streaming if m.added().contains(&self.id) && !m.streamed.contains_key(&self.id) => {
+            Stage::Streaming if m.added().contains(&self.node.id) && !m.streamed.contains_key(&self.node.id) => {
                 Some(Work::Stream)
             }
-            Stage::Cleanup | Stage::Aborted if m.to_clean().contains(&self.id) && !m.cleaned.contains(&self.id) => {
+            Stage::Cleanup | Stage::Aborted
+                if m.to_clean().contains(&self.node.id) && !m.cleaned.contains(&self.node.id) =>
+            {
                 Some(Work::Drop)
             }
             _ => None,
@@ -194,7 +237,7 @@ impl Mover {
 
     /// Whether move `started` of `partition` is still in `stage`.
     fn still(&self, partition: PartitionId, started: u64, stage: Stage) -> bool {
-        self.map.borrow().moves.get(&partition).is_some_and(|m| m.started_epoch == started && m.stage == stage)
+        self.node.map.borrow().moves.get(&partition).is_some_and(|m| m.started_epoch == started && m.stage == stage)
     }
 
     /// Copies `partition` here, then reports it. Tries again, from the
@@ -205,16 +248,17 @@ impl Mover {
         let mut attempt = 0;
         loop {
             if !self.still(partition, m.started_epoch, Stage::Streaming) {
-                self.progress.clear(partition);
+                self.node.progress.clear(partition);
                 return false;
             }
             let sources = {
-                let map = self.map.borrow();
-                let gone = |n| map.is_gone(n);
+                let map = self.node.map.borrow();
+                // A replica refilling the partition holds no full copy.
+                let unusable = |n| !map.can_source(n, partition);
                 if attempt < PAIRED_ATTEMPTS {
-                    m.sources(self.id, gone)
+                    m.sources(self.node.id, unusable)
                 } else {
-                    m.from.iter().copied().filter(|n| *n != self.id && !gone(*n)).collect()
+                    m.from.iter().copied().filter(|n| *n != self.node.id && !unusable(*n)).collect()
                 }
             };
             match self.copy(partition, m, &sources).await {
@@ -233,9 +277,10 @@ impl Mover {
                         ms = started_at.elapsed().as_millis() as u64,
                         "partition copied"
                     );
-                    let done = MapCommand::StreamDone { partition, started: m.started_epoch, node: self.id, streamed };
-                    self.report(done).await;
-                    self.progress.clear(partition);
+                    let done =
+                        MapCommand::StreamDone { partition, started: m.started_epoch, node: self.node.id, streamed };
+                    crate::report(&self.node, done).await;
+                    self.node.progress.clear(partition);
                     return true;
                 }
                 Err(Copy::Failed(e)) => {
@@ -254,42 +299,13 @@ impl Mover {
         }
         let mut streamed = Streamed::default();
         for source in sources {
-            let addr = self
-                .map
-                .borrow()
-                .addr(*source)
-                .map(str::to_string)
-                .ok_or_else(|| Copy::Failed("the source is not a member".into()))?;
-            let client = self.pool.get(&addr);
-            let mut after = None;
-            loop {
-                if !self.still(partition, m.started_epoch, Stage::Streaming) {
-                    return Err(Copy::Failed("the move is no longer streaming".into()));
-                }
-                let request = Request::StreamChunk { partition, epoch: m.stage_epoch, after: after.clone() };
-                let (sst, crc, records, last, done) = match client.call(request, CHUNK_TIMEOUT).await {
-                    Ok(Response::Chunk { sst, crc, records, last, done }) => (sst, crc, records, last, done),
-                    Ok(Response::Error(RpcError::Behind { known, needed })) => {
-                        return Err(Copy::Behind(format!("node {source} is at epoch {known}, not {needed}")));
-                    }
-                    Ok(Response::Error(e)) => return Err(Copy::Failed(format!("node {source} refused a chunk: {e}"))),
-                    Ok(other) => return Err(Copy::Failed(format!("node {source} answered {other:?}"))),
-                    Err(e) => return Err(Copy::Failed(format!("node {source}: {e}"))),
-                };
-                if crc32fast::hash(&sst) != crc {
-                    return Err(Copy::Failed(format!("a chunk from node {source} fails its checksum")));
-                }
-                if !sst.is_empty() {
-                    streamed.bytes += sst.len() as u64;
-                    self.storage.ingest_chunk(sst, &self.scratch).await.map_err(|e| Copy::Failed(e.to_string()))?;
-                }
-                streamed.records += records;
-                self.progress.set(partition, m.started_epoch, streamed);
-                if done {
-                    break;
-                }
-                after = last;
-            }
+            let from = Source { node: *source, partition, epoch: m.stage_epoch };
+            let still = || self.still(partition, m.started_epoch, Stage::Streaming);
+            let copied = copy_partition(&self.node, &from, CHUNK_TIMEOUT, still, |chunk| {
+                self.node.progress.set(partition, m.started_epoch, streamed.plus(chunk));
+            })
+            .await?;
+            streamed = streamed.plus(copied);
         }
         Ok(streamed)
     }
@@ -303,7 +319,7 @@ impl Mover {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         loop {
-            match self.storage.delete_partition(partition).await {
+            match self.node.storage.delete_partition(partition).await {
                 Ok(()) => break,
                 Err(e) => {
                     tracing::error!(partition, error = %e, "cannot drop a partition's range; trying again");
@@ -312,26 +328,9 @@ impl Mover {
             }
         }
         tracing::info!(partition, stage = %m.stage, "partition range dropped");
-        self.report(MapCommand::CleanedUp { partition, started: m.started_epoch, node: self.id }).await;
+        crate::report(&self.node, MapCommand::CleanedUp { partition, started: m.started_epoch, node: self.node.id })
+            .await;
         true
-    }
-
-    /// Proposes a report through the leader until it is applied, or the map
-    /// refuses it (the move has moved on).
-    async fn report(&self, command: MapCommand) {
-        for attempt in 0u64.. {
-            match crate::propose_via_leader(&self.raft, &self.pool, command.clone()).await {
-                Ok(_) => return,
-                Err(RpcError::Refused(e)) => {
-                    tracing::info!(error = %e, ?command, "report refused: the move has moved on");
-                    return;
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "cannot report yet");
-                    tokio::time::sleep(Duration::from_millis(200 * attempt.min(10))).await;
-                }
-            }
-        }
     }
 }
 
@@ -417,9 +416,16 @@ async fn follow_members(raft: &Raft, pool: &Pool, map: &ClusterMap) {
     }
     let known: BTreeSet<NodeId> = membership.nodes().map(|(n, _)| *n).collect();
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+    if rejoin_wiped(raft, pool, map, &known, &voters).await {
+        return;
+    }
 
     for member in map.members.values().filter(|m| m.state != MemberState::Removed && !known.contains(&m.id)) {
-        let adopted = pool.get(&member.addr).call(Request::Adopt { id: member.id }, Duration::from_secs(2)).await;
+        // A member adopted again after its data directory was wiped serves
+        // no reads before its map shows what it refills.
+        let reads_from = map.refills.get(&member.id).map_or(0, |r| r.epoch);
+        let adopt = Request::Adopt { id: member.id, reads_from };
+        let adopted = pool.get(&member.addr).call(adopt, Duration::from_secs(2)).await;
         if !matches!(adopted, Ok(Response::Adopted)) {
             tracing::debug!(node = member.id, answer = ?adopted, "the new member does not take its id yet");
             continue;
@@ -468,6 +474,42 @@ async fn follow_members(raft: &Raft, pool: &Pool, map: &ClusterMap) {
             tracing::warn!(error = %e, "cannot remove members from the metadata group yet");
         }
     }
+}
+
+/// Finds members of the metadata group that came back with an empty data
+/// directory (they answer `Hello` as waiting): proposes their refill
+/// ([`MapCommand::Rejoin`]) and takes them out of the group, so that they
+/// join again as new learners, with no votes to forget. Returns whether it
+/// changed anything; the adoption follows in a later step.
+async fn rejoin_wiped(
+    raft: &Raft,
+    pool: &Pool,
+    map: &ClusterMap,
+    known: &BTreeSet<NodeId>,
+    voters: &BTreeSet<NodeId>,
+) -> bool {
+    let members = map.members.values().filter(|m| m.state != MemberState::Removed && known.contains(&m.id));
+    let hellos = members.map(|m| async move {
+        let answer = pool.get(&m.addr).call(Request::Hello, PING_TIMEOUT).await;
+        (m.id, matches!(answer, Ok(Response::Hello { waiting: true, .. })))
+    });
+    let wiped: Vec<NodeId> =
+        futures::future::join_all(hellos).await.into_iter().filter(|(_, waiting)| *waiting).map(|(n, _)| n).collect();
+    let Some(&node) = wiped.first() else { return false };
+    tracing::warn!(node, "a member came back with an empty data directory: it refills its partitions");
+    if let Err(e) = raft::propose(raft, MapCommand::Rejoin { id: node }).await {
+        tracing::warn!(node, error = %e, "cannot start the refill yet");
+        return true;
+    }
+    let change = if voters.contains(&node) {
+        ChangeMembers::ReplaceAllVoters(voters.iter().copied().filter(|v| *v != node).collect())
+    } else {
+        ChangeMembers::RemoveNodes(BTreeSet::from([node]))
+    };
+    if let Err(e) = raft.change_membership(change, false).await {
+        tracing::warn!(node, error = %e, "cannot take the wiped member out of the metadata group yet");
+    }
+    true
 }
 
 fn raft_id(raft: &Raft) -> NodeId {

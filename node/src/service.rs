@@ -1,8 +1,6 @@
 //! The node's RPC service: checks each data request's epoch, then reads or
 //! writes storage; serves partition streams to new replicas.
 
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -14,11 +12,10 @@ use ringup_proto::stats::NodeStats;
 use ringup_proto::value::Header;
 use ringup_rpc::Handler;
 use serde_bytes::ByteBuf;
-use tokio::sync::watch;
 
-use crate::migrate::Progress;
-use crate::raft::{self, Raft};
-use crate::storage::{CHUNK_BYTES, Storage};
+use crate::Parts;
+use crate::raft;
+use crate::storage::CHUNK_BYTES;
 
 /// The longest a map long-poll may wait.
 const MAX_MAP_WAIT: Duration = Duration::from_secs(30);
@@ -29,14 +26,11 @@ const MAX_DIGESTS: u32 = 100_000;
 
 /// Answers the internal RPC.
 pub struct Service {
-    id: NodeId,
-    storage: Storage,
-    raft: Raft,
-    map: watch::Receiver<Arc<ClusterMap>>,
-    /// Where stream chunks are built.
-    scratch: PathBuf,
-    /// What the streams into this node have copied so far.
-    progress: Arc<Progress>,
+    node: Parts,
+    /// The epoch the map must reach before reads are served: after the
+    /// data directory was wiped, the refill's start (see
+    /// [`ringup_proto::heal`]); 0 otherwise.
+    reads_from: u64,
     /// Requests served, for [`Request::Stats`].
     served: Served,
 }
@@ -66,33 +60,33 @@ pub enum Access {
 }
 
 impl Service {
-    /// The service of node `id`.
-    pub fn new(
-        id: NodeId,
-        storage: Storage,
-        raft: Raft,
-        map: watch::Receiver<Arc<ClusterMap>>,
-        scratch: PathBuf,
-        progress: Arc<Progress>,
-    ) -> Self {
-        Self { id, storage, raft, map, scratch, progress, served: Served::default() }
+    /// The service of the node, serving reads once its map has reached
+    /// `reads_from`.
+    pub fn new(node: Parts, reads_from: u64) -> Self {
+        Self { node, reads_from, served: Served::default() }
     }
 
     async fn dispatch(&self, request: Request) -> Result<Response, RpcError> {
         match request {
-            Request::Ping => Ok(Response::Pong { node: self.id, epoch: self.map.borrow().epoch }),
+            Request::Ping => Ok(Response::Pong { node: self.node.id, epoch: self.node.map.borrow().epoch }),
             Request::Hello => {
-                let leader = self.raft.current_leader().await;
-                Ok(Response::Hello { id: Some(self.id), epoch: self.map.borrow().epoch, leader })
+                let leader = self.node.raft.current_leader().await;
+                let (epoch, cluster) = {
+                    let map = self.node.map.borrow();
+                    (map.epoch, map.cluster_id)
+                };
+                Ok(Response::Hello { id: Some(self.node.id), epoch, leader, waiting: false, cluster })
             }
-            Request::Adopt { id } if id == self.id => Ok(Response::Adopted),
-            Request::Adopt { id } => Err(RpcError::BadRequest(format!("this is node {}, not node {id}", self.id))),
+            Request::Adopt { id, .. } if id == self.node.id => Ok(Response::Adopted),
+            Request::Adopt { id, .. } => {
+                Err(RpcError::BadRequest(format!("this is node {}, not node {id}", self.node.id)))
+            }
             Request::StreamChunk { partition, epoch, after } => self.stream_chunk(partition, epoch, after).await,
             Request::Holdings => {
-                let partitions = self.map.borrow().ring.partitions();
-                Ok(Response::Holdings(self.storage.holdings(partitions).await.map_err(storage_error)?))
+                let partitions = self.node.map.borrow().ring.partitions();
+                Ok(Response::Holdings(self.node.storage.holdings(partitions).await.map_err(storage_error)?))
             }
-            Request::Progress => Ok(Response::Progress(self.progress.snapshot())),
+            Request::Progress => Ok(Response::Progress(self.node.progress.snapshot())),
             Request::Stats => Ok(Response::Stats(Box::new(self.stats()))),
             Request::Write { target, records } => {
                 self.check(&target, Access::Write)?;
@@ -101,13 +95,13 @@ impl Service {
                 Served::count(&self.served.records_written, records.len());
                 let records =
                     records.into_iter().map(|(id, value)| (record_key(&target, id), value.into_vec())).collect();
-                self.storage.merge_records(records).await.map_err(storage_error)?;
+                self.node.storage.merge_records(records).await.map_err(storage_error)?;
                 Ok(Response::Written)
             }
             Request::Get { target, id } => {
                 self.check(&target, Access::Read)?;
                 Served::count(&self.served.point_reads, 1);
-                let value = self.storage.get_record(record_key(&target, id)).await.map_err(storage_error)?;
+                let value = self.node.storage.get_record(record_key(&target, id)).await.map_err(storage_error)?;
                 Ok(Response::Value(value))
             }
             Request::Scan { target, after, limit } => {
@@ -116,7 +110,7 @@ impl Service {
                 let range =
                     keys::collection_range(target.partition, &target.shop, &target.collection, after.as_deref());
                 let limit = limit.min(MAX_SCAN) as usize;
-                let (entries, more) = self.storage.scan_records(range, limit).await.map_err(storage_error)?;
+                let (entries, more) = self.node.storage.scan_records(range, limit).await.map_err(storage_error)?;
                 Ok(Response::Entries { entries, more })
             }
             Request::Digests { target, after, limit } => {
@@ -125,16 +119,16 @@ impl Service {
                 let range =
                     keys::collection_range(target.partition, &target.shop, &target.collection, after.as_deref());
                 let limit = limit.min(MAX_DIGESTS) as usize;
-                let (digests, more) = self.storage.digest_records(range, limit).await.map_err(storage_error)?;
+                let (digests, more) = self.node.storage.digest_records(range, limit).await.map_err(storage_error)?;
                 Ok(Response::Digests { digests, more })
             }
             Request::GetMap { known_epoch, wait_ms } => {
                 Ok(Response::Map(Box::new(self.map_after(known_epoch, wait_ms).await)))
             }
             Request::Propose { command } => {
-                raft::propose(&self.raft, command).await.map(|epoch| Response::Proposed { epoch })
+                raft::propose(&self.node.raft, command).await.map(|epoch| Response::Proposed { epoch })
             }
-            Request::Raft { kind, payload } => raft::handle_call(&self.raft, kind, &payload)
+            Request::Raft { kind, payload } => raft::handle_call(&self.node.raft, kind, &payload)
                 .await
                 .map(Response::Raft)
                 .map_err(|e| RpcError::BadRequest(e.to_string())),
@@ -144,41 +138,56 @@ impl Service {
     /// The requests served so far and the storage engine's figures.
     fn stats(&self) -> NodeStats {
         let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let (raft_term, raft_leader) = {
+            let metrics = self.node.raft.metrics();
+            let metrics = metrics.borrow();
+            (metrics.current_term, metrics.current_leader)
+        };
         NodeStats {
+            raft_term,
+            raft_leader,
             write_batches: read(&self.served.write_batches),
             records_written: read(&self.served.records_written),
             point_reads: read(&self.served.point_reads),
             scans: read(&self.served.scans),
-            engine: self.storage.engine_stats(),
+            engine: self.node.storage.engine_stats(),
         }
     }
 
     /// Refuses a request routed with a map older than the partition's last
     /// routing change, or to a node that holds no replica of it.
     fn check(&self, target: &CollectionRef, access: Access) -> Result<(), RpcError> {
-        check_route(&self.map.borrow(), self.id, target, access)
+        let map = self.node.map.borrow();
+        if access == Access::Read && map.epoch < self.reads_from {
+            return Err(RpcError::Behind { known: map.epoch, needed: self.reads_from });
+        }
+        check_route(&map, self.node.id, target, access)
     }
 
     /// One chunk of a partition for a new replica. The first chunk waits
     /// for the record writes already queued, so that the stream holds every
     /// write this node took before its map reached `epoch`.
     async fn stream_chunk(&self, partition: u32, epoch: u64, after: Option<Vec<u8>>) -> Result<Response, RpcError> {
-        let known = self.map.borrow().epoch;
+        let known = self.node.map.borrow().epoch;
         if known < epoch {
             return Err(RpcError::Behind { known, needed: epoch });
         }
         if after.is_none() {
-            self.storage.barrier().await.map_err(storage_error)?;
+            self.node.storage.barrier().await.map_err(storage_error)?;
         }
-        let chunk =
-            self.storage.export_chunk(partition, after, CHUNK_BYTES, &self.scratch).await.map_err(storage_error)?;
+        let chunk = self
+            .node
+            .storage
+            .export_chunk(partition, after, CHUNK_BYTES, &self.node.scratch)
+            .await
+            .map_err(storage_error)?;
         let crc = crc32fast::hash(&chunk.sst);
         Ok(Response::Chunk { sst: chunk.sst, crc, records: chunk.records, last: chunk.last, done: chunk.done })
     }
 
     /// The map once its epoch exceeds `known`, or the current one after `wait_ms`.
     async fn map_after(&self, known: u64, wait_ms: u32) -> ClusterMap {
-        let mut rx = self.map.clone();
+        let mut rx = self.node.map.clone();
         let wait = Duration::from_millis(u64::from(wait_ms)).min(MAX_MAP_WAIT);
         let _ = tokio::time::timeout(wait, rx.wait_for(|m| m.epoch > known)).await;
         rx.borrow().as_ref().clone()
@@ -199,7 +208,8 @@ impl Handler for Service {
 /// partitions' moves never disturb it. A coordinator routing with a newer
 /// map than this node's knows better and is trusted; that includes a node
 /// that has not applied the first map yet. Otherwise the node must be in
-/// the partition's read set (reads) or one of its write sets (writes).
+/// the partition's read set and not refilling it (reads), or in one of its
+/// write sets (writes).
 pub fn check_route(map: &ClusterMap, node: NodeId, target: &CollectionRef, access: Access) -> Result<(), RpcError> {
     if target.epoch > map.epoch {
         return Ok(());
@@ -214,7 +224,7 @@ pub fn check_route(map: &ClusterMap, node: NodeId, target: &CollectionRef, acces
         return Err(RpcError::StaleEpoch { current: map.epoch });
     }
     let serves = match access {
-        Access::Read => map.read_set(target.partition).contains(&node),
+        Access::Read => map.readable(target.partition).contains(&node),
         Access::Write => map.write_sets(target.partition).iter().any(|set| set.contains(&node)),
     };
     if !serves || map.is_gone(node) {
@@ -250,7 +260,7 @@ mod tests {
     fn map() -> ClusterMap {
         let mut map = ClusterMap::default();
         let members = (1..=4).map(|i| (i, format!("n{i}:1"))).collect();
-        map.apply(&MapCommand::Bootstrap { partitions: 8, replication_factor: 3, members }).unwrap();
+        map.apply(&MapCommand::Bootstrap { partitions: 8, replication_factor: 3, members, cluster_id: 1 }).unwrap();
         map
     }
 

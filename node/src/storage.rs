@@ -107,6 +107,9 @@ pub enum MetaKey {
     RaftStateMachine,
     /// The current Raft snapshot.
     RaftSnapshot,
+    /// The epoch the node's map must reach before it serves reads, set
+    /// when the node was adopted after its data directory was wiped.
+    ReadsFrom,
 }
 
 impl MetaKey {
@@ -118,6 +121,7 @@ impl MetaKey {
             MetaKey::RaftLastPurged => b"raft_last_purged",
             MetaKey::RaftStateMachine => b"raft_state_machine",
             MetaKey::RaftSnapshot => b"raft_snapshot",
+            MetaKey::ReadsFrom => b"reads_from",
         }
     }
 }

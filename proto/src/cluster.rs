@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::heal::Refill;
 use crate::migration::{Change, Finished, Move, Stage, Streamed};
 use crate::placement::{NodeId, Placement};
 use crate::ring::{PartitionId, Ring};
@@ -66,6 +67,9 @@ pub enum MapCommand {
         replication_factor: u8,
         /// The initial nodes: id and RPC address.
         members: Vec<(NodeId, String)>,
+        /// A random id naming the cluster, so that a node refuses a data
+        /// directory of another cluster.
+        cluster_id: u64,
     },
     /// Records a member's new RPC address (a node restarted elsewhere).
     SetAddress {
@@ -151,6 +155,24 @@ pub enum MapCommand {
         /// The proposer's wall clock, epoch milliseconds.
         at_ms: i64,
     },
+    /// A member came back with an empty data directory: it refills every
+    /// partition it takes writes for, and serves no reads of one until
+    /// then (see [`crate::heal`]).
+    Rejoin {
+        /// The member.
+        id: NodeId,
+    },
+    /// A refilling member copied some of its partitions.
+    Refilled {
+        /// The member.
+        id: NodeId,
+        /// The epoch of the `Rejoin` that started the refill.
+        epoch: u64,
+        /// The partitions it copied, or no longer takes writes for.
+        partitions: Vec<PartitionId>,
+        /// What it copied for them.
+        copied: Streamed,
+    },
     /// Several commands in one log entry, applied in order; each that
     /// applies raises the epoch. The entry fails only if none applies.
     Batch(Vec<MapCommand>),
@@ -209,6 +231,8 @@ pub enum MapError {
 pub struct ClusterMap {
     /// Raised by one on every change; 0 means no map yet.
     pub epoch: u64,
+    /// Names the cluster; chosen at bootstrap.
+    pub cluster_id: u64,
     /// The partition ring.
     pub ring: Ring,
     /// Replicas per partition.
@@ -226,12 +250,15 @@ pub struct ClusterMap {
     pub change: Option<Change>,
     /// What the last finished change did.
     pub last_change: Option<Finished>,
+    /// Members refilling after their data directory was wiped.
+    pub refills: BTreeMap<NodeId, Refill>,
 }
 
 impl Default for ClusterMap {
     fn default() -> Self {
         Self {
             epoch: 0,
+            cluster_id: 0,
             ring: Ring::default(),
             replication_factor: DEFAULT_REPLICATION_FACTOR,
             members: BTreeMap::new(),
@@ -240,6 +267,7 @@ impl Default for ClusterMap {
             moves: BTreeMap::new(),
             change: None,
             last_change: None,
+            refills: BTreeMap::new(),
         }
     }
 }
@@ -330,8 +358,9 @@ impl ClusterMap {
     /// Applies one command, raising the epoch, and returns the new epoch.
     pub fn apply(&mut self, command: &MapCommand) -> Result<u64, MapError> {
         match command {
-            MapCommand::Bootstrap { partitions, replication_factor, members } => {
-                self.bootstrap(*partitions, *replication_factor, members)?
+            MapCommand::Bootstrap { partitions, replication_factor, members, cluster_id } => {
+                self.bootstrap(*partitions, *replication_factor, members)?;
+                self.cluster_id = *cluster_id;
             }
             MapCommand::SetAddress { id, addr } => {
                 let member = self.members.get_mut(id).ok_or(MapError::UnknownNode(*id))?;
@@ -342,7 +371,10 @@ impl ClusterMap {
             }
             MapCommand::AddNode { id, addr, at_ms } => self.add_node(*id, addr, *at_ms)?,
             MapCommand::Decommission { id, at_ms } => self.decommission(*id, *at_ms)?,
-            MapCommand::RemoveNode { id, at_ms } => self.remove_node(*id, *at_ms)?,
+            MapCommand::RemoveNode { id, at_ms } => {
+                self.remove_node(*id, *at_ms)?;
+                self.refills.remove(id);
+            }
             MapCommand::AbortChange => self.abort_change()?,
             MapCommand::StartMove { partition, to } => self.start_move(*partition, to)?,
             MapCommand::Advance { partition, started, stage } => self.advance(*partition, *started, *stage)?,
@@ -352,6 +384,10 @@ impl ClusterMap {
             MapCommand::CleanedUp { partition, started, node } => self.cleaned_up(*partition, *started, *node)?,
             MapCommand::FinishMove { partition, started } => self.finish_move(*partition, *started)?,
             MapCommand::CompleteChange { at_ms } => self.complete_change(*at_ms)?,
+            MapCommand::Rejoin { id } => self.rejoin(*id)?,
+            MapCommand::Refilled { id, epoch, partitions, copied } => {
+                self.refilled(*id, *epoch, partitions, *copied)?
+            }
             MapCommand::Batch(commands) => return self.apply_batch(commands),
         }
         self.epoch += 1;
@@ -411,6 +447,7 @@ mod tests {
             partitions: 16,
             replication_factor: 3,
             members: vec![(1, "a:1".into()), (2, "b:2".into()), (3, "c:3".into())],
+            cluster_id: 7,
         }
     }
 

@@ -19,6 +19,7 @@ pub mod cluster;
 pub mod consistency;
 pub mod coordinator;
 pub mod frame;
+pub mod heal;
 pub mod hlc;
 pub mod keys;
 pub mod migration;

@@ -108,6 +108,13 @@ pub struct Streamed {
     pub records: u64,
 }
 
+impl Streamed {
+    /// Both copies together.
+    pub fn plus(self, other: Streamed) -> Streamed {
+        Streamed { bytes: self.bytes + other.bytes, records: self.records + other.records }
+    }
+}
+
 /// One partition's move from its old replica set to a new one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Move {
@@ -532,7 +539,7 @@ impl ClusterMap {
         self.changed_at[p as usize] = epoch;
     }
 
-    fn placement(&self) -> Result<&Placement, MapError> {
+    pub(crate) fn placement(&self) -> Result<&Placement, MapError> {
         self.placement.as_ref().ok_or(MapError::NotBootstrapped)
     }
 
@@ -540,7 +547,7 @@ impl ClusterMap {
         if p < self.ring.partitions() { Ok(()) } else { Err(MapError::InvalidMove(format!("no partition {p}"))) }
     }
 
-    fn member_state(&self, id: NodeId) -> Result<MemberState, MapError> {
+    pub(crate) fn member_state(&self, id: NodeId) -> Result<MemberState, MapError> {
         self.members.get(&id).map(|m| m.state).ok_or(MapError::UnknownNode(id))
     }
 
@@ -660,7 +667,8 @@ impl Driver {
         let mut commands = Vec::new();
         for p in 0..placement.partitions() {
             let (from, to) = (placement.replicas(p), change.target.replicas(p));
-            if from == to || map.moves.contains_key(&p) {
+            // A partition being refilled moves once the refill is done.
+            if from == to || map.moves.contains_key(&p) || map.refilling_any(p) {
                 continue;
             }
             let involved: Vec<NodeId> = from

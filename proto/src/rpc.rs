@@ -106,6 +106,10 @@ pub enum Request {
     Adopt {
         /// The id.
         id: NodeId,
+        /// The node serves no reads until its map has reached this epoch:
+        /// for a node that came back with an empty data directory, the
+        /// epoch of its `Rejoin` (see [`crate::heal`]); 0 for a new node.
+        reads_from: u64,
     },
     /// One chunk of a partition's records as an SST file, for a new replica
     /// copying the partition. Answered with [`Response::Chunk`].
@@ -233,12 +237,17 @@ pub enum Response {
     },
     /// The answer to [`Request::Hello`].
     Hello {
-        /// The node's id; none while it waits to be added.
+        /// The node's id; none while it waits to be added without one.
         id: Option<NodeId>,
         /// The epoch of its map; 0 when it has none.
         epoch: u64,
         /// The metadata group's leader, as the node knows it.
         leader: Option<NodeId>,
+        /// Whether it waits to be adopted: a new node, or one that came
+        /// back with an empty data directory.
+        waiting: bool,
+        /// The id of the cluster its map belongs to; 0 without a map.
+        cluster: u64,
     },
     /// The node took the id it was given.
     Adopted,

@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::placement::NodeId;
+
 /// A node's counters and gauges at the moment it answered
 /// [`crate::rpc::Request::Stats`]. Counters count from the node's start.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,6 +19,10 @@ pub struct NodeStats {
     pub point_reads: u64,
     /// Scan and digest pages served.
     pub scans: u64,
+    /// The metadata group's term as this node knows it.
+    pub raft_term: u64,
+    /// The metadata group's leader as this node knows it.
+    pub raft_leader: Option<NodeId>,
     /// The storage engine's figures.
     pub engine: EngineStats,
 }

@@ -69,7 +69,8 @@ impl Model {
     fn new() -> Self {
         let mut map = ClusterMap::default();
         let members = (1..=3).map(|n| (n, format!("n{n}"))).collect();
-        map.apply(&MapCommand::Bootstrap { partitions: Q, replication_factor: RF as u8, members }).unwrap();
+        map.apply(&MapCommand::Bootstrap { partitions: Q, replication_factor: RF as u8, members, cluster_id: 1 })
+            .unwrap();
         let limits = Limits { moves_per_node: 2, settle_ms: 1000 };
         Self { map, driver: Driver::new(limits), now: 0, alive: (1..=3).collect(), writes: Vec::new(), next_addr: 4 }
     }

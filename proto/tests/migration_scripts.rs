@@ -64,6 +64,7 @@ impl Scene {
                     partitions: q.parse().unwrap(),
                     replication_factor: rf.parse().unwrap(),
                     members,
+                    cluster_id: 1,
                 };
                 format!("{}\n{}", self.apply(cmd), self.show())
             }
@@ -98,11 +99,17 @@ impl Scene {
             ["route", p] => {
                 let p = p.parse().unwrap();
                 let sets: Vec<String> = self.map.write_sets(p).iter().map(|s| list(s)).collect();
-                format!("read [{}] write [{}] changed_at={}", list(self.map.read_set(p)), sets.join("] ["), {
+                format!(
+                    "read [{}] readable [{}] write [{}] changed_at={}",
+                    list(self.map.read_set(p)),
+                    list(&self.map.readable(p)),
+                    sets.join("] ["),
                     self.map.changed_at(p)
-                })
+                )
             }
             ["map"] => self.show(),
+            ["rejoin", n] => self.admin(MapCommand::Rejoin { id: n.parse().unwrap() }),
+            ["refill", n] => self.refill(n.parse().unwrap()),
             ["lagging", nodes @ ..] => {
                 let epoch = self.map.epoch;
                 self.lagging = nodes.iter().map(|n| (n.parse().unwrap(), epoch)).collect();
@@ -159,7 +166,7 @@ impl Scene {
             let live: Vec<NodeId> = live.into_iter().filter(|n| !self.map.is_gone(*n)).collect();
             for node in live {
                 let (what, answer) = if m.stage == Stage::Streaming {
-                    let sources = m.sources(node, |n| self.map.is_gone(n));
+                    let sources = m.sources(node, |n| !self.map.can_source(n, p));
                     (format!("node {node} copies p{p} from [{}]", list(&sources)), self.streamed(p, node))
                 } else {
                     let cmd = MapCommand::CleanedUp { partition: p, started: m.started_epoch, node };
@@ -168,6 +175,26 @@ impl Scene {
                 writeln!(out, "{what} -> {answer}").unwrap();
             }
         }
+        out
+    }
+
+    /// What refilling node `node` does now: copies each partition it
+    /// refills that is not moving from its sources, and reports them.
+    fn refill(&mut self, node: NodeId) -> String {
+        let Some(refill) = self.map.refills.get(&node).cloned() else { return "nothing to refill".into() };
+        let mut out = String::new();
+        let mut done = Vec::new();
+        for p in refill.partitions.iter().copied() {
+            if self.map.moves.contains_key(&p) {
+                writeln!(out, "node {node} waits for the move of p{p}").unwrap();
+                continue;
+            }
+            writeln!(out, "node {node} copies p{p} from [{}]", list(&self.map.refill_sources(node, p))).unwrap();
+            done.push(p);
+        }
+        let copied = Streamed { bytes: 100 * done.len() as u64, records: done.len() as u64 };
+        let cmd = MapCommand::Refilled { id: node, epoch: refill.epoch, partitions: done, copied };
+        write!(out, "{}\n{}", self.apply(cmd), self.show()).unwrap();
         out
     }
 
@@ -226,6 +253,19 @@ impl Scene {
         }
         out.push('\n');
         out.push_str(&self.moves());
+        for (node, r) in &map.refills {
+            let left: Vec<String> = r.partitions.iter().map(|p| format!("p{p}")).collect();
+            writeln!(
+                out,
+                "  node {node} refills since epoch {}: {} of {} left [{}], copied {} records",
+                r.epoch,
+                r.partitions.len(),
+                r.total,
+                left.join(" "),
+                r.copied.records
+            )
+            .unwrap();
+        }
         if let Some(placement) = &map.placement {
             let sets: Vec<String> = (0..placement.partitions()).map(|p| list(placement.replicas(p))).collect();
             write!(out, "placement: {}", sets.join(" | ")).unwrap();

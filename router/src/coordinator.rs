@@ -528,7 +528,8 @@ struct Sets {
 
 impl Sets {
     /// A write goes to every write set of the partition (both sets during a
-    /// move), a read to its read set.
+    /// move), a read to the replicas of its read set that are not
+    /// refilling it.
     fn of(map: &ClusterMap, partition: u32, mode: Mode) -> Self {
         match mode {
             Mode::All => Self {
@@ -536,7 +537,9 @@ impl Sets {
                 sets: map.write_sets(partition).into_iter().map(<[NodeId]>::to_vec).collect(),
             },
             Mode::Needed => {
-                let reads = map.read_set(partition).to_vec();
+                // A replica refilling the partition after its data was
+                // wiped serves no reads and counts towards no level.
+                let reads = map.readable(partition);
                 Self { order: reads.clone(), sets: vec![reads] }
             }
         }

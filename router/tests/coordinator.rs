@@ -105,7 +105,7 @@ async fn cluster_with(speculation: Speculation) -> (Vec<Arc<FakeNode>>, Coordina
     let addrs: Vec<String> = listeners.iter().map(|l| l.local_addr().unwrap().to_string()).collect();
     let mut map = ClusterMap::default();
     let members = addrs.iter().enumerate().map(|(i, a)| (i as u64 + 1, a.clone())).collect();
-    map.apply(&MapCommand::Bootstrap { partitions: 8, replication_factor: 3, members }).unwrap();
+    map.apply(&MapCommand::Bootstrap { partitions: 8, replication_factor: 3, members, cluster_id: 1 }).unwrap();
     let nodes: Vec<Arc<FakeNode>> = listeners
         .into_iter()
         .map(|listener| {

@@ -59,6 +59,13 @@ pub async fn show(state: State) -> Result<Json<Value>, ApiError> {
                 // A removed member is no longer pinged.
                 "live": seen.is_some_and(|l| l.live) && !map.is_gone(m.id),
                 "last_seen_ms_ago": seen.and_then(|l| l.last_seen).map(|t| t.elapsed().as_millis() as u64),
+                "refill": map.refills.get(&m.id).map(|r| json!({
+                    "since_epoch": r.epoch,
+                    "partitions_total": r.total,
+                    "partitions_remaining": r.partitions.len(),
+                    "bytes": r.copied.bytes,
+                    "records": r.copied.records,
+                })),
             })
         })
         .collect();

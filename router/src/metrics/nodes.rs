@@ -35,8 +35,10 @@ fn counters() -> [(&'static str, &'static str, Read); 9] {
 }
 
 /// The gauges: name, help, figure.
-fn gauges() -> [(&'static str, &'static str, Read); 8] {
+fn gauges() -> [(&'static str, &'static str, Read); 10] {
     [
+        ("raft_term", "The metadata group's term as the node knows it", |s| s.raft_term),
+        ("raft_leader", "The metadata group's leader as the node knows it; 0 for none", |s| s.raft_leader.unwrap_or(0)),
         ("rocksdb_sst_bytes", "Bytes of RocksDB's SST files", |s| s.engine.sst_bytes),
         ("rocksdb_memtable_bytes", "Bytes held by RocksDB's memtables", |s| s.engine.memtable_bytes),
         ("rocksdb_estimated_keys", "RocksDB's estimate of the records' keys", |s| s.engine.estimated_keys),
