@@ -125,6 +125,35 @@ pub struct Config {
     /// it, so that requests routed before the switch have ended.
     #[arg(long, env = "RINGUP_MOVE_SETTLE_MS", default_value_t = 2000)]
     pub move_settle_ms: u64,
+
+    /// Milliseconds a write's version may lie ahead of this node's clock;
+    /// a write stamped further ahead is refused (the stamping router's
+    /// clock is wrong).
+    #[arg(long, env = "RINGUP_MAX_CLOCK_SKEW_MS", default_value_t = ringup_proto::hlc::DEFAULT_MAX_SKEW_MS)]
+    pub max_clock_skew_ms: u64,
+
+    /// MiB of hints kept for each replica that missed writes; past it no
+    /// more are kept and anti-entropy repairs the replica. 0 turns hinted
+    /// handoff off.
+    #[arg(long, env = "RINGUP_MAX_HINT_MIB", default_value_t = 256)]
+    pub max_hint_mib: u64,
+
+    /// MiB of hints replayed per second.
+    #[arg(long, env = "RINGUP_HINT_REPLAY_MIB_PER_SEC", default_value_t = 16)]
+    pub hint_replay_mib_per_sec: u64,
+
+    /// MiB per second anti-entropy may scan or pull; 0 turns it off.
+    #[arg(long, env = "RINGUP_ANTI_ENTROPY_MIB_PER_SEC", default_value_t = 8)]
+    pub anti_entropy_mib_per_sec: u64,
+
+    /// Seconds from one anti-entropy pass's start to the next's, at least.
+    #[arg(long, env = "RINGUP_ANTI_ENTROPY_INTERVAL_SECS", default_value_t = 10)]
+    pub anti_entropy_interval_secs: u64,
+
+    /// Seconds a tombstone is kept at least; it is dropped only once every
+    /// replica has agreed on it after that (see README, "Healing").
+    #[arg(long, env = "RINGUP_TOMBSTONE_GRACE_SECS", default_value_t = 3600)]
+    pub tombstone_grace_secs: u64,
 }
 
 impl Config {
@@ -146,6 +175,25 @@ impl Config {
     /// How hard the driver of partition moves pushes.
     pub fn move_limits(&self) -> ringup_proto::migration::Limits {
         ringup_proto::migration::Limits { moves_per_node: self.moves_per_node, settle_ms: self.move_settle_ms }
+    }
+
+    /// How hints are kept and replayed.
+    pub fn hint_settings(&self) -> crate::hints::HintSettings {
+        crate::hints::HintSettings {
+            max_bytes_per_node: self.max_hint_mib.saturating_mul(1 << 20),
+            replay_bytes_per_sec: self.hint_replay_mib_per_sec.max(1).saturating_mul(1 << 20),
+            grace_ms: self.tombstone_grace_secs.saturating_mul(1000),
+        }
+    }
+
+    /// How anti-entropy runs.
+    pub fn repair_settings(&self) -> crate::repair::RepairSettings {
+        crate::repair::RepairSettings {
+            enabled: self.anti_entropy_mib_per_sec > 0,
+            bytes_per_sec: self.anti_entropy_mib_per_sec.saturating_mul(1 << 20),
+            interval: std::time::Duration::from_secs(self.anti_entropy_interval_secs),
+            grace_ms: self.tombstone_grace_secs.saturating_mul(1000),
+        }
     }
 
     /// Checks what clap cannot.

@@ -19,9 +19,11 @@
 //! group as a learner, and [`migrate`] copies its partitions onto it.
 
 pub mod config;
+pub mod hints;
 pub mod migrate;
 pub mod raft;
 pub mod refill;
+pub mod repair;
 pub mod service;
 pub mod storage;
 
@@ -42,13 +44,15 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::Config;
+use crate::hints::Hints;
 use crate::migrate::{Mover, Progress};
 use crate::raft::log_store::LogStore;
 use crate::raft::network::Network;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::{MapResponse, Raft};
 use crate::refill::Refiller;
-use crate::service::Service;
+use crate::repair::Repairer;
+use crate::service::{Healing, Service};
 use crate::storage::{MetaKey, Storage};
 
 /// How many leader redirects a proposal follows.
@@ -150,7 +154,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         scratch,
         progress: Arc::new(Progress::default()),
     };
-    let service = Service::new(parts.clone(), reads_from);
+    let hints = Arc::new(Hints::open(parts.clone(), config.hint_settings())?);
+    let repair = Arc::new(Repairer::new(parts.clone(), config.repair_settings()));
+    let healing = Healing { hints: hints.clone(), repair: repair.clone(), max_skew_ms: config.max_clock_skew_ms };
+    let service = Service::new(parts.clone(), healing, reads_from);
     let _ = gate.service.set(Arc::new(service));
     let adopted = adopted.map(|ack| ack.send(())).is_some();
     tracing::info!(node = id, listen = %config.listen, data_dir = %config.data_dir.display(), "node started");
@@ -163,6 +170,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 
     tokio::spawn(Arc::new(Mover::new(parts.clone())).run(stop_rx.clone()));
     tokio::spawn(Refiller::new(parts).run(stop_rx.clone()));
+    let hint_stop = stop_rx.clone();
+    tokio::spawn(async move { hints.run(hint_stop).await });
+    let repair_stop = stop_rx.clone();
+    tokio::spawn(async move { repair.run(repair_stop).await });
     let leader = migrate::lead(raft.clone(), id, pool.clone(), map_rx.clone(), config.move_limits(), stop_rx.clone());
     tokio::spawn(leader);
 
@@ -229,9 +240,15 @@ impl Handler for Gate {
         if let Some(service) = self.service.get() {
             return service.handle(request).await;
         }
+        let waiting = self.waiting.load(Ordering::Acquire);
         match request {
-            Request::Hello => {
-                Response::Hello { id: self.configured, epoch: 0, leader: None, waiting: true, cluster: 0 }
+            Request::Hello if waiting => {
+                Response::Hello { id: self.configured, epoch: 0, leader: None, waiting, cluster: 0 }
+            }
+            // Still deciding how to start, or starting: alive, no map yet.
+            Request::Hello => Response::Error(RpcError::Unavailable("the node is starting".into())),
+            Request::Adopt { .. } if !waiting => {
+                Response::Error(RpcError::Unavailable("the node is starting; ask again".into()))
             }
             Request::Adopt { id, .. } if self.configured.is_some_and(|c| c != id) => Response::Error(
                 RpcError::BadRequest(format!("this node was started as node {:?}, not node {id}", self.configured)),
@@ -263,6 +280,9 @@ enum Start {
 
 /// How long a fresh node waits for an initial node's answer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the first leader of a fresh cluster waits for every initial
+/// node to start before it creates the map without the missing ones.
+const FORMATION_WAIT: Duration = Duration::from_secs(10);
 
 /// Decides how a node on a fresh data directory starts. Without initial
 /// nodes it waits to be adopted. With them it asks them: if any has a
@@ -282,6 +302,8 @@ async fn fresh_start(config: &Config, pool: &Pool) -> anyhow::Result<Start> {
         let answers = futures::future::join_all(others.iter().map(|addr| async move {
             match pool.get(addr).call(Request::Hello, PROBE_TIMEOUT).await {
                 Ok(Response::Hello { epoch, .. }) => Some(epoch),
+                // Another node deciding how to start: alive, with no map.
+                Ok(Response::Error(RpcError::Unavailable(_))) => Some(0),
                 _ => None,
             }
         }))
@@ -418,10 +440,18 @@ async fn bootstrap_map(
     stop: watch::Receiver<bool>,
 ) {
     let nodes = initial_nodes(&config);
+    let started = std::time::Instant::now();
+    let pool = Pool::new();
     while !*stop.borrow() {
         if raft.current_leader().await == Some(id) {
             add_learners(&raft, &nodes).await;
-            if !map.borrow().is_ready() {
+            // The map is created once every initial node serves, or after
+            // a while without those that do not: an initial node that
+            // starts after the map exists cannot tell itself from one
+            // whose data directory was wiped, and is refilled.
+            let ready =
+                !map.borrow().is_ready() && (started.elapsed() >= FORMATION_WAIT || all_serve(&pool, &nodes, id).await);
+            if ready {
                 let members = nodes.iter().map(|(id, n)| (*id, n.addr.clone())).collect();
                 let command = MapCommand::Bootstrap {
                     partitions: config.partitions,
@@ -449,6 +479,17 @@ async fn bootstrap_map(
     }
 }
 
+/// Whether every initial node but `me` answers `Hello` from its service
+/// (one still starting answers `Unavailable`).
+async fn all_serve(pool: &Pool, nodes: &BTreeMap<NodeId, BasicNode>, me: NodeId) -> bool {
+    let others = nodes.iter().filter(|(n, _)| **n != me);
+    let asks = others.map(|(_, node)| {
+        let client = pool.get(&node.addr);
+        async move { client.call(Request::Hello, PROBE_TIMEOUT).await }
+    });
+    futures::future::join_all(asks).await.iter().all(|a| matches!(a, Ok(Response::Hello { .. })))
+}
+
 async fn add_learners(raft: &Raft, nodes: &BTreeMap<NodeId, BasicNode>) {
     let known: BTreeSet<NodeId> = raft.metrics().borrow().membership_config.nodes().map(|(id, _)| *id).collect();
     for (node, addr) in nodes.iter().filter(|(n, _)| !known.contains(n)) {
@@ -465,6 +506,11 @@ pub(crate) async fn propose_via_leader(raft: &Raft, pool: &Pool, command: MapCom
         Err(RpcError::NotLeader { leader: Some(leader) }) => forward(pool, leader, command).await,
         other => other,
     }
+}
+
+/// The wall clock, in epoch milliseconds.
+pub(crate) fn wall_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Proposes a node's report of its work through the leader until it is

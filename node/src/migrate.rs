@@ -357,7 +357,7 @@ pub async fn lead(
                 let driver = driver.get_or_insert_with(|| Driver::new(limits));
                 let observed = Observed {
                     now_ms: clock.elapsed().as_millis() as u64,
-                    wall_ms: wall_ms(),
+                    wall_ms: crate::wall_ms() as i64,
                     applied: if current.moves.is_empty() { BTreeMap::new() } else { applied(&pool, &current).await },
                 };
                 let mut commands = driver.step(&current, &observed);
@@ -393,10 +393,6 @@ async fn applied(pool: &Pool, map: &ClusterMap) -> BTreeMap<NodeId, u64> {
             _ => None,
         })
         .collect()
-}
-
-fn wall_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// One step towards a metadata group that follows the map: members not

@@ -1,21 +1,25 @@
 //! The node's RPC service: checks each data request's epoch, then reads or
 //! writes storage; serves partition streams to new replicas.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ringup_proto::NodeId;
 use ringup_proto::cluster::ClusterMap;
+use ringup_proto::hlc::ahead_ms;
 use ringup_proto::keys::{self, RecordKey};
 use ringup_proto::rpc::{CollectionRef, Request, Response, RpcError};
-use ringup_proto::stats::NodeStats;
+use ringup_proto::stats::{HealingStats, NodeStats};
 use ringup_proto::value::Header;
 use ringup_rpc::Handler;
 use serde_bytes::ByteBuf;
 
 use crate::Parts;
+use crate::hints::Hints;
 use crate::raft;
-use crate::storage::CHUNK_BYTES;
+use crate::repair::Repairer;
+use crate::storage::{CHUNK_BYTES, SCAN_BYTES};
 
 /// The longest a map long-poll may wait.
 const MAX_MAP_WAIT: Duration = Duration::from_secs(30);
@@ -24,9 +28,20 @@ const MAX_SCAN: u32 = 10_000;
 /// The most digests one request returns.
 const MAX_DIGESTS: u32 = 100_000;
 
+/// The node's healing parts the service reaches.
+pub struct Healing {
+    /// Hints kept for other replicas.
+    pub hints: Arc<Hints>,
+    /// Anti-entropy.
+    pub repair: Arc<Repairer>,
+    /// How far ahead of this node's clock a version may lie, in ms.
+    pub max_skew_ms: u64,
+}
+
 /// Answers the internal RPC.
 pub struct Service {
     node: Parts,
+    healing: Healing,
     /// The epoch the map must reach before reads are served: after the
     /// data directory was wiped, the refill's start (see
     /// [`ringup_proto::heal`]); 0 otherwise.
@@ -42,6 +57,7 @@ struct Served {
     records_written: AtomicU64,
     point_reads: AtomicU64,
     scans: AtomicU64,
+    skew_refusals: AtomicU64,
 }
 
 impl Served {
@@ -62,8 +78,8 @@ pub enum Access {
 impl Service {
     /// The service of the node, serving reads once its map has reached
     /// `reads_from`.
-    pub fn new(node: Parts, reads_from: u64) -> Self {
-        Self { node, reads_from, served: Served::default() }
+    pub fn new(node: Parts, healing: Healing, reads_from: u64) -> Self {
+        Self { node, healing, reads_from, served: Served::default() }
     }
 
     async fn dispatch(&self, request: Request) -> Result<Response, RpcError> {
@@ -88,9 +104,29 @@ impl Service {
             }
             Request::Progress => Ok(Response::Progress(self.node.progress.snapshot())),
             Request::Stats => Ok(Response::Stats(Box::new(self.stats()))),
+            Request::Hint { for_node, target, records } => {
+                self.check(&target, Access::Write)?;
+                verify(&records)?;
+                self.healing.hints.keep(for_node, target, records).await.map(|()| Response::Written)
+            }
+            Request::PartitionDigest { partition } => {
+                let scanned = self.node.storage.digest_partition(partition, |_| false).await.map_err(storage_error)?;
+                Ok(Response::Digest(Box::new(scanned.digest)))
+            }
+            Request::BucketEntries { partition, buckets, after } => {
+                let (entries, done) = self
+                    .node
+                    .storage
+                    .bucket_entries(partition, buckets, after, SCAN_BYTES)
+                    .await
+                    .map_err(storage_error)?;
+                let entries = entries.into_iter().map(|(k, v)| (ByteBuf::from(k), ByteBuf::from(v))).collect();
+                Ok(Response::Bucket { entries, done })
+            }
             Request::Write { target, records } => {
                 self.check(&target, Access::Write)?;
                 verify(&records)?;
+                self.check_clock(&records)?;
                 Served::count(&self.served.write_batches, 1);
                 Served::count(&self.served.records_written, records.len());
                 let records =
@@ -135,6 +171,25 @@ impl Service {
         }
     }
 
+    /// Refuses a batch with a version further ahead of this node's clock
+    /// than allowed: last-writer-wins would let it win for that long.
+    fn check_clock(&self, records: &[(String, ByteBuf)]) -> Result<(), RpcError> {
+        let now = crate::wall_ms();
+        let ahead_ms = records.iter().filter_map(|(_, v)| Header::read(v).ok()).map(|h| ahead_ms(h.version.hlc, now));
+        match ahead_ms.max() {
+            Some(ahead_ms) if ahead_ms > self.healing.max_skew_ms => {
+                Served::count(&self.served.skew_refusals, 1);
+                tracing::warn!(
+                    ahead_ms,
+                    max_ms = self.healing.max_skew_ms,
+                    "refused a write stamped ahead of this clock"
+                );
+                Err(RpcError::ClockAhead { ahead_ms, max_ms: self.healing.max_skew_ms })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The requests served so far and the storage engine's figures.
     fn stats(&self) -> NodeStats {
         let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
@@ -150,7 +205,30 @@ impl Service {
             records_written: read(&self.served.records_written),
             point_reads: read(&self.served.point_reads),
             scans: read(&self.served.scans),
+            clock_skew_refusals: read(&self.served.skew_refusals),
+            healing: self.healing_stats(),
             engine: self.node.storage.engine_stats(),
+        }
+    }
+
+    fn healing_stats(&self) -> HealingStats {
+        let (hints, repair) = (&self.healing.hints, self.healing.repair.status());
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        HealingStats {
+            hints_pending: hints.pending().into_iter().collect(),
+            hints_stored: read(&hints.counts.stored),
+            hints_refused: read(&hints.counts.refused),
+            hints_replayed: read(&hints.counts.replayed),
+            hints_dropped: read(&hints.counts.dropped),
+            passes: repair.passes,
+            last_pass_ms: repair.last_pass_ms,
+            pass_done: repair.progress.0,
+            pass_total: repair.progress.1,
+            compared: repair.compared,
+            differed: repair.differed,
+            pulled: repair.pulled,
+            bytes: repair.bytes,
+            tombstones_dropped: repair.tombstones_dropped,
         }
     }
 

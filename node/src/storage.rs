@@ -5,7 +5,7 @@
 //! | family     | key                                   | value                       |
 //! |------------|---------------------------------------|-----------------------------|
 //! | `data`     | [`RecordKey`] (partition, shop, …)    | encoded [`StoredRecord`]     |
-//! | `hints`    | reserved for hinted handoff           |                             |
+//! | `hints`    | [`crate::hints`]: replica, sequence    | bincode of the missed write |
 //! | `meta`     | [`MetaKey`]                           | bincode of the named value  |
 //! | `raft_log` | log index, u64 BE                     | bincode of a Raft entry     |
 //!
@@ -23,6 +23,7 @@ use std::sync::{Arc, Weak};
 use std::thread;
 
 use ringup_proto::keys::{RecordKey, partition_range};
+use ringup_proto::merkle::{PartitionDigest, bucket_of};
 use ringup_proto::ring::PartitionId;
 use ringup_proto::rpc::{Digest, Entry, StorageFault};
 use ringup_proto::stats::EngineStats;
@@ -126,19 +127,45 @@ impl MetaKey {
     }
 }
 
-/// One batch of record merges (or range deletions) waiting for the writer
-/// thread.
-struct WriteJob {
-    records: Vec<(Vec<u8>, Vec<u8>)>,
-    /// Ranges `[start, end)` to delete, before the merges of the same job.
+/// What one job of the writer thread changes, in this order: tombstones
+/// dropped, ranges deleted, records merged, hints kept and removed.
+#[derive(Debug, Default)]
+struct Changes {
+    /// Record keys to delete if their value is still the one given: the
+    /// tombstones anti-entropy found droppable.
+    drops: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Ranges `[start, end)` of records to delete.
     deletes: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Record values to merge.
+    records: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Hints to keep: key and value in the `hints` family.
+    hints: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Hint keys to remove.
+    hints_done: Vec<Vec<u8>>,
+}
+
+/// One job waiting for the writer thread.
+struct WriteJob {
+    changes: Changes,
     done: oneshot::Sender<Result<(), StorageError>>,
 }
 
 impl WriteJob {
     fn bytes(&self) -> usize {
-        self.records.iter().map(|(k, v)| k.len() + v.len()).sum()
+        let c = &self.changes;
+        c.records.iter().chain(&c.hints).map(|(k, v)| k.len() + v.len()).sum()
     }
+}
+
+/// What a scan of a partition for anti-entropy found.
+#[derive(Debug, Default)]
+pub struct Scanned {
+    /// The partition's digest.
+    pub digest: PartitionDigest,
+    /// Tombstones that may be dropped: key and value.
+    pub droppable: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Bytes read.
+    pub bytes: u64,
 }
 
 /// One chunk of a partition's records, written as an SST file of merge
@@ -254,27 +281,137 @@ impl Storage {
     /// policy, in one atomic batch.
     pub async fn merge_records(&self, records: Vec<(RecordKey, Vec<u8>)>) -> Result<(), StorageError> {
         let records = records.into_iter().map(|(k, v)| (k.encode(), v)).collect();
-        self.write_job(records, Vec::new()).await
+        self.write_job(Changes { records, ..Changes::default() }).await
+    }
+
+    /// Merges values under encoded record keys, as anti-entropy pulls them.
+    pub async fn merge_encoded(&self, records: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StorageError> {
+        self.write_job(Changes { records, ..Changes::default() }).await
+    }
+
+    /// Deletes each record whose value is still the tombstone given. The
+    /// writer thread, the only one merging records, compares and deletes
+    /// in one step, so a write that arrived meanwhile is never lost.
+    pub async fn drop_tombstones(&self, drops: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StorageError> {
+        self.write_job(Changes { drops, ..Changes::default() }).await
     }
 
     /// Waits until every record write queued before it is committed.
     pub async fn barrier(&self) -> Result<(), StorageError> {
-        self.write_job(Vec::new(), Vec::new()).await
+        self.write_job(Changes::default()).await
     }
 
     /// Deletes every record of `partition`, after the writes queued before
     /// it, durably.
     pub async fn delete_partition(&self, partition: PartitionId) -> Result<(), StorageError> {
-        self.write_job(Vec::new(), vec![partition_range(partition)]).await
+        self.write_job(Changes { deletes: vec![partition_range(partition)], ..Changes::default() }).await
     }
 
-    async fn write_job(
+    /// Keeps hints (key and value in the `hints` family), durably under the
+    /// fsync policy.
+    pub async fn put_hints(&self, hints: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StorageError> {
+        self.write_job(Changes { hints, ..Changes::default() }).await
+    }
+
+    /// Removes hints by key.
+    pub async fn remove_hints(&self, hints_done: Vec<Vec<u8>>) -> Result<(), StorageError> {
+        self.write_job(Changes { hints_done, ..Changes::default() }).await
+    }
+
+    /// The hints whose keys start with `prefix`, in key order, up to about
+    /// `max_bytes`.
+    pub async fn hints(&self, prefix: Vec<u8>, max_bytes: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+        let this = self.clone();
+        blocking(move || {
+            let (mut out, mut bytes) = (Vec::new(), 0);
+            let end = ringup_proto::keys::prefix_end(&prefix);
+            this.for_each_in(CF_HINTS, (prefix, end), |key, value| {
+                bytes += key.len() + value.len();
+                out.push((key.to_vec(), value.to_vec()));
+                Ok(bytes < max_bytes)
+            })?;
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Every hint's key and size, to count them at start.
+    pub fn hint_sizes(&self) -> Result<Vec<(Vec<u8>, usize)>, StorageError> {
+        let mut out = Vec::new();
+        self.for_each_in(CF_HINTS, (Vec::new(), vec![0xFF; 9]), |key, value| {
+            out.push((key.to_vec(), value.len()));
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// Scans `partition`: its digest, and the tombstones `droppable` picks
+    /// (key and value), with the bytes read. Values were checked when they
+    /// entered the node, so only their headers are read; one without a
+    /// readable header is logged and left out.
+    pub async fn digest_partition(
         &self,
-        records: Vec<(Vec<u8>, Vec<u8>)>,
-        deletes: Vec<(Vec<u8>, Vec<u8>)>,
-    ) -> Result<(), StorageError> {
+        partition: PartitionId,
+        droppable: impl Fn(&Header) -> bool + Send + 'static,
+    ) -> Result<Scanned, StorageError> {
+        let this = self.clone();
+        blocking(move || {
+            let mut scanned = Scanned::default();
+            this.for_each_in(CF_DATA, partition_range(partition), |key, value| {
+                scanned.bytes += (key.len() + value.len()) as u64;
+                match Header::parse(value) {
+                    Ok(h) => {
+                        scanned.digest.add(key, h.version, h.tombstone);
+                        if h.tombstone && droppable(&h) {
+                            scanned.droppable.push((key.to_vec(), value.to_vec()));
+                        }
+                    }
+                    Err(e) => tracing::error!(partition, error = %e, "corrupt record value left out of a digest"),
+                }
+                Ok(true)
+            })?;
+            Ok(scanned)
+        })
+        .await
+    }
+
+    /// The records of `partition` in `buckets`, in key order after `after`,
+    /// up to about `max_bytes`; and whether none are left after them.
+    pub async fn bucket_entries(
+        &self,
+        partition: PartitionId,
+        buckets: Vec<u16>,
+        after: Option<Vec<u8>>,
+        max_bytes: usize,
+    ) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, bool), StorageError> {
+        let this = self.clone();
+        blocking(move || {
+            let (start, end) = partition_range(partition);
+            let lower = after.map_or(start, |mut key| {
+                key.push(0);
+                key
+            });
+            let (mut out, mut bytes, mut done) = (Vec::new(), 0, true);
+            this.for_each_in(CF_DATA, (lower, end), |key, value| {
+                if !buckets.contains(&(bucket_of(key) as u16)) {
+                    return Ok(true);
+                }
+                if bytes >= max_bytes {
+                    done = false;
+                    return Ok(false);
+                }
+                bytes += key.len() + value.len();
+                out.push((key.to_vec(), value.to_vec()));
+                Ok(true)
+            })?;
+            Ok((out, done))
+        })
+        .await
+    }
+
+    async fn write_job(&self, changes: Changes) -> Result<(), StorageError> {
         let (done, wait) = oneshot::channel();
-        self.writer.send(WriteJob { records, deletes, done }).await.map_err(|_| StorageError::Stopped)?;
+        self.writer.send(WriteJob { changes, done }).await.map_err(|_| StorageError::Stopped)?;
         wait.await.map_err(|_| StorageError::Stopped)?
     }
 
@@ -568,16 +705,31 @@ fn write_loop(db: &Weak<rocksdb::DB>, mut jobs: mpsc::Receiver<WriteJob>, fsync:
     }
 }
 
-/// Merges every record of a group in one `WriteBatch`.
+/// Commits every change of a group in one `WriteBatch`.
 fn commit(db: &rocksdb::DB, group: &[WriteJob], opts: &WriteOptions) -> Result<(), rocksdb::Error> {
     let cf = db.cf_handle(CF_DATA).expect("created at open");
+    let hints = db.cf_handle(CF_HINTS).expect("created at open");
     let mut batch = WriteBatch::default();
     for job in group {
-        for (start, end) in &job.deletes {
+        let c = &job.changes;
+        // Before this group's merges: a write to the same key in the group
+        // lands after the delete and stays.
+        for (key, tombstone) in &c.drops {
+            if db.get_cf(cf, key)?.as_deref() == Some(tombstone.as_slice()) {
+                batch.delete_cf(cf, key);
+            }
+        }
+        for (start, end) in &c.deletes {
             batch.delete_range_cf(cf, start, end);
         }
-        for (key, value) in &job.records {
+        for (key, value) in &c.records {
             batch.merge_cf(cf, key, value);
+        }
+        for (key, value) in &c.hints {
+            batch.put_cf(hints, key, value);
+        }
+        for key in &c.hints_done {
+            batch.delete_cf(hints, key);
         }
     }
     db.write_opt(batch, opts)

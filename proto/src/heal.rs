@@ -49,6 +49,21 @@ pub struct Refill {
     pub copied: Streamed,
 }
 
+/// Who keeps the hints of a write that met its level but missed some
+/// replicas: the first replica that took it, for each replica that did not
+/// (each once, in order). `None` when no hint is needed or nobody can keep
+/// one.
+pub fn hint_plan(took: &[NodeId], missed: &[NodeId]) -> Option<(NodeId, Vec<NodeId>)> {
+    let holder = *took.first()?;
+    let mut for_nodes: Vec<NodeId> = Vec::new();
+    for node in missed {
+        if !took.contains(node) && !for_nodes.contains(node) {
+            for_nodes.push(*node);
+        }
+    }
+    (!for_nodes.is_empty()).then_some((holder, for_nodes))
+}
+
 impl ClusterMap {
     /// Whether `node` is refilling `partition`.
     pub fn is_refilling(&self, node: NodeId, partition: PartitionId) -> bool {
@@ -118,5 +133,19 @@ impl ClusterMap {
             self.refills.remove(&id);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_replica_that_took_a_write_keeps_a_hint_for_each_that_missed_it() {
+        assert_eq!(hint_plan(&[2, 3], &[1]), Some((2, vec![1])));
+        assert_eq!(hint_plan(&[3], &[1, 2, 1]), Some((3, vec![1, 2])), "each once");
+        assert_eq!(hint_plan(&[2, 3], &[]), None, "nothing missed");
+        assert_eq!(hint_plan(&[], &[1]), None, "nobody took it");
+        assert_eq!(hint_plan(&[2], &[2]), None, "a replica that failed once and then took it is no miss");
     }
 }

@@ -22,6 +22,7 @@ pub mod frame;
 pub mod heal;
 pub mod hlc;
 pub mod keys;
+pub mod merkle;
 pub mod migration;
 pub mod names;
 pub mod placement;

@@ -11,6 +11,7 @@ use serde_bytes::ByteBuf;
 use thiserror::Error;
 
 use crate::cluster::{ClusterMap, MapCommand, MapError};
+use crate::merkle::PartitionDigest;
 use crate::migration::Streamed;
 use crate::placement::NodeId;
 use crate::ring::PartitionId;
@@ -133,6 +134,34 @@ pub enum Request {
     /// The node's counters and its storage engine's figures. Answered with
     /// [`Response::Stats`].
     Stats,
+    /// Keeps a write that replica `for_node` missed, to replay to it once
+    /// it answers again. Answered with [`Response::Written`] once durable,
+    /// or [`RpcError::HintsFull`].
+    Hint {
+        /// The replica that missed the write.
+        for_node: NodeId,
+        /// Where the records go.
+        target: CollectionRef,
+        /// Record id and encoded value.
+        records: Vec<(String, ByteBuf)>,
+    },
+    /// The digest of the node's copy of a partition. Answered with
+    /// [`Response::Digest`].
+    PartitionDigest {
+        /// The partition.
+        partition: PartitionId,
+    },
+    /// The records of a partition that fall in the given digest buckets,
+    /// in key order. Answered with [`Response::Bucket`].
+    BucketEntries {
+        /// The partition.
+        partition: PartitionId,
+        /// The buckets.
+        buckets: Vec<u16>,
+        /// Continue after this encoded key.
+        #[serde(with = "serde_bytes")]
+        after: Option<Vec<u8>>,
+    },
     /// A message of the metadata Raft group, opaque to this crate.
     /// Answered with [`Response::Raft`].
     Raft {
@@ -162,6 +191,9 @@ impl Request {
             | Request::Holdings
             | Request::Progress
             | Request::Stats
+            | Request::Hint { .. }
+            | Request::PartitionDigest { .. }
+            | Request::BucketEntries { .. }
             | Request::Raft { .. } => None,
         }
     }
@@ -273,6 +305,15 @@ pub enum Response {
     Progress(Vec<(PartitionId, u64, Streamed)>),
     /// The node's counters and its storage engine's figures.
     Stats(Box<NodeStats>),
+    /// A partition's digest.
+    Digest(Box<PartitionDigest>),
+    /// A page of a partition's records in some buckets.
+    Bucket {
+        /// Encoded key and value, in key order.
+        entries: Vec<(ByteBuf, ByteBuf)>,
+        /// Whether the partition holds no more of those buckets after these.
+        done: bool,
+    },
     /// The answer to a Raft call, serialized with [`crate::frame::to_bytes`].
     Raft(#[serde(with = "serde_bytes")] Vec<u8>),
     /// The request failed.
@@ -318,6 +359,22 @@ pub enum RpcError {
     /// The node is stopping.
     #[error("the node is shutting down")]
     ShuttingDown,
+    /// A version lies further ahead of the node's clock than it accepts:
+    /// the clock of the process that stamped it is wrong.
+    #[error("a version is {ahead_ms} ms ahead of this node's clock (at most {max_ms} ms accepted)")]
+    ClockAhead {
+        /// How far ahead.
+        ahead_ms: u64,
+        /// The most accepted.
+        max_ms: u64,
+    },
+    /// The node keeps no more hints for that replica: it is over its
+    /// bound, and anti-entropy will repair the replica instead.
+    #[error("hints for node {node} are over their bound")]
+    HintsFull {
+        /// The replica.
+        node: NodeId,
+    },
     /// The node has not applied the epoch the request needs yet.
     #[error("the node's map is at epoch {known}, the request needs {needed}")]
     Behind {
@@ -369,7 +426,10 @@ impl RpcError {
             }
             RpcError::Storage(StorageFault::Corrupt) => Recovery::ReportCorruption,
             RpcError::Storage(_) => Recovery::TryElsewhere,
-            RpcError::BadRequest(_) | RpcError::Refused(_) => Recovery::GiveUp,
+            RpcError::BadRequest(_)
+            | RpcError::Refused(_)
+            | RpcError::ClockAhead { .. }
+            | RpcError::HintsFull { .. } => Recovery::GiveUp,
         }
     }
 

@@ -23,8 +23,46 @@ pub struct NodeStats {
     pub raft_term: u64,
     /// The metadata group's leader as this node knows it.
     pub raft_leader: Option<NodeId>,
+    /// Writes refused because their version lay too far ahead of the
+    /// node's clock.
+    pub clock_skew_refusals: u64,
+    /// Hints and anti-entropy.
+    pub healing: HealingStats,
     /// The storage engine's figures.
     pub engine: EngineStats,
+}
+
+/// What a node's hints and anti-entropy have done since it started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealingStats {
+    /// Bytes of hints held per replica that missed writes.
+    pub hints_pending: Vec<(NodeId, u64)>,
+    /// Hints kept.
+    pub hints_stored: u64,
+    /// Hints refused because their replica's hints were over the bound.
+    pub hints_refused: u64,
+    /// Hints replayed and acknowledged.
+    pub hints_replayed: u64,
+    /// Hints dropped unreplayed.
+    pub hints_dropped: u64,
+    /// Full anti-entropy passes finished.
+    pub passes: u64,
+    /// When the last full pass finished, in wall-clock ms.
+    pub last_pass_ms: Option<u64>,
+    /// Partitions compared in the pass in flight.
+    pub pass_done: u64,
+    /// Partitions the pass in flight covers.
+    pub pass_total: u64,
+    /// Partitions compared in all.
+    pub compared: u64,
+    /// Comparisons in which a replica differed.
+    pub differed: u64,
+    /// Records pulled from other replicas.
+    pub pulled: u64,
+    /// Bytes scanned and pulled.
+    pub bytes: u64,
+    /// Tombstones dropped after their grace.
+    pub tombstones_dropped: u64,
 }
 
 /// RocksDB's figures, from its properties and statistics.

@@ -33,6 +33,13 @@ pub struct Version {
     pub origin: u64,
 }
 
+impl Version {
+    /// The wall-clock milliseconds its clock read when it was stamped.
+    pub fn millis(self) -> u64 {
+        crate::hlc::Hlc::millis(self.hlc)
+    }
+}
+
 /// A field's value.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Field {

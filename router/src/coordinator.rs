@@ -36,6 +36,7 @@ use ringup_proto::consistency::Consistency;
 use ringup_proto::coordinator::fanout::{Event, Fanout, Mode, Step, preference};
 use ringup_proto::coordinator::read::{self, Repair, RepairStep, Reply};
 use ringup_proto::frame::Body;
+use ringup_proto::heal;
 use ringup_proto::hlc::{self, DEFAULT_MAX_SKEW_MS, Hlc};
 use ringup_proto::rpc::{CollectionRef, Request, Response, RpcError};
 use ringup_proto::value::{self, Header, StoredRecord, Version};
@@ -44,7 +45,7 @@ use serde_bytes::ByteBuf;
 use thiserror::Error;
 
 use crate::latency::Latencies;
-use crate::metrics::{CallOutcome, CoordinatorCounters};
+use crate::metrics::{CallOutcome, CoordinatorCounters, HintOutcome};
 use crate::now_ms;
 use crate::view::ClusterView;
 
@@ -359,7 +360,12 @@ impl Coordinator {
             let sets = Sets::of(&map, target.partition, mode);
             let replicas = sets.order.clone();
             match self.round(&map, &sets, level, mode, &body).await {
-                Round::Met(answers) => return Ok(Routed { target, replicas, answers }),
+                Round::Met(answers, tail) => {
+                    if let Some(tail) = tail {
+                        tokio::spawn(self.hint_missed(map.clone(), body.clone(), &answers, tail));
+                    }
+                    return Ok(Routed { target, replicas, answers });
+                }
                 Round::Failed { stale: Some((node, epoch)), .. } if attempt < EPOCH_RETRIES => {
                     if let Some(client) = self.view.client(&map, node) {
                         self.view.refresh_from(&client, epoch, self.timeout).await;
@@ -373,6 +379,42 @@ impl Coordinator {
                     let needed = level.required(replicas.len());
                     return Err(CoordError::Unavailable { level, needed, replicas: replicas.len(), acked });
                 }
+            }
+        }
+    }
+
+    /// Once a write's calls have all ended, has a replica that took it keep
+    /// a hint for each replica that missed it (see
+    /// [`ringup_proto::heal::hint_plan`]).
+    fn hint_missed(
+        &self,
+        map: Arc<ClusterMap>,
+        body: Body,
+        answers: &[(NodeId, Response)],
+        tail: tokio::task::JoinHandle<Vec<NodeId>>,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let took: Vec<NodeId> =
+            answers.iter().filter(|(_, r)| matches!(r, Response::Written)).map(|(n, _)| *n).collect();
+        let (view, timeout, counters) = (self.view.clone(), self.timeout, self.counters.clone());
+        async move {
+            let missed = tail.await.unwrap_or_default();
+            let Some((holder, for_nodes)) = heal::hint_plan(&took, &missed) else { return };
+            let Ok(Request::Write { target, records }) = ringup_proto::frame::from_bytes::<Request>(body.bytes())
+            else {
+                return;
+            };
+            let Some(client) = view.client(&map, holder) else { return };
+            for for_node in for_nodes.into_iter().filter(|n| !map.is_gone(*n)) {
+                let hint = Request::Hint { for_node, target: target.clone(), records: records.clone() };
+                let outcome = match client.call(hint, timeout).await {
+                    Ok(Response::Written) => HintOutcome::Kept,
+                    Ok(Response::Error(RpcError::HintsFull { .. })) => HintOutcome::Refused,
+                    other => {
+                        tracing::debug!(holder, for_node, answer = ?other, "a hint was not kept");
+                        HintOutcome::Failed
+                    }
+                };
+                counters.hint(outcome);
             }
         }
     }
@@ -403,6 +445,8 @@ impl Coordinator {
         let deadline = tokio::time::Instant::now() + self.timeout;
         let mut speculate_at = None;
         let mut asked_before = false;
+        // Replicas that did not take a write.
+        let mut missed = Vec::new();
         let mut step = fanout.start();
         loop {
             step = match step {
@@ -431,24 +475,33 @@ impl Coordinator {
                         }
                         _ = tokio::time::sleep_until(deadline) => Event::Deadline,
                     };
+                    if let Event::Failed(node) | Event::Stale { node, .. } = event {
+                        missed.push(node);
+                    }
                     fanout.on(event)
                 }
                 Step::Met => {
-                    match mode {
-                        // The slower replicas still get the write.
-                        Mode::All if !calls.is_empty() => {
-                            tokio::spawn(async move { while calls.next().await.is_some() {} });
-                        }
-                        Mode::All => {}
+                    let tail = match mode {
+                        // The slower replicas still get the write; those
+                        // that miss it are hinted.
+                        Mode::All => Some(tokio::spawn(async move {
+                            while let Some((node, answer)) = calls.next().await {
+                                if !matches!(answer, Ok(Response::Written)) {
+                                    missed.push(node);
+                                }
+                            }
+                            missed
+                        })),
                         // A read drops the calls it no longer needs; their
                         // replicas took at least this long.
                         Mode::Needed => {
                             for node in fanout.outstanding() {
                                 self.latencies.answered(node, started.elapsed());
                             }
+                            None
                         }
-                    }
-                    return Round::Met(answers);
+                    };
+                    return Round::Met(answers, tail);
                 }
                 Step::Failed { acked, stale } => return Round::Failed { acked, stale },
             };
@@ -580,8 +633,9 @@ struct Routed {
 
 /// The end of one round.
 enum Round {
-    /// Enough replicas answered.
-    Met(Vec<(NodeId, Response)>),
+    /// Enough replicas answered; for a write, the calls still out end in
+    /// the background, naming every replica that missed it.
+    Met(Vec<(NodeId, Response)>, Option<tokio::task::JoinHandle<Vec<NodeId>>>),
     /// Too few answered; a replica may know a newer map.
     Failed { acked: usize, stale: Option<(NodeId, u64)> },
 }

@@ -24,6 +24,7 @@ use ringup_proto::cluster::{ClusterMap, MapCommand, MapError};
 use ringup_proto::migration::Streamed;
 use ringup_proto::ring::PartitionId;
 use ringup_proto::rpc::{Request, Response, RpcError};
+use ringup_proto::stats::{HealingStats, NodeStats};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -46,6 +47,8 @@ pub async fn show(state: State) -> Result<Json<Value>, ApiError> {
     let map = state.view.map().ok_or_else(ApiError::no_map)?;
     let load = map.placement.as_ref().map(|p| p.load()).unwrap_or_default();
     let liveness = state.view.liveness();
+    let stats: BTreeMap<NodeId, NodeStats> =
+        super::ops::node_stats(&state, PROGRESS_TIMEOUT).await.into_iter().filter_map(|(n, s)| Some((n, s?))).collect();
     let nodes: Vec<Value> = map
         .members
         .values()
@@ -59,6 +62,7 @@ pub async fn show(state: State) -> Result<Json<Value>, ApiError> {
                 // A removed member is no longer pinged.
                 "live": seen.is_some_and(|l| l.live) && !map.is_gone(m.id),
                 "last_seen_ms_ago": seen.and_then(|l| l.last_seen).map(|t| t.elapsed().as_millis() as u64),
+                "healing": stats.get(&m.id).map(|s| healing(&s.healing)),
                 "refill": map.refills.get(&m.id).map(|r| json!({
                     "since_epoch": r.epoch,
                     "partitions_total": r.total,
@@ -118,6 +122,25 @@ pub async fn show(state: State) -> Result<Json<Value>, ApiError> {
             "seconds": ((c.finished_ms - c.started_ms).max(0) as f64 / 100.0).round() / 10.0,
         })),
     })))
+}
+
+/// A node's hints and anti-entropy, as it reported them.
+fn healing(h: &HealingStats) -> Value {
+    let age = h.last_pass_ms.map(|at| (now_ms() as u64).saturating_sub(at) as f64 / 1000.0);
+    json!({
+        "hints_pending_bytes": h.hints_pending.iter().map(|(n, b)| (n.to_string(), *b)).collect::<BTreeMap<_, _>>(),
+        "hints_stored": h.hints_stored,
+        "hints_refused": h.hints_refused,
+        "hints_replayed": h.hints_replayed,
+        "anti_entropy": {
+            "passes": h.passes,
+            "last_pass_age_seconds": age.map(|a| (a * 10.0).round() / 10.0),
+            "pass_partitions_done": h.pass_done,
+            "pass_partitions_total": h.pass_total,
+            "records_pulled": h.pulled,
+            "tombstones_dropped": h.tombstones_dropped,
+        },
+    })
 }
 
 /// The change in flight as a whole: partitions done and remaining, bytes

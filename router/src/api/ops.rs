@@ -31,7 +31,7 @@ pub async fn readyz(state: State) -> Result<impl IntoResponse, ApiError> {
 /// Prometheus text, or OpenMetrics text when the scraper asks for it.
 pub async fn metrics(state: State, headers: HeaderMap) -> impl IntoResponse {
     let format = Format::from_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
-    let nodes = node_stats(&state).await;
+    let nodes = node_stats(&state, STATS_TIMEOUT).await;
     let (in_flight_requests, in_flight_bytes) = state.admission.in_flight();
     let now = Snapshot {
         epoch: state.view.map().map_or(0, |m| m.epoch),
@@ -43,15 +43,15 @@ pub async fn metrics(state: State, headers: HeaderMap) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, format.content_type())], body)
 }
 
-/// Every member's stats, asked in parallel with a short timeout; `None`
-/// for a member that did not answer in time.
-async fn node_stats(state: &State) -> Vec<(NodeId, Option<NodeStats>)> {
+/// Every member's stats, asked in parallel, waiting at most `timeout`;
+/// `None` for a member that did not answer in time.
+pub(super) async fn node_stats(state: &State, timeout: Duration) -> Vec<(NodeId, Option<NodeStats>)> {
     let Some(map) = state.view.map() else { return Vec::new() };
     let asks = map.members.values().filter(|m| !map.is_gone(m.id)).map(|member| {
         let client = state.view.client(&map, member.id);
         async move {
             let answer = match client {
-                Some(client) => client.call(Request::Stats, STATS_TIMEOUT).await.ok(),
+                Some(client) => client.call(Request::Stats, timeout).await.ok(),
                 None => None,
             };
             match answer {

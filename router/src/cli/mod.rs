@@ -4,6 +4,7 @@ pub mod bench;
 pub mod health;
 pub mod local;
 pub mod node;
+pub mod repair;
 pub mod status;
 
 use clap::{Parser, Subcommand};
@@ -33,6 +34,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Add, decommission or remove a node, or abort the change in flight.
     Node(node::NodeArgs),
+    /// Show healing: hints pending, anti-entropy passes, refills.
+    Repair(repair::RepairArgs),
 }
 
 /// Runs the CLI.
@@ -43,5 +46,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Health(args) => health::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Node(args) => node::run(args).await,
+        Command::Repair(args) => repair::run(args).await,
     }
 }

@@ -100,6 +100,27 @@ struct OutcomeLabels {
     outcome: &'static str,
 }
 
+/// How asking a replica to keep a hint ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HintOutcome {
+    /// It keeps it.
+    Kept,
+    /// Its hints for that replica are over their bound.
+    Refused,
+    /// No answer, or another error.
+    Failed,
+}
+
+impl HintOutcome {
+    fn label(self) -> &'static str {
+        match self {
+            HintOutcome::Kept => "kept",
+            HintOutcome::Refused => "refused",
+            HintOutcome::Failed => "failed",
+        }
+    }
+}
+
 /// What the coordinator counts; cheap to clone, every clone counts into
 /// the same metrics.
 #[derive(Debug, Clone, Default)]
@@ -107,6 +128,7 @@ pub struct CoordinatorCounters {
     calls: Family<OutcomeLabels, Counter>,
     speculative: Counter,
     repairs: Counter,
+    hints: Family<OutcomeLabels, Counter>,
 }
 
 impl CoordinatorCounters {
@@ -124,6 +146,11 @@ impl CoordinatorCounters {
     /// Counts read-repair writes sent to stale replicas.
     pub fn repairs(&self, sent: usize) {
         self.repairs.inc_by(sent as u64);
+    }
+
+    /// Counts one hint asked of a replica, by how it ended.
+    pub fn hint(&self, outcome: HintOutcome) {
+        self.hints.get_or_create(&OutcomeLabels { outcome: outcome.label() }).inc();
     }
 }
 
@@ -176,6 +203,9 @@ impl Metrics {
         for outcome in [CallOutcome::Answered, CallOutcome::Refused, CallOutcome::Failed] {
             drop(coordinator.calls.get_or_create(&OutcomeLabels { outcome: outcome.label() }));
         }
+        for outcome in [HintOutcome::Kept, HintOutcome::Refused, HintOutcome::Failed] {
+            drop(coordinator.hints.get_or_create(&OutcomeLabels { outcome: outcome.label() }));
+        }
         registry.register("http_requests", "HTTP requests answered, by method and status", requests.clone());
         registry.register(
             "http_request_duration_seconds",
@@ -189,7 +219,7 @@ impl Metrics {
             refusals.clone(),
         );
         registry.register("records_written", "Records acknowledged to clients", records.clone());
-        let CoordinatorCounters { calls, speculative, repairs } = &coordinator;
+        let CoordinatorCounters { calls, speculative, repairs, hints } = &coordinator;
         registry.register("replica_calls", "Calls to replicas, by how they ended", calls.clone());
         registry.register(
             "speculative_asks",
@@ -197,6 +227,11 @@ impl Metrics {
             speculative.clone(),
         );
         registry.register("read_repairs", "Newest values written back to stale replicas by reads", repairs.clone());
+        registry.register(
+            "hints",
+            "Writes a replica missed, handed to a replica that took them to replay, by how that ended",
+            hints.clone(),
+        );
         registry.register("map_epoch", "Epoch of the cluster map the router holds", epoch.clone());
         registry.register("live_nodes", "Members that answered the last ping", live_nodes.clone());
         registry.register(
@@ -266,7 +301,7 @@ impl Metrics {
         let mut out = String::new();
         let write = |out: &mut String| -> std::fmt::Result {
             encode_registry(out, &self.registry)?;
-            encode_registry(out, &nodes::registry(nodes))?;
+            encode_registry(out, &nodes::registry(nodes, crate::now_ms() as u64))?;
             encode_eof(out)
         };
         write(&mut out).expect("writing to a String cannot fail");

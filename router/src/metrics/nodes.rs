@@ -16,12 +16,36 @@ struct NodeLabels {
     node: NodeId,
 }
 
+/// A node holding hints, and the replica they are for.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HintLabels {
+    node: NodeId,
+    target: NodeId,
+}
+
 /// How one figure is read from a node's answer.
 type Read = fn(&NodeStats) -> u64;
 
 /// The counters: name, help, figure.
-fn counters() -> [(&'static str, &'static str, Read); 9] {
+fn counters() -> [(&'static str, &'static str, Read); 20] {
     [
+        ("clock_skew_refusals", "Writes refused for a version too far ahead of the node's clock", |s| {
+            s.clock_skew_refusals
+        }),
+        ("hints_stored", "Hints the node kept for replicas that missed writes", |s| s.healing.hints_stored),
+        ("hints_refused", "Hints refused because the replica's hints were over their bound", |s| {
+            s.healing.hints_refused
+        }),
+        ("hints_replayed", "Hints replayed to their replica and acknowledged", |s| s.healing.hints_replayed),
+        ("hints_dropped", "Hints dropped unreplayed (replica moved away, or older than the grace)", |s| {
+            s.healing.hints_dropped
+        }),
+        ("anti_entropy_passes", "Full anti-entropy passes finished", |s| s.healing.passes),
+        ("anti_entropy_compared", "Partitions anti-entropy compared with their replicas", |s| s.healing.compared),
+        ("anti_entropy_differed", "Comparisons in which a replica differed", |s| s.healing.differed),
+        ("anti_entropy_pulled_records", "Records anti-entropy pulled from other replicas", |s| s.healing.pulled),
+        ("anti_entropy_read_bytes", "Bytes anti-entropy scanned and pulled", |s| s.healing.bytes),
+        ("tombstones_dropped", "Tombstones dropped after their grace", |s| s.healing.tombstones_dropped),
         ("write_batches", "Record batches merged into the node's storage", |s| s.write_batches),
         ("records_written", "Records merged into the node's storage", |s| s.records_written),
         ("point_reads", "Point reads the node served", |s| s.point_reads),
@@ -35,8 +59,12 @@ fn counters() -> [(&'static str, &'static str, Read); 9] {
 }
 
 /// The gauges: name, help, figure.
-fn gauges() -> [(&'static str, &'static str, Read); 10] {
+fn gauges() -> [(&'static str, &'static str, Read); 12] {
     [
+        ("anti_entropy_pass_done_partitions", "Partitions compared in the anti-entropy pass in flight", |s| {
+            s.healing.pass_done
+        }),
+        ("anti_entropy_pass_partitions", "Partitions the anti-entropy pass in flight covers", |s| s.healing.pass_total),
         ("raft_term", "The metadata group's term as the node knows it", |s| s.raft_term),
         ("raft_leader", "The metadata group's leader as the node knows it; 0 for none", |s| s.raft_leader.unwrap_or(0)),
         ("rocksdb_sst_bytes", "Bytes of RocksDB's SST files", |s| s.engine.sst_bytes),
@@ -60,7 +88,7 @@ fn gauges() -> [(&'static str, &'static str, Read); 10] {
 
 /// A registry of the nodes' families; `nodes` gives each member and its
 /// answer, `None` for one that did not answer.
-pub fn registry(nodes: &[(NodeId, Option<NodeStats>)]) -> Registry {
+pub fn registry(nodes: &[(NodeId, Option<NodeStats>)], now_ms: u64) -> Registry {
     let mut registry = Registry::with_prefix("ringup_node");
     let up = Family::<NodeLabels, Gauge>::default();
     registry.register("up", "1 if the node answered this scrape's stats call, else 0", up.clone());
@@ -80,6 +108,24 @@ pub fn registry(nodes: &[(NodeId, Option<NodeStats>)]) -> Registry {
         registry.register(name, help, family.clone());
         for (node, stats) in &answered {
             family.get_or_create(&NodeLabels { node: *node }).set(read(stats) as i64);
+        }
+    }
+    let pending = Family::<HintLabels, Gauge>::default();
+    registry.register("hints_pending_bytes", "Bytes of hints held, by the replica they are for", pending.clone());
+    for (node, stats) in &answered {
+        for (target, bytes) in &stats.healing.hints_pending {
+            pending.get_or_create(&HintLabels { node: *node, target: *target }).set(*bytes as i64);
+        }
+    }
+    let age = Family::<NodeLabels, Gauge<f64, AtomicU64>>::default();
+    registry.register(
+        "anti_entropy_last_pass_age_seconds",
+        "Seconds since the last full anti-entropy pass finished (no series before the first)",
+        age.clone(),
+    );
+    for (node, stats) in &answered {
+        if let Some(at) = stats.healing.last_pass_ms {
+            age.get_or_create(&NodeLabels { node: *node }).set(now_ms.saturating_sub(at) as f64 / 1000.0);
         }
     }
     let stalls = Family::<NodeLabels, Counter<f64, AtomicU64>>::default();

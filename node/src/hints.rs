@@ -1,0 +1,266 @@
+//! Hinted handoff: writes a replica missed, kept by another replica of the
+//! same partition and replayed once the first answers again.
+//!
+//! When a write's call to a replica fails or times out, the coordinator
+//! sends the write to a replica that took it as a [`Request::Hint`] for
+//! the one that missed it. The hint goes into the `hints` column family
+//! through the storage writer, under the fsync policy, keyed
+//! `replica (u64 BE) | sequence (u64 BE)` so that one replica's hints are
+//! one range, in the order they came.
+//!
+//! Each replica's hints are bounded in bytes ([`HintBudget`]); past the
+//! bound the node stops hinting for it, logs that once, counts the hints
+//! it refused, and leaves the rest to anti-entropy.
+//!
+//! Every second the [`Hints`] task pings each replica it holds hints for;
+//! one that answers gets them replayed in order, paced to a byte rate, each
+//! deleted once acknowledged. A hint is dropped instead when its replica no
+//! longer takes the partition's writes, or when its write is older than the
+//! tombstone grace period (see [`ringup_proto::merkle`]).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ringup_proto::NodeId;
+use ringup_proto::frame;
+use ringup_proto::merkle::{Admission, HintBudget, hint_replayable};
+use ringup_proto::rpc::{CollectionRef, Request, Response, RpcError};
+use ringup_proto::value::Header;
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+use tokio::sync::watch;
+
+use crate::Parts;
+use crate::storage::StorageError;
+
+/// How long a replica has to answer the ping before a replay.
+const PING_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long one replayed write may take.
+const REPLAY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bytes of hints read from storage at once.
+const READ_BYTES: usize = 1 << 20;
+
+/// How hints are kept and replayed.
+#[derive(Debug, Clone, Copy)]
+pub struct HintSettings {
+    /// Bytes of hints kept per replica; 0 turns hinting off.
+    pub max_bytes_per_node: u64,
+    /// Bytes of hints replayed per second, over all replicas.
+    pub replay_bytes_per_sec: u64,
+    /// Hints of writes older than this are dropped (the tombstone grace).
+    pub grace_ms: u64,
+}
+
+/// One kept hint, as stored.
+#[derive(Debug, Serialize, Deserialize)]
+struct Stored {
+    target: CollectionRef,
+    records: Vec<(String, ByteBuf)>,
+}
+
+/// Counts of what the hints did since the node started.
+#[derive(Debug, Default)]
+pub struct HintCounts {
+    /// Hints kept.
+    pub stored: AtomicU64,
+    /// Hints refused because their replica's hints were over the bound.
+    pub refused: AtomicU64,
+    /// Hints replayed and acknowledged.
+    pub replayed: AtomicU64,
+    /// Hints dropped unreplayed (replica no longer takes the partition's
+    /// writes, or the write is older than the grace period).
+    pub dropped: AtomicU64,
+}
+
+/// This node's hints for other replicas.
+pub struct Hints {
+    node: Parts,
+    settings: HintSettings,
+    /// Bytes held per replica; held only to decide or count, never across
+    /// an `.await`.
+    budget: Mutex<HintBudget>,
+    /// The next hint's sequence number.
+    next: AtomicU64,
+    /// What the hints did.
+    pub counts: HintCounts,
+}
+
+impl Hints {
+    /// Counts the hints already stored, and continues their sequence.
+    pub fn open(node: Parts, settings: HintSettings) -> Result<Self, StorageError> {
+        let mut budget = HintBudget::new(settings.max_bytes_per_node);
+        let mut next = 0;
+        for (key, bytes) in node.storage.hint_sizes()? {
+            let Some((replica, seq)) = split_key(&key) else { continue };
+            budget.force(replica, bytes as u64);
+            next = next.max(seq + 1);
+        }
+        Ok(Self {
+            node,
+            settings,
+            budget: Mutex::new(budget),
+            next: AtomicU64::new(next),
+            counts: HintCounts::default(),
+        })
+    }
+
+    /// Keeps a write `for_node` missed; refuses it past the bound.
+    pub async fn keep(
+        &self,
+        for_node: NodeId,
+        target: CollectionRef,
+        records: Vec<(String, ByteBuf)>,
+    ) -> Result<(), RpcError> {
+        let value = frame::to_bytes(&Stored { target, records })
+            .map_err(|e| RpcError::BadRequest(format!("a hint that does not encode: {e}")))?;
+        let admitted = self.budget.lock().expect("budget poisoned").admit(for_node, value.len() as u64);
+        if admitted == Admission::OverLimit {
+            if self.counts.refused.fetch_add(1, Ordering::Relaxed) == 0 {
+                tracing::warn!(
+                    node = for_node,
+                    limit = self.settings.max_bytes_per_node,
+                    "hints for this replica are over their bound: no more are kept, anti-entropy repairs it"
+                );
+            }
+            return Err(RpcError::HintsFull { node: for_node });
+        }
+        let key = hint_key(for_node, self.next.fetch_add(1, Ordering::Relaxed));
+        let bytes = value.len() as u64;
+        if let Err(e) = self.node.storage.put_hints(vec![(key, value)]).await {
+            self.budget.lock().expect("budget poisoned").release(for_node, bytes);
+            tracing::error!(error = %e, "cannot keep a hint");
+            return Err(RpcError::Storage(e.fault()));
+        }
+        self.counts.stored.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Bytes of hints held per replica.
+    pub fn pending(&self) -> BTreeMap<NodeId, u64> {
+        self.budget.lock().expect("budget poisoned").held().clone()
+    }
+
+    /// Replays hints to replicas that answer, every second, until `stop`.
+    pub async fn run(&self, mut stop: watch::Receiver<bool>) {
+        while !*stop.borrow() {
+            for replica in self.pending().into_keys() {
+                if *stop.borrow() {
+                    return;
+                }
+                if self.answers(replica).await {
+                    self.replay(replica).await;
+                }
+            }
+            tokio::select! {
+                _ = stop.changed() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    async fn answers(&self, replica: NodeId) -> bool {
+        let Some(addr) = self.node.map.borrow().addr(replica).map(str::to_string) else { return false };
+        matches!(self.node.pool.get(&addr).call(Request::Ping, PING_TIMEOUT).await, Ok(Response::Pong { .. }))
+    }
+
+    /// Replays `replica`'s hints in order, until they are all replayed or
+    /// one cannot be.
+    async fn replay(&self, replica: NodeId) {
+        let prefix = replica.to_be_bytes().to_vec();
+        loop {
+            let batch = match self.node.storage.hints(prefix.clone(), READ_BYTES).await {
+                Ok(batch) if !batch.is_empty() => batch,
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read hints");
+                    return;
+                }
+            };
+            for (key, value) in batch {
+                let started = Instant::now();
+                let bytes = value.len() as u64;
+                match self.replay_one(replica, &value).await {
+                    Replayed::Done | Replayed::Dropped => {
+                        if let Err(e) = self.node.storage.remove_hints(vec![key]).await {
+                            tracing::error!(error = %e, "cannot remove a replayed hint");
+                            return;
+                        }
+                        self.budget.lock().expect("budget poisoned").release(replica, bytes);
+                    }
+                    Replayed::Later => return,
+                }
+                self.pace(bytes, started).await;
+            }
+        }
+    }
+
+    /// Sends one hint to its replica.
+    async fn replay_one(&self, replica: NodeId, value: &[u8]) -> Replayed {
+        let Ok(Stored { mut target, records }) = frame::from_bytes::<Stored>(value) else {
+            tracing::error!(node = replica, "a stored hint does not decode; dropped");
+            return self.dropped();
+        };
+        let (addr, takes_writes, epoch) = {
+            let map = self.node.map.borrow();
+            let addr = map.addr(replica).map(str::to_string);
+            (addr, map.write_targets(target.partition).contains(&replica), map.epoch)
+        };
+        let oldest_ms = records.iter().filter_map(|(_, v)| Header::read(v).ok()).map(|h| h.version.millis()).min();
+        let fresh = oldest_ms.is_none_or(|ms| hint_replayable(ms, crate::wall_ms(), self.settings.grace_ms));
+        let Some(addr) = addr.filter(|_| takes_writes && fresh) else { return self.dropped() };
+        target.epoch = epoch;
+        let request = Request::Write { target, records };
+        match self.node.pool.get(&addr).call(request, REPLAY_TIMEOUT).await {
+            Ok(Response::Written) => {
+                self.counts.replayed.fetch_add(1, Ordering::Relaxed);
+                Replayed::Done
+            }
+            Ok(Response::Error(RpcError::NotReplica { .. })) => self.dropped(),
+            Ok(other) => {
+                tracing::debug!(node = replica, answer = ?other, "hint not replayed yet");
+                Replayed::Later
+            }
+            Err(e) => {
+                tracing::debug!(node = replica, error = %e, "hint not replayed yet");
+                Replayed::Later
+            }
+        }
+    }
+
+    fn dropped(&self) -> Replayed {
+        self.counts.dropped.fetch_add(1, Ordering::Relaxed);
+        Replayed::Dropped
+    }
+
+    /// Waits so that replays stay within their byte rate.
+    async fn pace(&self, bytes: u64, started: Instant) {
+        let rate = self.settings.replay_bytes_per_sec.max(1);
+        let due = Duration::from_secs_f64(bytes as f64 / rate as f64);
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// How one replay ended.
+enum Replayed {
+    /// The replica took it.
+    Done,
+    /// It is no longer wanted.
+    Dropped,
+    /// Not now: try again later.
+    Later,
+}
+
+fn hint_key(replica: NodeId, seq: u64) -> Vec<u8> {
+    let mut key = replica.to_be_bytes().to_vec();
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn split_key(key: &[u8]) -> Option<(NodeId, u64)> {
+    let (replica, seq) = key.split_first_chunk::<8>()?;
+    Some((u64::from_be_bytes(*replica), u64::from_be_bytes(seq.try_into().ok()?)))
+}

@@ -1,0 +1,242 @@
+//! Continuous anti-entropy: every node compares each partition it holds
+//! with the other replicas and pulls what it lacks, with no admin and no
+//! client read needed; and drops tombstones once that is safe.
+//!
+//! A pass goes over every partition the node serves reads of (not moving,
+//! not being refilled). For each, the node scans its copy into a digest
+//! ([`ringup_proto::merkle`]), asks every other replica for theirs, and for
+//! each replica that differs pulls the records of the differing buckets
+//! ([`Request::BucketEntries`]) and merges them by last-writer-wins. Every
+//! node pulls, so what one replica lacks the others' passes also carry.
+//! When every other replica's digest equalled its own, the node notes the
+//! comparison's start; tombstones older than it and than the grace period
+//! are dropped in the next pass's scan.
+//!
+//! The work is paced to a byte budget per second (scans, counted once for
+//! each replica that scans the partition, and pulls), so foreground
+//! requests keep their latency; passes start at most once per interval.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use ringup_proto::NodeId;
+use ringup_proto::merkle::{PartitionDigest, tombstone_droppable};
+use ringup_proto::ring::PartitionId;
+use ringup_proto::rpc::{Request, Response};
+use ringup_proto::value::Header;
+use serde_bytes::ByteBuf;
+use tokio::sync::watch;
+
+use crate::Parts;
+
+/// How long a peer has to answer a digest or a page of a pull.
+const PEER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How anti-entropy runs.
+#[derive(Debug, Clone, Copy)]
+pub struct RepairSettings {
+    /// Whether it runs at all.
+    pub enabled: bool,
+    /// Bytes scanned or pulled per second.
+    pub bytes_per_sec: u64,
+    /// The least time from one pass's start to the next's.
+    pub interval: Duration,
+    /// Tombstones are kept at least this long.
+    pub grace_ms: u64,
+}
+
+/// What anti-entropy has done, for stats.
+#[derive(Debug, Clone, Default)]
+pub struct RepairStatus {
+    /// Full passes finished since the node started.
+    pub passes: u64,
+    /// When the last full pass finished (wall-clock ms).
+    pub last_pass_ms: Option<u64>,
+    /// Partitions compared in the pass in flight, and how many it covers.
+    pub progress: (u64, u64),
+    /// Partitions compared in all.
+    pub compared: u64,
+    /// Comparisons in which a replica differed.
+    pub differed: u64,
+    /// Records pulled from other replicas.
+    pub pulled: u64,
+    /// Bytes scanned and pulled.
+    pub bytes: u64,
+    /// Tombstones dropped.
+    pub tombstones_dropped: u64,
+}
+
+/// The node's anti-entropy.
+pub struct Repairer {
+    node: Parts,
+    settings: RepairSettings,
+    /// Per partition, when the last comparison in which every other
+    /// replica agreed started (wall-clock ms).
+    agreed: Mutex<BTreeMap<PartitionId, u64>>,
+    /// Held only to update or copy, never across an `.await`.
+    status: Mutex<RepairStatus>,
+}
+
+impl Repairer {
+    /// The anti-entropy of the node.
+    pub fn new(node: Parts, settings: RepairSettings) -> Self {
+        Self { node, settings, agreed: Mutex::default(), status: Mutex::default() }
+    }
+
+    /// What it has done so far.
+    pub fn status(&self) -> RepairStatus {
+        self.status.lock().expect("status poisoned").clone()
+    }
+
+    /// Runs passes until `stop` is raised.
+    pub async fn run(&self, mut stop: watch::Receiver<bool>) {
+        if !self.settings.enabled {
+            return;
+        }
+        while !*stop.borrow() {
+            let started = Instant::now();
+            let partitions = self.held();
+            self.update(|s| s.progress = (0, partitions.len() as u64));
+            for (i, partition) in partitions.iter().enumerate() {
+                if *stop.borrow() {
+                    return;
+                }
+                self.compare(*partition).await;
+                self.update(|s| s.progress.0 = i as u64 + 1);
+            }
+            self.update(|s| {
+                s.passes += 1;
+                s.last_pass_ms = Some(crate::wall_ms());
+            });
+            let rest = self.settings.interval.saturating_sub(started.elapsed());
+            tokio::select! {
+                _ = stop.changed() => {}
+                _ = tokio::time::sleep(rest) => {}
+            }
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut RepairStatus)) {
+        f(&mut self.status.lock().expect("status poisoned"));
+    }
+
+    /// The partitions this node serves reads of and that nothing else is
+    /// copying: not moving, not being refilled anywhere.
+    fn held(&self) -> Vec<PartitionId> {
+        let map = self.node.map.borrow();
+        if !map.is_ready() {
+            return Vec::new();
+        }
+        (0..map.ring.partitions())
+            .filter(|p| map.readable(*p).contains(&self.node.id))
+            .filter(|p| !map.moves.contains_key(p) && !map.refilling_any(*p))
+            .collect()
+    }
+
+    /// Compares one partition with the other replicas and pulls what
+    /// differs; drops the tombstones found droppable.
+    async fn compare(&self, partition: PartitionId) {
+        let started_ms = crate::wall_ms();
+        let agreed = self.agreed.lock().expect("agreed poisoned").get(&partition).copied();
+        let grace = self.settings.grace_ms;
+        let droppable = move |h: &Header| tombstone_droppable(h.version.millis(), started_ms, grace, agreed);
+        let scanned = match self.node.storage.digest_partition(partition, droppable).await {
+            Ok(scanned) => scanned,
+            Err(e) => {
+                tracing::error!(partition, error = %e, "cannot scan a partition for anti-entropy");
+                return;
+            }
+        };
+        let peers: Vec<(NodeId, String)> = {
+            let map = self.node.map.borrow();
+            let replicas = map.replicas(partition).iter().filter(|n| **n != self.node.id);
+            replicas.filter_map(|n| Some((*n, map.addr(*n)?.to_string()))).collect()
+        };
+        // Each replica scans the partition once for the comparison.
+        self.pace(scanned.bytes * (1 + peers.len() as u64)).await;
+        let mut all_agree = true;
+        for (peer, addr) in &peers {
+            all_agree &= self.against(partition, *peer, addr, &scanned.digest).await;
+        }
+        if all_agree {
+            self.agreed.lock().expect("agreed poisoned").insert(partition, started_ms);
+        }
+        let dropped = scanned.droppable.len() as u64;
+        if dropped > 0 {
+            match self.node.storage.drop_tombstones(scanned.droppable).await {
+                Ok(()) => tracing::debug!(partition, dropped, "tombstones past their grace dropped"),
+                Err(e) => tracing::error!(partition, error = %e, "cannot drop tombstones"),
+            }
+        }
+        self.update(|s| {
+            s.compared += 1;
+            s.differed += u64::from(!all_agree);
+            s.bytes += scanned.bytes;
+            s.tombstones_dropped += dropped;
+        });
+    }
+
+    /// Compares with one peer and pulls the buckets that differ; returns
+    /// whether the peer agreed.
+    async fn against(&self, partition: PartitionId, peer: NodeId, addr: &str, ours: &PartitionDigest) -> bool {
+        let client = self.node.pool.get(addr);
+        let theirs = match client.call(Request::PartitionDigest { partition }, PEER_TIMEOUT).await {
+            Ok(Response::Digest(digest)) => digest,
+            other => {
+                tracing::debug!(partition, peer, answer = ?other, "no digest from a replica");
+                return false;
+            }
+        };
+        let buckets = ours.differing(&theirs);
+        if buckets.is_empty() {
+            return true;
+        }
+        let mut after = None;
+        loop {
+            let request = Request::BucketEntries { partition, buckets: buckets.clone(), after: after.clone() };
+            let (entries, done) = match client.call(request, PEER_TIMEOUT).await {
+                Ok(Response::Bucket { entries, done }) => (entries, done),
+                other => {
+                    tracing::debug!(partition, peer, answer = ?other, "a pull from a replica failed");
+                    return false;
+                }
+            };
+            let bytes: u64 = entries.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
+            after = entries.last().map(|(k, _)| k.to_vec());
+            let merged: Vec<(Vec<u8>, Vec<u8>)> = entries
+                .into_iter()
+                .map(|(k, v)| (ByteBuf::into_vec(k), ByteBuf::into_vec(v)))
+                .filter(|(k, v)| {
+                    // Only this partition's keys, and values whose checksum holds.
+                    let ok = k.starts_with(&partition.to_be_bytes()) && Header::read(v).is_ok();
+                    if !ok {
+                        tracing::error!(partition, peer, "a replica sent a foreign key or a corrupt value; left out");
+                    }
+                    ok
+                })
+                .collect();
+            let records = merged.len() as u64;
+            if let Err(e) = self.node.storage.merge_encoded(merged).await {
+                tracing::error!(partition, error = %e, "cannot merge what anti-entropy pulled");
+                return false;
+            }
+            self.update(|s| {
+                s.pulled += records;
+                s.bytes += bytes;
+            });
+            self.pace(bytes).await;
+            if done || after.is_none() {
+                break;
+            }
+        }
+        tracing::debug!(partition, peer, buckets = buckets.len(), "pulled differing buckets");
+        false
+    }
+
+    /// Waits as long as `bytes` take at the budget.
+    async fn pace(&self, bytes: u64) {
+        let rate = self.settings.bytes_per_sec.max(1);
+        tokio::time::sleep(Duration::from_secs_f64(bytes as f64 / rate as f64)).await;
+    }
+}
