@@ -13,8 +13,9 @@
 //! it refused, and leaves the rest to anti-entropy.
 //!
 //! Every second the [`Hints`] task pings each replica it holds hints for;
-//! one that answers gets them replayed in order, paced to a byte rate, each
-//! deleted once acknowledged. A hint is dropped instead when its replica no
+//! one that answers gets them replayed, a batch at a time with a few in
+//! flight (last-writer-wins makes their order irrelevant), paced to a byte
+//! rate, each deleted once acknowledged. A hint is dropped instead when its replica no
 //! longer takes the partition's writes, or when its write is older than the
 //! tombstone grace period (see [`ringup_proto::merkle`]).
 
@@ -23,6 +24,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use ringup_proto::NodeId;
 use ringup_proto::frame;
 use ringup_proto::merkle::{Admission, HintBudget, hint_replayable};
@@ -41,6 +43,8 @@ const PING_TIMEOUT: Duration = Duration::from_millis(500);
 const REPLAY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bytes of hints read from storage at once.
 const READ_BYTES: usize = 1 << 20;
+/// Hints replayed at once.
+const IN_FLIGHT: usize = 32;
 
 /// How hints are kept and replayed.
 #[derive(Debug, Clone, Copy)]
@@ -165,8 +169,9 @@ impl Hints {
         matches!(self.node.pool.get(&addr).call(Request::Ping, PING_TIMEOUT).await, Ok(Response::Pong { .. }))
     }
 
-    /// Replays `replica`'s hints in order, until they are all replayed or
-    /// one cannot be.
+    /// Replays `replica`'s hints, a batch at a time (up to [`IN_FLIGHT`]
+    /// at once: last-writer-wins makes their order irrelevant), until they
+    /// are all replayed or one cannot be.
     async fn replay(&self, replica: NodeId) {
         let prefix = replica.to_be_bytes().to_vec();
         loop {
@@ -178,21 +183,32 @@ impl Hints {
                     return;
                 }
             };
-            for (key, value) in batch {
-                let started = Instant::now();
-                let bytes = value.len() as u64;
-                match self.replay_one(replica, &value).await {
+            let started = Instant::now();
+            let bytes: u64 = batch.iter().map(|(_, v)| v.len() as u64).sum();
+            let sends = batch.into_iter().map(|(key, value)| async move {
+                let outcome = self.replay_one(replica, &value).await;
+                (key, value.len() as u64, outcome)
+            });
+            let outcomes: Vec<_> = futures::stream::iter(sends).buffer_unordered(IN_FLIGHT).collect().await;
+            let (mut done, mut done_bytes, mut later) = (Vec::new(), 0, false);
+            for (key, bytes, outcome) in outcomes {
+                match outcome {
                     Replayed::Done | Replayed::Dropped => {
-                        if let Err(e) = self.node.storage.remove_hints(vec![key]).await {
-                            tracing::error!(error = %e, "cannot remove a replayed hint");
-                            return;
-                        }
-                        self.budget.lock().expect("budget poisoned").release(replica, bytes);
+                        done.push(key);
+                        done_bytes += bytes;
                     }
-                    Replayed::Later => return,
+                    Replayed::Later => later = true,
                 }
-                self.pace(bytes, started).await;
             }
+            if let Err(e) = self.node.storage.remove_hints(done).await {
+                tracing::error!(error = %e, "cannot remove replayed hints");
+                return;
+            }
+            self.budget.lock().expect("budget poisoned").release(replica, done_bytes);
+            if later {
+                return;
+            }
+            self.pace(bytes, started).await;
         }
     }
 

@@ -45,6 +45,11 @@ impl TestCluster {
 
     /// [`Self::start`] with a ring of `partitions` (the default when none).
     pub async fn start_sized(n: usize, partitions: Option<u32>) -> Self {
+        Self::start_with(n, partitions, &[]).await
+    }
+
+    /// [`Self::start_sized`], every node given the flags `node_args` too.
+    pub async fn start_with(n: usize, partitions: Option<u32>, node_args: &[&str]) -> Self {
         let dir = tempfile::Builder::new().prefix("ringup-e2e-").tempdir().expect("cannot make a temp dir");
         let mut ports = free_ports(n + 1);
         let router = ports.pop().expect("n + 1 ports");
@@ -54,6 +59,7 @@ impl TestCluster {
             nodes: ports.into_iter().map(|p| SocketAddr::from(([127, 0, 0, 1], p))).collect(),
             router: SocketAddr::from(([127, 0, 0, 1], router)),
             partitions,
+            node_args: node_args.iter().map(ToString::to_string).collect(),
         };
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client");
         let nodes = Mutex::new((0..n).map(|_| None).collect());

@@ -258,3 +258,231 @@ async fn the_metadata_leaders_node_wiped_rejoins_without_a_second_leader() {
     assert!(lost.is_empty(), "acknowledged records lost:\n{}", lost.join("\n"));
     assert!(cluster.stop_all().await.is_empty());
 }
+
+/// Per partition, whether every replica's digest is the same; returns how
+/// many partitions differ (or could not be compared).
+async fn differing_partitions(cluster: &TestCluster) -> usize {
+    let map = cluster.map_from(&[1, 2, 3]).await;
+    let mut clients = BTreeMap::new();
+    for n in 1..=3 {
+        clients.insert(n as NodeId, ringup_rpc::Client::new(cluster.node_addr(n).await.to_string()));
+    }
+    let mut differing = 0;
+    for partition in 0..map.ring.partitions() {
+        let mut digests = Vec::new();
+        for node in map.replicas(partition) {
+            let answer = clients[node].call(Request::PartitionDigest { partition }, Duration::from_secs(5)).await;
+            digests.push(match answer {
+                Ok(Response::Digest(d)) => Some(*d),
+                _ => None,
+            });
+        }
+        if digests.iter().any(Option::is_none) || digests.windows(2).any(|w| w[0] != w[1]) {
+            differing += 1;
+        }
+    }
+    differing
+}
+
+/// Waits until every partition's replicas hold equal digests; returns how
+/// long that took.
+async fn wait_converged(cluster: &TestCluster, limit: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let differing = differing_partitions(cluster).await;
+        if differing == 0 {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{differing} partitions still differ after {limit:?}:\n{}",
+            cluster.logs().await
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The sum of a figure over every node's stats.
+async fn total(cluster: &TestCluster, figure: impl Fn(&ringup_proto::stats::NodeStats) -> u64) -> u64 {
+    let mut sum = 0;
+    for n in 1..=3 {
+        let client = ringup_rpc::Client::new(cluster.node_addr(n).await.to_string());
+        if let Ok(Response::Stats(stats)) = client.call(Request::Stats, Duration::from_secs(2)).await {
+            sum += figure(&stats);
+        }
+    }
+    sum
+}
+
+/// A node down for `down` under a load at `level`, then back once the load
+/// has stopped, with no client reads: how long from its start until its
+/// partitions converge.
+async fn down_then_converge(cluster: &TestCluster, spec: LoadSpec, down: Duration) -> (Arc<Mutex<Ledger>>, Duration) {
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let load = Load::start(cluster.http(), &cluster.layout.router_url(), spec, &ledger);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.kill_node(3).await;
+    tokio::time::sleep(down).await;
+    // The load stops first: its writes would otherwise rewrite every record
+    // on node 3 directly.
+    load.stop().await;
+    let back = Instant::now();
+    cluster.start_node(3).await;
+    wait_converged(cluster, Duration::from_secs(120)).await;
+    (ledger, back.elapsed())
+}
+
+/// Waits until no node holds hints; returns how long that took.
+async fn wait_hints_replayed(cluster: &TestCluster) -> Duration {
+    let started = Instant::now();
+    loop {
+        let pending = total(cluster, |s| s.healing.hints_pending.iter().map(|(_, b)| b).sum()).await;
+        if pending == 0 {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "{pending} bytes of hints still pending");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hints_bring_a_node_back_up_to_date_without_reads() {
+    let _serial = SERIAL.lock().await;
+    // Anti-entropy off: what converges the copies here is the hints.
+    let cluster = TestCluster::start_with(3, Some(PARTITIONS), &["--anti-entropy-mib-per-sec", "0"]).await;
+    let (ledger, converged) = down_then_converge(&cluster, SPEC, Duration::from_secs(20)).await;
+    wait_hints_replayed(&cluster).await;
+    let stored = total(&cluster, |s| s.healing.hints_stored).await;
+    let replayed = total(&cluster, |s| s.healing.hints_replayed).await;
+    let (acked_writes, failures) = counts(&ledger).await;
+    let acked = ledger.lock().await.acked.clone();
+    let lost = lost_records(cluster.http(), &cluster.layout.router_url(), &acked, "all").await;
+    println!(
+        "hints: node 3 down 20 s under load; {acked_writes} record writes acknowledged, {failures} QUORUM write \
+         failures; {stored} hints kept, {replayed} replayed; every partition's replicas equal {:.1} s after it was \
+         started again, with no reads; {} lost",
+        converged.as_secs_f64(),
+        lost.len()
+    );
+    assert!(replayed > 0 && replayed == stored, "every hint kept was replayed: {replayed} of {stored}");
+    assert!(lost.is_empty(), "acknowledged records lost:\n{}", lost.join("\n"));
+    assert!(cluster.stop_all().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anti_entropy_alone_brings_a_node_back_up_to_date_without_reads() {
+    let _serial = SERIAL.lock().await;
+    // Hints off: what converges the copies here is anti-entropy.
+    let args = ["--max-hint-mib", "0", "--anti-entropy-interval-secs", "1"];
+    let cluster = TestCluster::start_with(3, Some(PARTITIONS), &args).await;
+    let spec = LoadSpec { level: "one", ..SPEC };
+    let (ledger, converged) = down_then_converge(&cluster, spec, Duration::from_secs(5)).await;
+    let stored = total(&cluster, |s| s.healing.hints_stored).await;
+    let pulled = total(&cluster, |s| s.healing.pulled).await;
+    let (acked_writes, failures) = counts(&ledger).await;
+    let acked = ledger.lock().await.acked.clone();
+    let lost = lost_records(cluster.http(), &cluster.layout.router_url(), &acked, "all").await;
+    println!(
+        "anti-entropy alone: node 3 cut off 5 s under writes at ONE; {acked_writes} record writes acknowledged, \
+         {failures} failures; {stored} hints kept; {pulled} records pulled; every partition's replicas equal \
+         {:.1} s after it was started again, with no reads; {} lost",
+        converged.as_secs_f64(),
+        lost.len()
+    );
+    assert_eq!(stored, 0, "hints are off");
+    assert!(pulled > 0, "anti-entropy pulled what node 3 missed");
+    assert!(lost.is_empty(), "acknowledged records lost:\n{}", lost.join("\n"));
+    assert!(cluster.stop_all().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_stay_deleted_when_a_replica_that_missed_them_returns_after_the_grace() {
+    let _serial = SERIAL.lock().await;
+    // Hints off, so that node 3 comes back holding the deleted values; a
+    // grace of 2 s, long past when it returns.
+    let args = ["--max-hint-mib", "0", "--anti-entropy-interval-secs", "1", "--tombstone-grace-secs", "2"];
+    let cluster = TestCluster::start_with(3, Some(PARTITIONS), &args).await;
+    let ids: Vec<String> = (0..400).map(|i| format!("r{i:04}")).collect();
+    for chunk in ids.chunks(100) {
+        let records: Vec<Value> = chunk.iter().map(|id| serde_json::json!({"id": id, "n": 1})).collect();
+        let (status, _) = cluster.post_json("/v1/shops/del-shop/sales", &Value::Array(records)).await;
+        assert_eq!(status, 200);
+    }
+    wait_converged(&cluster, Duration::from_secs(60)).await;
+    cluster.kill_node(3).await;
+    let deleted: Vec<&String> = ids.iter().step_by(2).collect();
+    for id in &deleted {
+        let url = cluster.url(&format!("/v1/shops/del-shop/sales/{id}"));
+        let status = cluster.http().delete(url).send().await.expect("DELETE").status();
+        assert_eq!(status, 204, "delete {id}");
+    }
+    // Past the grace on nodes 1 and 2 while node 3 is away.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let dropped_while_away = total(&cluster, |s| s.healing.tombstones_dropped).await;
+    cluster.start_node(3).await;
+    cluster.wait_node_live(3).await;
+    let converged = wait_converged(&cluster, Duration::from_secs(60)).await;
+    // Long enough for every node to agree and then drop the tombstones.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut dropped = 0;
+    while Instant::now() < deadline {
+        dropped = total(&cluster, |s| s.healing.tombstones_dropped).await;
+        if dropped >= 3 * deleted.len() as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let mut back = Vec::new();
+    for id in &ids {
+        let (status, body) = cluster.get(&format!("/v1/shops/del-shop/sales/{id}?consistency=all")).await;
+        let expected = if deleted.contains(&id) { 404 } else { 200 };
+        if status.as_u16() != expected {
+            back.push(format!("{id}: {status} {body}"));
+        }
+    }
+    println!(
+        "deletes: {} of {} records deleted while node 3 was down; {dropped_while_away} tombstones dropped while it \
+         was away; copies equal {:.1} s after it returned; {dropped} tombstones dropped after; {} records wrong",
+        deleted.len(),
+        ids.len(),
+        converged.as_secs_f64(),
+        back.len()
+    );
+    assert_eq!(dropped_while_away, 0, "no tombstone may go while a replica that lacks it is away");
+    assert!(back.is_empty(), "deleted records came back, or kept ones went:\n{}", back.join("\n"));
+    assert_eq!(dropped, 3 * deleted.len() as u64, "every replica dropped every tombstone once safe");
+    assert!(cluster.stop_all().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_stamped_too_far_ahead_is_refused() {
+    let _serial = SERIAL.lock().await;
+    let cluster = TestCluster::start_sized(3, Some(PARTITIONS)).await;
+    let map = cluster.map_from(&[1]).await;
+    let partition = map.partition_of("skew-shop");
+    let node = map.replicas(partition)[0] as usize;
+    let client = ringup_rpc::Client::new(cluster.node_addr(node).await.to_string());
+    let write = |ahead_ms: u64| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+        let version = ringup_proto::value::Version { hlc: (now + ahead_ms) << 16, origin: 9 };
+        let value = ringup_proto::value::StoredRecord::tombstone(version, 0).encode();
+        let target = ringup_proto::rpc::CollectionRef {
+            epoch: map.epoch,
+            partition,
+            shop: "skew-shop".into(),
+            collection: "sales".into(),
+        };
+        Request::Write { target, records: vec![("r".into(), serde_bytes::ByteBuf::from(value))] }
+    };
+    let far = client.call(write(60_000), Duration::from_secs(5)).await;
+    let near = client.call(write(1_000), Duration::from_secs(5)).await;
+    let refusals = total(&cluster, |s| s.clock_skew_refusals).await;
+    println!("clock skew: a version 60 s ahead answered {far:?}; 1 s ahead answered {near:?}; {refusals} refusals");
+    assert!(
+        matches!(far, Ok(Response::Error(ringup_proto::rpc::RpcError::ClockAhead { max_ms: 5_000, .. }))),
+        "{far:?}"
+    );
+    assert!(matches!(near, Ok(Response::Written)), "{near:?}");
+    assert_eq!(refusals, 1);
+    assert!(cluster.stop_all().await.is_empty());
+}

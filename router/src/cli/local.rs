@@ -64,6 +64,8 @@ pub struct Layout {
     pub router: SocketAddr,
     /// The ring size of a fresh cluster; the nodes' default when none.
     pub partitions: Option<u32>,
+    /// More flags for every node.
+    pub node_args: Vec<String>,
 }
 
 impl Layout {
@@ -94,6 +96,7 @@ impl Layout {
         if let Some(partitions) = self.partitions {
             cmd.arg("--partitions").arg(partitions.to_string());
         }
+        cmd.args(&self.node_args);
         cmd
     }
 
@@ -103,6 +106,7 @@ impl Layout {
         let mut cmd = Command::new(self.bin_dir.join("ringup-node"));
         cmd.arg("--listen").arg(addr.to_string());
         cmd.arg("--data-dir").arg(self.dir.join(format!("node-{name}")));
+        cmd.args(&self.node_args);
         cmd
     }
 
@@ -219,6 +223,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         },
         nodes: (0..args.nodes).map(|i| SocketAddr::from(([127, 0, 0, 1], args.base_port + i as u16))).collect(),
         router: args.router_listen,
+        node_args: Vec::new(),
         partitions: None,
     };
     let mut nodes = (1..=args.nodes)
