@@ -172,6 +172,34 @@ impl DockerCluster {
         self.on(service, &["network", "connect", "--alias", service, &self.network]).await;
     }
 
+    /// Wipes `service`'s disk: stops and removes its container, deletes
+    /// its volume, and creates it again, empty, with the same name and id.
+    pub async fn wipe(&self, service: &str) {
+        self.compose_run(&["rm", "--stop", "--force", service]).await;
+        docker(&["volume", "rm", &format!("{PROJECT}_{service}-data")]).await;
+        self.compose_run(&["up", "-d", "--no-deps", service]).await;
+    }
+
+    /// Waits until the router shows no refill of `service` (`nodeN`).
+    pub async fn wait_refilled(&self, service: &str) -> Duration {
+        let id: u64 = service.trim_start_matches("node").parse().expect("services are named nodeN");
+        let start = Instant::now();
+        loop {
+            let url = format!("{}/v1/cluster", self.router_url);
+            let cluster: Value = match self.http.get(&url).send().await {
+                Ok(response) => response.json().await.unwrap_or_default(),
+                Err(_) => Value::Null,
+            };
+            let nodes = cluster["nodes"].as_array().cloned().unwrap_or_default();
+            if nodes.iter().any(|n| n["id"] == id && n["live"] == true && n["refill"].is_null()) {
+                return start.elapsed();
+            }
+            assert!(start.elapsed() < UP_TIMEOUT, "{service} is still refilling:
+{}", self.logs().await);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Waits until `service` answers pings with its map, straight at its
     /// container address; returns how long that took.
     pub async fn wait_serving(&self, service: &str) -> Duration {

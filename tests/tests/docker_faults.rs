@@ -1,8 +1,10 @@
 //! Faults across real containers: the cluster from `docker-compose.yml`
 //! (three node containers and a router) takes QUORUM batches from 100 shops
 //! while, in turn, a node container is SIGKILLed, cut off the network,
-//! frozen, and all three are restarted one at a time. After each fault
-//! every acknowledged record is read back at ALL with its newest value.
+//! frozen, all three are restarted one at a time, and one node's volume is
+//! deleted (it comes back empty and is refilled from its peers). After
+//! each fault every acknowledged record is read back at ALL with its
+//! newest value.
 //!
 //! With one node out at a time, no QUORUM write may fail and no
 //! acknowledged write may be lost. Without a Docker daemon the test says
@@ -31,6 +33,8 @@ enum Fault {
     Disconnect(&'static str),
     Pause(&'static str),
     RollingRestart,
+    /// Stop, delete the volume, start again empty.
+    Wipe(&'static str),
 }
 
 /// What one fault cost.
@@ -93,6 +97,11 @@ async fn apply(cluster: &DockerCluster, fault: Fault) -> Vec<(&'static str, Dura
             cluster.unpause(node).await;
             vec![back(node).await]
         }
+        Fault::Wipe(node) => {
+            cluster.wipe(node).await;
+            // Served again once refilled from its peers.
+            vec![(node, cluster.wait_refilled(node).await)]
+        }
         Fault::RollingRestart => {
             let mut times = Vec::new();
             for node in ["node1", "node2", "node3"] {
@@ -126,6 +135,7 @@ async fn phase(cluster: &DockerCluster, http: &reqwest::Client, ledger: &Arc<Mut
         Fault::Disconnect(n) => format!("network disconnect {n}, reconnect"),
         Fault::Pause(n) => format!("docker pause {n}, unpause"),
         Fault::RollingRestart => "rolling restart node1..node3".to_string(),
+        Fault::Wipe(n) => format!("wipe {n}'s volume, start it empty"),
     };
     Report {
         fault,
@@ -146,7 +156,13 @@ async fn faults_across_containers_lose_no_acknowledged_write() {
     let cluster = DockerCluster::up(&ringup_tests::bin_dir()).await;
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("http client");
     let ledger = Arc::new(Mutex::new(Ledger::default()));
-    let faults = [Fault::Kill("node1"), Fault::Disconnect("node2"), Fault::Pause("node3"), Fault::RollingRestart];
+    let faults = [
+        Fault::Kill("node1"),
+        Fault::Disconnect("node2"),
+        Fault::Pause("node3"),
+        Fault::RollingRestart,
+        Fault::Wipe("node2"),
+    ];
     let mut reports = Vec::new();
     for fault in faults {
         let report = phase(&cluster, &http, &ledger, fault).await;
