@@ -153,7 +153,8 @@ impl Hints {
                 if *stop.borrow() {
                     return;
                 }
-                if self.answers(replica).await {
+                // A removed member's hints are dropped, unsent.
+                if self.node.map.borrow().is_gone(replica) || self.answers(replica).await {
                     self.replay(replica).await;
                 }
             }

@@ -65,6 +65,14 @@ pub struct RepairStatus {
     pub bytes: u64,
     /// Tombstones dropped.
     pub tombstones_dropped: u64,
+    /// Partitions the node serves and compares.
+    pub held: u64,
+    /// Of those, how many no comparison with every replica agreeing has
+    /// covered since the node started.
+    pub unagreed: u64,
+    /// The oldest start of the last agreeing comparison over those that
+    /// had one (wall-clock ms).
+    pub oldest_agreement_ms: Option<u64>,
 }
 
 /// The node's anti-entropy.
@@ -84,9 +92,16 @@ impl Repairer {
         Self { node, settings, agreed: Mutex::default(), status: Mutex::default() }
     }
 
-    /// What it has done so far.
+    /// What it has done so far, and how the partitions it serves stand.
     pub fn status(&self) -> RepairStatus {
-        self.status.lock().expect("status poisoned").clone()
+        let mut status = self.status.lock().expect("status poisoned").clone();
+        let held = self.held();
+        let agreed = self.agreed.lock().expect("agreed poisoned");
+        let since: Vec<Option<u64>> = held.iter().map(|p| agreed.get(p).copied()).collect();
+        status.held = held.len() as u64;
+        status.unagreed = since.iter().filter(|s| s.is_none()).count() as u64;
+        status.oldest_agreement_ms = since.into_iter().flatten().min();
+        status
     }
 
     /// Runs passes until `stop` is raised.

@@ -229,6 +229,9 @@ impl Service {
             pulled: repair.pulled,
             bytes: repair.bytes,
             tombstones_dropped: repair.tombstones_dropped,
+            partitions_held: repair.held,
+            partitions_unagreed: repair.unagreed,
+            oldest_agreement_ms: repair.oldest_agreement_ms,
         }
     }
 

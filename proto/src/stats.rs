@@ -63,6 +63,14 @@ pub struct HealingStats {
     pub bytes: u64,
     /// Tombstones dropped after their grace.
     pub tombstones_dropped: u64,
+    /// Partitions the node serves and compares.
+    pub partitions_held: u64,
+    /// Of those, how many no comparison in which every replica agreed has
+    /// covered since the node started.
+    pub partitions_unagreed: u64,
+    /// When the oldest of the last agreeing comparisons of the others
+    /// started, in wall-clock ms.
+    pub oldest_agreement_ms: Option<u64>,
 }
 
 /// RocksDB's figures, from its properties and statistics.

@@ -360,12 +360,7 @@ impl Coordinator {
             let sets = Sets::of(&map, target.partition, mode);
             let replicas = sets.order.clone();
             match self.round(&map, &sets, level, mode, &body).await {
-                Round::Met(answers, tail) => {
-                    if let Some(tail) = tail {
-                        tokio::spawn(self.hint_missed(map.clone(), body.clone(), &answers, tail));
-                    }
-                    return Ok(Routed { target, replicas, answers });
-                }
+                Round::Met(answers) => return Ok(Routed { target, replicas, answers }),
                 Round::Failed { stale: Some((node, epoch)), .. } if attempt < EPOCH_RETRIES => {
                     if let Some(client) = self.view.client(&map, node) {
                         self.view.refresh_from(&client, epoch, self.timeout).await;
@@ -383,40 +378,14 @@ impl Coordinator {
         }
     }
 
-    /// Once a write's calls have all ended, has a replica that took it keep
-    /// a hint for each replica that missed it (see
-    /// [`ringup_proto::heal::hint_plan`]).
-    fn hint_missed(
-        &self,
-        map: Arc<ClusterMap>,
-        body: Body,
-        answers: &[(NodeId, Response)],
-        tail: tokio::task::JoinHandle<Vec<NodeId>>,
-    ) -> impl Future<Output = ()> + Send + 'static {
+    /// What a write's last calls need to have its misses hinted once they
+    /// end: the replica that keeps the hints, and the write.
+    fn hinter(&self, map: &ClusterMap, body: &Body, answers: &[(NodeId, Response)]) -> Hinter {
         let took: Vec<NodeId> =
             answers.iter().filter(|(_, r)| matches!(r, Response::Written)).map(|(n, _)| *n).collect();
-        let (view, timeout, counters) = (self.view.clone(), self.timeout, self.counters.clone());
-        async move {
-            let missed = tail.await.unwrap_or_default();
-            let Some((holder, for_nodes)) = heal::hint_plan(&took, &missed) else { return };
-            let Ok(Request::Write { target, records }) = ringup_proto::frame::from_bytes::<Request>(body.bytes())
-            else {
-                return;
-            };
-            let Some(client) = view.client(&map, holder) else { return };
-            for for_node in for_nodes.into_iter().filter(|n| !map.is_gone(*n)) {
-                let hint = Request::Hint { for_node, target: target.clone(), records: records.clone() };
-                let outcome = match client.call(hint, timeout).await {
-                    Ok(Response::Written) => HintOutcome::Kept,
-                    Ok(Response::Error(RpcError::HintsFull { .. })) => HintOutcome::Refused,
-                    other => {
-                        tracing::debug!(holder, for_node, answer = ?other, "a hint was not kept");
-                        HintOutcome::Failed
-                    }
-                };
-                counters.hint(outcome);
-            }
-        }
+        let holder = took.first().and_then(|n| Some((*n, self.view.client(map, *n)?)));
+        let gone = map.members.keys().copied().filter(|n| map.is_gone(*n)).collect();
+        Hinter { took, gone, holder, body: body.clone(), timeout: self.timeout, counters: self.counters.clone() }
     }
 
     /// The current map and where the shop's collection lies under it.
@@ -481,27 +450,30 @@ impl Coordinator {
                     fanout.on(event)
                 }
                 Step::Met => {
-                    let tail = match mode {
+                    match mode {
                         // The slower replicas still get the write; those
                         // that miss it are hinted.
-                        Mode::All => Some(tokio::spawn(async move {
-                            while let Some((node, answer)) = calls.next().await {
-                                if !matches!(answer, Ok(Response::Written)) {
-                                    missed.push(node);
+                        Mode::All if !calls.is_empty() || !missed.is_empty() => {
+                            let hinter = self.hinter(map, body, &answers);
+                            tokio::spawn(async move {
+                                while let Some((node, answer)) = calls.next().await {
+                                    if !matches!(answer, Ok(Response::Written)) {
+                                        missed.push(node);
+                                    }
                                 }
-                            }
-                            missed
-                        })),
+                                hinter.hint(&missed).await;
+                            });
+                        }
+                        Mode::All => {}
                         // A read drops the calls it no longer needs; their
                         // replicas took at least this long.
                         Mode::Needed => {
                             for node in fanout.outstanding() {
                                 self.latencies.answered(node, started.elapsed());
                             }
-                            None
                         }
-                    };
-                    return Round::Met(answers, tail);
+                    }
+                    return Round::Met(answers);
                 }
                 Step::Failed { acked, stale } => return Round::Failed { acked, stale },
             };
@@ -599,6 +571,42 @@ impl Sets {
     }
 }
 
+/// Hints the replicas a write missed, once its calls have all ended: the
+/// first replica that took it keeps them (see
+/// [`ringup_proto::heal::hint_plan`]).
+struct Hinter {
+    took: Vec<NodeId>,
+    /// Removed members: no hint is kept for them.
+    gone: Vec<NodeId>,
+    holder: Option<(NodeId, Arc<ringup_rpc::Client>)>,
+    body: Body,
+    timeout: Duration,
+    counters: CoordinatorCounters,
+}
+
+impl Hinter {
+    async fn hint(self, missed: &[NodeId]) {
+        let Some((holder, for_nodes)) = heal::hint_plan(&self.took, missed) else { return };
+        let Some((_, client)) = self.holder.filter(|(h, _)| *h == holder) else { return };
+        let Ok(Request::Write { target, records }) = ringup_proto::frame::from_bytes::<Request>(self.body.bytes())
+        else {
+            return;
+        };
+        for for_node in for_nodes.into_iter().filter(|n| !self.gone.contains(n)) {
+            let hint = Request::Hint { for_node, target: target.clone(), records: records.clone() };
+            let outcome = match client.call(hint, self.timeout).await {
+                Ok(Response::Written) => HintOutcome::Kept,
+                Ok(Response::Error(RpcError::HintsFull { .. })) => HintOutcome::Refused,
+                other => {
+                    tracing::debug!(holder, for_node, answer = ?other, "a hint was not kept");
+                    HintOutcome::Failed
+                }
+            };
+            self.counters.hint(outcome);
+        }
+    }
+}
+
 /// Why one read failed.
 enum Read {
     /// Its repairs fell short because a replica knows a newer epoch: read
@@ -633,9 +641,9 @@ struct Routed {
 
 /// The end of one round.
 enum Round {
-    /// Enough replicas answered; for a write, the calls still out end in
-    /// the background, naming every replica that missed it.
-    Met(Vec<(NodeId, Response)>, Option<tokio::task::JoinHandle<Vec<NodeId>>>),
+    /// Enough replicas answered (a write's calls still out end in the
+    /// background, and its misses are hinted).
+    Met(Vec<(NodeId, Response)>),
     /// Too few answered; a replica may know a newer map.
     Failed { acked: usize, stale: Option<(NodeId, u64)> },
 }

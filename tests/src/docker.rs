@@ -194,8 +194,12 @@ impl DockerCluster {
             if nodes.iter().any(|n| n["id"] == id && n["live"] == true && n["refill"].is_null()) {
                 return start.elapsed();
             }
-            assert!(start.elapsed() < UP_TIMEOUT, "{service} is still refilling:
-{}", self.logs().await);
+            assert!(
+                start.elapsed() < UP_TIMEOUT,
+                "{service} is still refilling:
+{}",
+                self.logs().await
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

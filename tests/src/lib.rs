@@ -165,6 +165,21 @@ impl TestCluster {
         }
     }
 
+    /// Waits until node `id` itself answers pings with its map: unlike the
+    /// router's liveness, which may still be from before a restart.
+    pub async fn wait_node_serving(&self, id: usize) {
+        let client = ringup_rpc::Client::new(self.node_addr(id).await.to_string());
+        let deadline = std::time::Instant::now() + READY_TIMEOUT;
+        loop {
+            let answer = client.call(ringup_proto::rpc::Request::Ping, Duration::from_secs(1)).await;
+            if matches!(answer, Ok(ringup_proto::rpc::Response::Pong { epoch, .. }) if epoch > 0) {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "node {id} does not serve:\n{}", self.logs().await);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Stops node `id` with SIGTERM and starts it again on a new port, with
     /// the same data; returns the new address.
     pub async fn move_node(&self, id: usize) -> SocketAddr {

@@ -125,7 +125,7 @@ const FAMILIES: [(&str, &str); 13] = [
 ];
 
 /// The nodes' families the OpenAPI file lists, with their types.
-const NODE_FAMILIES: [(&str, &str); 36] = [
+const NODE_FAMILIES: [(&str, &str); 38] = [
     ("up", "gauge"),
     ("raft_term", "gauge"),
     ("raft_leader", "gauge"),
@@ -142,6 +142,8 @@ const NODE_FAMILIES: [(&str, &str); 36] = [
     ("anti_entropy_read_bytes", "counter"),
     ("anti_entropy_pass_done_partitions", "gauge"),
     ("anti_entropy_pass_partitions", "gauge"),
+    ("anti_entropy_partitions", "gauge"),
+    ("anti_entropy_unagreed_partitions", "gauge"),
     ("anti_entropy_last_pass_age_seconds", "gauge"),
     ("tombstones_dropped", "counter"),
     ("write_batches", "counter"),

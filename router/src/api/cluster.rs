@@ -126,7 +126,7 @@ pub async fn show(state: State) -> Result<Json<Value>, ApiError> {
 
 /// A node's hints and anti-entropy, as it reported them.
 fn healing(h: &HealingStats) -> Value {
-    let age = h.last_pass_ms.map(|at| (now_ms() as u64).saturating_sub(at) as f64 / 1000.0);
+    let age_of = |at: u64| ((now_ms() as u64).saturating_sub(at) as f64 / 100.0).round() / 10.0;
     json!({
         "hints_pending_bytes": h.hints_pending.iter().map(|(n, b)| (n.to_string(), *b)).collect::<BTreeMap<_, _>>(),
         "hints_stored": h.hints_stored,
@@ -134,7 +134,10 @@ fn healing(h: &HealingStats) -> Value {
         "hints_replayed": h.hints_replayed,
         "anti_entropy": {
             "passes": h.passes,
-            "last_pass_age_seconds": age.map(|a| (a * 10.0).round() / 10.0),
+            "last_pass_age_seconds": h.last_pass_ms.map(age_of),
+            "partitions_held": h.partitions_held,
+            "partitions_unagreed": h.partitions_unagreed,
+            "oldest_agreement_age_seconds": h.oldest_agreement_ms.map(age_of),
             "pass_partitions_done": h.pass_done,
             "pass_partitions_total": h.pass_total,
             "records_pulled": h.pulled,

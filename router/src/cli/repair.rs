@@ -1,6 +1,7 @@
 //! `ringup repair status`: per node, the hints it holds for other replicas,
-//! how long ago its last anti-entropy pass ended, and its refill after a
-//! wiped disk, from `GET /v1/cluster`.
+//! how long ago its last anti-entropy pass ended, how many partitions no
+//! comparison with every replica agreeing has covered yet, and its refill
+//! after a wiped disk, from `GET /v1/cluster`.
 
 use clap::{Args, Subcommand};
 use serde_json::Value;
@@ -67,6 +68,8 @@ pub fn render(cluster: &Value) -> String {
         };
         let age = ae["last_pass_age_seconds"].as_f64().map_or("never".into(), |s| format!("{s:.1} s"));
         let pass = format!("{}/{}", ae["pass_partitions_done"], ae["pass_partitions_total"]);
+        // Partitions no comparison with every replica agreeing has covered.
+        let unchecked = format!("{}/{}", ae["partitions_unagreed"], ae["partitions_held"]);
         let refill = match &node["refill"] {
             Value::Null => "no".to_string(),
             r => format!(
@@ -77,13 +80,14 @@ pub fn render(cluster: &Value) -> String {
             ),
         };
         out.push_str(&format!(
-            "{:<6} {:<5} {:<28} {:>8} {:>14} {:>12}  {}\n",
+            "{:<6} {:<5} {:<28} {:>8} {:>14} {:>12} {:>12}  {}\n",
             node["id"].to_string(),
             if node["live"].as_bool() == Some(true) { "yes" } else { "no" },
             hints,
             ae["passes"].as_u64().map_or("?".into(), |p| p.to_string()),
             age,
             pass,
+            unchecked,
             refill
         ));
     }
@@ -108,8 +112,8 @@ mod tests {
         let cluster = json!({"nodes": [
             {"id": 1, "state": "up", "live": true, "refill": null, "healing": {
                 "hints_pending_bytes": {"3": 2048},
-                "anti_entropy": {"passes": 4, "last_pass_age_seconds": 2.5,
-                    "pass_partitions_done": 10, "pass_partitions_total": 768}}},
+                "anti_entropy": {"passes": 4, "last_pass_age_seconds": 2.5, "partitions_unagreed": 2,
+                    "partitions_held": 768, "pass_partitions_done": 10, "pass_partitions_total": 768}}},
             {"id": 3, "state": "up", "live": true, "healing": {
                 "hints_pending_bytes": {},
                 "anti_entropy": {"passes": 0, "last_pass_age_seconds": null,
@@ -121,6 +125,7 @@ mod tests {
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 3, "a header and the two members not removed:\n{table}");
         assert!(lines[1].contains("3:2.0 KiB") && lines[1].contains("2.5 s") && lines[1].contains("10/768"));
+        assert!(lines[1].contains("2/768"), "two partitions not yet checked with every replica agreeing");
         assert!(lines[2].contains("none") && lines[2].contains("never"));
         assert!(lines[2].contains("5 of 768 partitions left, 3.0 MiB copied"));
     }

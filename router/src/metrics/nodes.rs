@@ -59,8 +59,16 @@ fn counters() -> [(&'static str, &'static str, Read); 20] {
 }
 
 /// The gauges: name, help, figure.
-fn gauges() -> [(&'static str, &'static str, Read); 12] {
+fn gauges() -> [(&'static str, &'static str, Read); 14] {
     [
+        ("anti_entropy_partitions", "Partitions the node serves and anti-entropy compares", |s| {
+            s.healing.partitions_held
+        }),
+        (
+            "anti_entropy_unagreed_partitions",
+            "Of those, how many no comparison with every replica agreeing covered yet",
+            |s| s.healing.partitions_unagreed,
+        ),
         ("anti_entropy_pass_done_partitions", "Partitions compared in the anti-entropy pass in flight", |s| {
             s.healing.pass_done
         }),
