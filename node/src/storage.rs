@@ -338,7 +338,7 @@ impl Storage {
     /// Every hint's key and size, to count them at start.
     pub fn hint_sizes(&self) -> Result<Vec<(Vec<u8>, usize)>, StorageError> {
         let mut out = Vec::new();
-        self.for_each_in(CF_HINTS, (Vec::new(), vec![0xFF; 9]), |key, value| {
+        self.for_each_in(CF_HINTS, (Vec::new(), vec![0xFF; 17]), |key, value| {
             out.push((key.to_vec(), value.len()));
             Ok(true)
         })?;

@@ -180,28 +180,12 @@ impl DockerCluster {
         self.compose_run(&["up", "-d", "--no-deps", service]).await;
     }
 
-    /// Waits until the router shows no refill of `service` (`nodeN`).
+    /// Waits until the router shows `service` (`nodeN`) live with no refill
+    /// left; returns how long that took.
     pub async fn wait_refilled(&self, service: &str) -> Duration {
-        let id: u64 = service.trim_start_matches("node").parse().expect("services are named nodeN");
         let start = Instant::now();
-        loop {
-            let url = format!("{}/v1/cluster", self.router_url);
-            let cluster: Value = match self.http.get(&url).send().await {
-                Ok(response) => response.json().await.unwrap_or_default(),
-                Err(_) => Value::Null,
-            };
-            let nodes = cluster["nodes"].as_array().cloned().unwrap_or_default();
-            if nodes.iter().any(|n| n["id"] == id && n["live"] == true && n["refill"].is_null()) {
-                return start.elapsed();
-            }
-            assert!(
-                start.elapsed() < UP_TIMEOUT,
-                "{service} is still refilling:
-{}",
-                self.logs().await
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.wait_router_shows(service, "live and refilled", |n| n["live"] == true && n["refill"].is_null()).await;
+        start.elapsed()
     }
 
     /// Waits until `service` answers pings with its map, straight at its
@@ -232,6 +216,13 @@ impl DockerCluster {
     }
 
     async fn wait_router_sees(&self, service: &str, live: bool) {
+        let seen = if live { "live" } else { "out" };
+        self.wait_router_shows(service, seen, |n| n["live"] == live).await;
+    }
+
+    /// Waits until `GET /v1/cluster` shows `service` (`nodeN`) as `shows`
+    /// says; `what` names it for the failure message.
+    async fn wait_router_shows(&self, service: &str, what: &str, shows: impl Fn(&Value) -> bool) {
         let id: u64 = service.trim_start_matches("node").parse().expect("services are named nodeN");
         let start = Instant::now();
         loop {
@@ -241,11 +232,10 @@ impl DockerCluster {
                 Err(_) => Value::Null,
             };
             let nodes = cluster["nodes"].as_array().cloned().unwrap_or_default();
-            if nodes.iter().any(|n| n["id"] == id && n["live"] == live) {
+            if nodes.iter().any(|n| n["id"] == id && shows(n)) {
                 return;
             }
-            let seen = if live { "live" } else { "out" };
-            assert!(start.elapsed() < UP_TIMEOUT, "the router does not see {service} {seen}:\n{}", self.logs().await);
+            assert!(start.elapsed() < UP_TIMEOUT, "the router does not see {service} {what}:\n{}", self.logs().await);
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

@@ -51,8 +51,8 @@ pub async fn run(args: RepairArgs) -> anyhow::Result<()> {
 /// The healing of every node as a table.
 pub fn render(cluster: &Value) -> String {
     let mut out = format!(
-        "{:<6} {:<5} {:<28} {:>8} {:>14} {:>12}  {}\n",
-        "NODE", "LIVE", "HINTS PENDING", "PASSES", "LAST PASS AGO", "PASS", "REFILL"
+        "{:<6} {:<5} {:<28} {:>8} {:>14} {:>12} {:>12}  {}\n",
+        "NODE", "LIVE", "HINTS PENDING", "PASSES", "LAST PASS AGO", "PASS", "UNCHECKED", "REFILL"
     );
     for node in cluster["nodes"].as_array().into_iter().flatten().filter(|n| n["state"] != "removed") {
         let healing = &node["healing"];
@@ -124,6 +124,7 @@ mod tests {
         let table = render(&cluster);
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 3, "a header and the two members not removed:\n{table}");
+        assert!(lines[0].contains("UNCHECKED") && lines[0].ends_with("REFILL"), "{}", lines[0]);
         assert!(lines[1].contains("3:2.0 KiB") && lines[1].contains("2.5 s") && lines[1].contains("10/768"));
         assert!(lines[1].contains("2/768"), "two partitions not yet checked with every replica agreeing");
         assert!(lines[2].contains("none") && lines[2].contains("never"));
