@@ -139,7 +139,7 @@ pub struct Config {
     pub max_hint_mib: u64,
 
     /// MiB of hints replayed per second.
-    #[arg(long, env = "RINGUP_HINT_REPLAY_MIB_PER_SEC", default_value_t = 16)]
+    #[arg(long, env = "RINGUP_HINT_REPLAY_MIB_PER_SEC", default_value_t = 8)]
     pub hint_replay_mib_per_sec: u64,
 
     /// MiB per second anti-entropy may scan or pull; 0 turns it off.

@@ -44,7 +44,7 @@ const REPLAY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bytes of hints read from storage at once.
 const READ_BYTES: usize = 1 << 20;
 /// Hints replayed at once.
-const IN_FLIGHT: usize = 32;
+const IN_FLIGHT: usize = 16;
 
 /// How hints are kept and replayed.
 #[derive(Debug, Clone, Copy)]

@@ -10,6 +10,7 @@
 //! write a quorum acknowledged on this node and one other is never missed.
 //! The node serves no reads of a partition until the map shows it refilled.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use ringup_proto::cluster::MapCommand;
@@ -30,16 +31,19 @@ const RETRY: Duration = Duration::from_secs(1);
 /// Copies the partitions the map says this node refills.
 pub struct Refiller {
     node: Parts,
+    /// Partitions reported refilled in the refill started at this epoch,
+    /// which the node's map may not show yet.
+    reported: (u64, BTreeSet<PartitionId>),
 }
 
 impl Refiller {
     /// The refiller of the node.
     pub fn new(node: Parts) -> Self {
-        Self { node }
+        Self { node, reported: (0, BTreeSet::new()) }
     }
 
     /// Refills whatever the map names, until `stop` is raised.
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let mut map = self.node.map.clone();
         while !*stop.borrow() {
             map.borrow_and_update();
@@ -57,18 +61,27 @@ impl Refiller {
     }
 
     /// Copies up to [`PARALLEL`] partitions and reports those copied.
-    async fn round(&self) -> Round {
+    async fn round(&mut self) -> Round {
         let (epoch, todo) = {
             let map = self.node.map.borrow();
             let Some(refill) = map.refills.get(&self.node.id) else { return Round::Idle };
-            let todo: Vec<PartitionId> =
-                refill.partitions.iter().copied().filter(|p| !map.moves.contains_key(p)).take(PARALLEL).collect();
+            if self.reported.0 != refill.epoch {
+                self.reported = (refill.epoch, BTreeSet::new());
+            }
+            let todo: Vec<PartitionId> = refill
+                .partitions
+                .iter()
+                .copied()
+                .filter(|p| !map.moves.contains_key(p) && !self.reported.1.contains(p))
+                .take(PARALLEL)
+                .collect();
             (refill.epoch, todo)
         };
         if todo.is_empty() {
             return Round::Failed;
         }
-        let copies = todo.iter().map(|p| async move { (*p, self.copy(*p, epoch).await) });
+        let this = &*self;
+        let copies = todo.iter().map(|p| async move { (*p, this.copy(*p, epoch).await) });
         let (mut done, mut copied, mut failed) = (Vec::new(), Streamed::default(), false);
         for (partition, result) in futures::future::join_all(copies).await {
             match result {
@@ -84,6 +97,7 @@ impl Refiller {
         }
         if !done.is_empty() {
             tracing::info!(partitions = ?done, bytes = copied.bytes, records = copied.records, "partitions refilled");
+            self.reported.1.extend(done.iter().copied());
             let report = MapCommand::Refilled { id: self.node.id, epoch, partitions: done, copied };
             crate::report(&self.node, report).await;
         }

@@ -102,6 +102,11 @@ impl ClusterMap {
         }
         let partitions: BTreeSet<PartitionId> =
             (0..self.ring.partitions()).filter(|p| self.write_targets(*p).contains(&id)).collect();
+        if partitions.is_empty() {
+            // It held nothing (a node just added): nothing to refill.
+            self.refills.remove(&id);
+            return Ok(());
+        }
         let refill =
             Refill { epoch: self.epoch + 1, total: partitions.len() as u32, partitions, copied: Streamed::default() };
         self.refills.insert(id, refill);
