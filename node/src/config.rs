@@ -139,11 +139,11 @@ pub struct Config {
     pub max_hint_mib: u64,
 
     /// MiB of hints replayed per second.
-    #[arg(long, env = "RINGUP_HINT_REPLAY_MIB_PER_SEC", default_value_t = 8)]
+    #[arg(long, env = "RINGUP_HINT_REPLAY_MIB_PER_SEC", default_value_t = 4)]
     pub hint_replay_mib_per_sec: u64,
 
     /// MiB per second anti-entropy may scan or pull; 0 turns it off.
-    #[arg(long, env = "RINGUP_ANTI_ENTROPY_MIB_PER_SEC", default_value_t = 8)]
+    #[arg(long, env = "RINGUP_ANTI_ENTROPY_MIB_PER_SEC", default_value_t = 4)]
     pub anti_entropy_mib_per_sec: u64,
 
     /// Seconds from one anti-entropy pass's start to the next's, at least.

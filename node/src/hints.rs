@@ -42,9 +42,9 @@ const PING_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long one replayed write may take.
 const REPLAY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bytes of hints read from storage at once.
-const READ_BYTES: usize = 1 << 20;
+const READ_BYTES: usize = 256 << 10;
 /// Hints replayed at once.
-const IN_FLIGHT: usize = 16;
+const IN_FLIGHT: usize = 8;
 
 /// How hints are kept and replayed.
 #[derive(Debug, Clone, Copy)]

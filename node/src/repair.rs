@@ -109,6 +109,12 @@ impl Repairer {
         if !self.settings.enabled {
             return;
         }
+        // Not at once: a node just started has hints replayed to it and
+        // its peers just saw it come back; the first pass waits an interval.
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(self.settings.interval) => {}
+        }
         while !*stop.borrow() {
             let started = Instant::now();
             let partitions = self.held();
