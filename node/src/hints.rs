@@ -175,8 +175,9 @@ impl Hints {
     /// are all replayed or one cannot be.
     async fn replay(&self, replica: NodeId) {
         let prefix = replica.to_be_bytes().to_vec();
+        let mut after = None;
         loop {
-            let batch = match self.node.storage.hints(prefix.clone(), READ_BYTES).await {
+            let batch = match self.node.storage.hints(prefix.clone(), after.take(), READ_BYTES).await {
                 Ok(batch) if !batch.is_empty() => batch,
                 Ok(_) => return,
                 Err(e) => {
@@ -186,6 +187,7 @@ impl Hints {
             };
             let started = Instant::now();
             let bytes: u64 = batch.iter().map(|(_, v)| v.len() as u64).sum();
+            after = batch.last().map(|(k, _)| k.clone());
             let sends = batch.into_iter().map(|(key, value)| async move {
                 let outcome = self.replay_one(replica, &value).await;
                 (key, value.len() as u64, outcome)

@@ -318,14 +318,25 @@ impl Storage {
         self.write_job(Changes { hints_done, ..Changes::default() }).await
     }
 
-    /// The hints whose keys start with `prefix`, in key order, up to about
-    /// `max_bytes`.
-    pub async fn hints(&self, prefix: Vec<u8>, max_bytes: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+    /// The hints whose keys start with `prefix`, in key order after the key
+    /// `after` (from the first when none), up to about `max_bytes`.
+    /// Starting after the last hint read skips the deletions of those
+    /// already replayed, which an iterator would otherwise step over again.
+    pub async fn hints(
+        &self,
+        prefix: Vec<u8>,
+        after: Option<Vec<u8>>,
+        max_bytes: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
         let this = self.clone();
         blocking(move || {
             let (mut out, mut bytes) = (Vec::new(), 0);
             let end = ringup_proto::keys::prefix_end(&prefix);
-            this.for_each_in(CF_HINTS, (prefix, end), |key, value| {
+            let start = after.map_or(prefix, |mut key| {
+                key.push(0);
+                key
+            });
+            this.for_each_in(CF_HINTS, (start, end), |key, value| {
                 bytes += key.len() + value.len();
                 out.push((key.to_vec(), value.to_vec()));
                 Ok(bytes < max_bytes)
