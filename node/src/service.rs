@@ -125,8 +125,8 @@ impl Service {
             }
             Request::Write { target, records } => {
                 self.check(&target, Access::Write)?;
-                verify(&records)?;
-                self.check_clock(&records)?;
+                let newest = verify(&records)?;
+                self.check_clock(newest)?;
                 Served::count(&self.served.write_batches, 1);
                 Served::count(&self.served.records_written, records.len());
                 let records =
@@ -173,10 +173,10 @@ impl Service {
 
     /// Refuses a batch with a version further ahead of this node's clock
     /// than allowed: last-writer-wins would let it win for that long.
-    fn check_clock(&self, records: &[(String, ByteBuf)]) -> Result<(), RpcError> {
+    /// `newest` is the batch's newest version clock, as [`verify`] read it.
+    fn check_clock(&self, newest: Option<u64>) -> Result<(), RpcError> {
         let now = crate::wall_ms();
-        let ahead_ms = records.iter().filter_map(|(_, v)| Header::read(v).ok()).map(|h| ahead_ms(h.version.hlc, now));
-        match ahead_ms.max() {
+        match newest.map(|hlc| ahead_ms(hlc, now)) {
             Some(ahead_ms) if ahead_ms > self.healing.max_skew_ms => {
                 Served::count(&self.served.skew_refusals, 1);
                 tracing::warn!(
@@ -319,12 +319,15 @@ fn record_key(target: &CollectionRef, id: String) -> RecordKey {
 }
 
 /// Checks every value's checksum as it enters the node, the only time
-/// the node hashes it: one corrupt value refuses the whole batch.
-fn verify(records: &[(String, ByteBuf)]) -> Result<(), RpcError> {
+/// the node hashes it: one corrupt value refuses the whole batch. Returns
+/// the newest version clock of the batch, for the clock check.
+fn verify(records: &[(String, ByteBuf)]) -> Result<Option<u64>, RpcError> {
+    let mut newest = None;
     for (id, value) in records {
-        Header::read(value).map_err(|e| RpcError::BadRequest(format!("record {id:?}: {e}")))?;
+        let header = Header::read(value).map_err(|e| RpcError::BadRequest(format!("record {id:?}: {e}")))?;
+        newest = newest.max(Some(header.version.hlc));
     }
-    Ok(())
+    Ok(newest)
 }
 
 fn storage_error(e: crate::storage::StorageError) -> RpcError {
@@ -383,7 +386,7 @@ mod tests {
         let good = StoredRecord::tombstone(Version { hlc: 1, origin: 1 }, 0).encode();
         let mut bad = good.clone();
         bad[12] ^= 0x10;
-        assert_eq!(verify(&[("a".into(), good.clone().into())]), Ok(()));
+        assert_eq!(verify(&[("a".into(), good.clone().into())]), Ok(Some(1)), "accepted, with its version");
         let refused = verify(&[("a".into(), good.into()), ("b".into(), bad.into())]);
         assert!(matches!(&refused, Err(RpcError::BadRequest(m)) if m.contains("\"b\"")), "{refused:?}");
     }
