@@ -24,7 +24,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -120,6 +120,24 @@ pub struct Coordinator {
     /// Held only to tick, never across an `.await`.
     clock: Mutex<Hlc>,
     counters: CoordinatorCounters,
+    /// Spaces out the warnings of requests that fail their level.
+    failure_log: Throttle,
+}
+
+/// Lets something through at most once per second.
+#[derive(Default)]
+struct Throttle {
+    /// When it last let something through, in ms since the epoch.
+    last_ms: AtomicU64,
+}
+
+impl Throttle {
+    /// Whether a second has passed since the last time it said yes.
+    fn due(&self) -> bool {
+        let now = now_ms() as u64;
+        let last = self.last_ms.load(Ordering::Relaxed);
+        now >= last + 1000 && self.last_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    }
 }
 
 impl Coordinator {
@@ -140,6 +158,7 @@ impl Coordinator {
             origin: rand::random(),
             clock: Mutex::new(Hlc::new()),
             counters: CoordinatorCounters::default(),
+            failure_log: Throttle::default(),
         }
     }
 
@@ -416,6 +435,8 @@ impl Coordinator {
         let mut asked_before = false;
         // Replicas that did not take a write.
         let mut missed = Vec::new();
+        // Why replicas failed, for the log when the level is not met.
+        let mut why = Vec::new();
         let mut step = fanout.start();
         loop {
             step = match step {
@@ -437,7 +458,12 @@ impl Coordinator {
                 }
                 Step::Wait => {
                     let event = tokio::select! {
-                        Some((node, answer)) = calls.next() => event(node, answer, &mut answers),
+                        Some((node, answer)) = calls.next() => {
+                            if let Some(reason) = failure(&answer) {
+                                why.push(format!("node {node}: {reason}"));
+                            }
+                            event(node, answer, &mut answers)
+                        }
                         _ = sleep_until(speculate_at) => {
                             speculate_at = None;
                             Event::Slow
@@ -475,7 +501,16 @@ impl Coordinator {
                     }
                     return Round::Met(answers);
                 }
-                Step::Failed { acked, stale } => return Round::Failed { acked, stale },
+                Step::Failed { acked, stale } => {
+                    let waited = fanout.outstanding();
+                    if !waited.is_empty() {
+                        why.push(format!("nodes {waited:?}: no answer in {:?}", started.elapsed()));
+                    }
+                    if self.failure_log.due() {
+                        tracing::warn!(?level, acked, why = why.join("; "), "a request did not meet its level");
+                    }
+                    return Round::Failed { acked, stale };
+                }
             };
         }
     }
@@ -512,6 +547,15 @@ impl Coordinator {
             }
             (node, answer)
         }
+    }
+}
+
+/// Why a replica's answer does not count, if it does not.
+fn failure(answer: &Result<Response, CallError>) -> Option<String> {
+    match answer {
+        Ok(Response::Error(e)) => Some(e.to_string()),
+        Ok(_) => None,
+        Err(e) => Some(e.to_string()),
     }
 }
 

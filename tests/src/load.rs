@@ -46,8 +46,11 @@ pub struct Ledger {
     pub batches: usize,
     /// Record writes acknowledged.
     pub acked_writes: usize,
-    /// Batches that were not acknowledged, with what came back.
+    /// Batches that were not acknowledged, with what came back (after
+    /// the retries a `503` asks for).
     pub failures: Vec<String>,
+    /// Batches sent again after a `503` with `Retry-After`.
+    pub retried: usize,
     /// Reads done after acknowledged batches.
     pub reads: usize,
     /// Reads that failed or returned less than the acknowledged value.
@@ -56,6 +59,16 @@ pub struct Ledger {
     seq: i64,
     /// Batches sent per shop, so the next batch knows which records to cover.
     rounds: BTreeMap<usize, usize>,
+}
+
+/// How many times a batch answered `503` is sent again, each after the
+/// answer's `Retry-After`.
+pub const RETRIES_AFTER_503: usize = 2;
+
+/// The wait a response's `Retry-After` (in seconds) asks for.
+fn retry_after(response: &reqwest::Response) -> Option<Duration> {
+    let secs = response.headers().get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.parse().ok()?;
+    Some(Duration::from_secs(secs))
 }
 
 /// The name of shop `i`.
@@ -120,18 +133,35 @@ async fn write_batch(http: &reqwest::Client, base: &str, spec: LoadSpec, s: usiz
         .map(|(j, id)| json!({"id": id, "v": value, "amount": j * 100 + 99, "sku": format!("SKU-{}", j % 7)}))
         .collect();
     let url = format!("{base}/v1/shops/{}/sales?consistency={}", shop(s), spec.level);
-    let outcome = match http.post(&url).json(&records).send().await {
-        Ok(response) => {
-            let status = response.status();
-            let body: Value = response.json().await.unwrap_or_default();
-            if status == 200 && body["written"] == json!(spec.batch) { Ok(()) } else { Err(format!("{status} {body}")) }
+    let mut retries = 0;
+    let outcome = loop {
+        match http.post(&url).json(&records).send().await {
+            Ok(response) => {
+                let status = response.status();
+                let retry_after = retry_after(&response);
+                let body: Value = response.json().await.unwrap_or_default();
+                if status == 200 && body["written"] == json!(spec.batch) {
+                    break Ok(());
+                }
+                // A 503 asks the client to come back: the same batch is
+                // sent again, as a shop's client would (writes are
+                // idempotent).
+                match retry_after {
+                    Some(wait) if status == 503 && retries < RETRIES_AFTER_503 => {
+                        retries += 1;
+                        tokio::time::sleep(wait).await;
+                    }
+                    _ => break Err(format!("{status} {body}")),
+                }
+            }
+            Err(e) => break Err(e.to_string()),
         }
-        Err(e) => Err(e.to_string()),
     };
     let acked = outcome.is_ok();
     {
         let mut book = ledger.lock().await;
         book.batches += 1;
+        book.retried += retries;
         match outcome {
             Ok(()) => {
                 book.acked_writes += spec.batch;
