@@ -26,6 +26,7 @@ pub mod merkle;
 pub mod migration;
 pub mod names;
 pub mod placement;
+pub mod query;
 pub mod ring;
 pub mod rpc;
 pub mod stats;

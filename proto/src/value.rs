@@ -195,6 +195,92 @@ impl Header {
     }
 }
 
+/// A field's value borrowed from an encoded record.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FieldRef<'a> {
+    /// JSON null.
+    Null,
+    /// true or false.
+    Bool(bool),
+    /// A whole number that fits in an i64.
+    Int(i64),
+    /// Any other number that fits in an f64.
+    Float(f64),
+    /// A string.
+    Str(&'a str),
+    /// An array, an object or a number that fits nothing above, as JSON text.
+    Json(&'a str),
+}
+
+/// The fields of an encoded value whose checksum was verified, borrowed
+/// from its bytes, in name order: what a report scan reads instead of
+/// decoding whole records.
+pub fn fields_ref(bytes: &[u8]) -> Result<FieldsRef<'_>, ValueError> {
+    let header = Header::parse(bytes)?;
+    Ok(FieldsRef { rest: &bytes[HEADER_LEN..bytes.len() - 4], left: header.field_count })
+}
+
+/// An iterator over the fields of an encoded value; see [`fields_ref`].
+pub struct FieldsRef<'a> {
+    rest: &'a [u8],
+    left: u32,
+}
+
+impl<'a> FieldsRef<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ValueError> {
+        if self.rest.len() < n {
+            return Err(ValueError::Truncated);
+        }
+        let (head, rest) = self.rest.split_at(n);
+        self.rest = rest;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], ValueError> {
+        Ok(self.take(N)?.try_into().expect("took N bytes"))
+    }
+
+    fn str(&mut self, len: usize) -> Result<&'a str, ValueError> {
+        std::str::from_utf8(self.take(len)?).map_err(|_| ValueError::NotUtf8)
+    }
+
+    fn next_field(&mut self) -> Result<(&'a str, FieldRef<'a>), ValueError> {
+        let name_len = u16::from_be_bytes(self.array()?) as usize;
+        let name = self.str(name_len)?;
+        let tag = u8::from_be_bytes(self.array()?);
+        let field = match tag {
+            0 => FieldRef::Null,
+            1 => FieldRef::Bool(false),
+            2 => FieldRef::Bool(true),
+            3 => FieldRef::Int(i64::from_be_bytes(self.array()?)),
+            4 => FieldRef::Float(f64::from_be_bytes(self.array()?)),
+            5 | 6 => {
+                let len = u32::from_be_bytes(self.array()?) as usize;
+                let s = self.str(len)?;
+                if tag == 5 { FieldRef::Str(s) } else { FieldRef::Json(s) }
+            }
+            other => return Err(ValueError::Unknown(other)),
+        };
+        Ok((name, field))
+    }
+}
+
+impl<'a> Iterator for FieldsRef<'a> {
+    type Item = Result<(&'a str, FieldRef<'a>), ValueError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let field = self.next_field();
+        if field.is_err() {
+            self.left = 0;
+        }
+        Some(field)
+    }
+}
+
 /// Last writer wins: the newer of two encoded values of one key.
 ///
 /// Both values passed their checksum when they entered the router or the
@@ -318,6 +404,31 @@ mod tests {
         assert_eq!(back, r);
         assert_eq!(Json::Object(back.fields_json()), fields);
         assert_eq!(back.fields.iter().find(|(k, _)| k == "amount").unwrap().1, Field::Int(12));
+    }
+
+    #[test]
+    fn borrowed_fields_are_the_decoded_fields() {
+        let r = record(1, 1, json!({"a": 1, "b": 2.5, "c": "x\u{0}y", "d": null, "e": true, "f": [1], "g": 1e300}));
+        let bytes = r.encode();
+        let borrowed: Vec<_> = fields_ref(&bytes).unwrap().map(|f| f.unwrap()).collect();
+        let expected: Vec<_> = r
+            .fields
+            .iter()
+            .map(|(name, f)| {
+                let f = match f {
+                    Field::Null => FieldRef::Null,
+                    Field::Bool(b) => FieldRef::Bool(*b),
+                    Field::Int(i) => FieldRef::Int(*i),
+                    Field::Float(x) => FieldRef::Float(*x),
+                    Field::Str(s) => FieldRef::Str(s),
+                    Field::Json(s) => FieldRef::Json(s),
+                };
+                (name.as_str(), f)
+            })
+            .collect();
+        assert_eq!(borrowed, expected);
+        assert_eq!(borrowed.len(), 7);
+        assert!(fields_ref(&bytes[..bytes.len() - 9]).and_then(|fs| fs.collect::<Result<Vec<_>, _>>()).is_err());
     }
 
     #[test]
