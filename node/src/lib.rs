@@ -23,6 +23,7 @@ pub mod hints;
 pub mod migrate;
 pub mod raft;
 pub mod refill;
+pub mod report;
 pub mod repair;
 pub mod service;
 pub mod storage;

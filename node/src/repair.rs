@@ -201,27 +201,74 @@ impl Repairer {
     /// Compares with one peer and pulls the buckets that differ; returns
     /// whether the peer agreed.
     async fn against(&self, partition: PartitionId, peer: NodeId, addr: &str, ours: &PartitionDigest) -> bool {
+        match self.pull(partition, peer, addr, ours, true).await {
+            Ok(agreed) => agreed,
+            Err(why) => {
+                tracing::debug!(partition, peer, why, "anti-entropy with a replica failed");
+                false
+            }
+        }
+    }
+
+    /// Before a report scans `partition` at a level above ONE: compares
+    /// this copy with `others` other replicas and pulls what differs, at
+    /// once (not paced). Fails unless that many replicas answered.
+    pub async fn reconcile(&self, partition: PartitionId, others: usize) -> Result<(), String> {
+        if others == 0 {
+            return Ok(());
+        }
+        let scanned =
+            self.node.storage.digest_partition(partition, |_| false).await.map_err(|e| e.to_string())?;
+        let peers: Vec<(NodeId, String)> = {
+            let map = self.node.map.borrow();
+            let replicas = map.readable(partition).into_iter().filter(|n| *n != self.node.id);
+            replicas.filter_map(|n| Some((n, map.addr(n)?.to_string()))).collect()
+        };
+        let mut answered = 0;
+        let mut failures = Vec::new();
+        for (peer, addr) in &peers {
+            if answered == others {
+                break;
+            }
+            match self.pull(partition, *peer, addr, &scanned.digest, false).await {
+                Ok(_) => answered += 1,
+                Err(why) => failures.push(format!("node {peer}: {why}")),
+            }
+        }
+        if answered < others {
+            return Err(format!(
+                "partition {partition}: {answered} of the {others} other replicas needed answered ({})",
+                failures.join("; ")
+            ));
+        }
+        Ok(())
+    }
+
+    /// Compares with one peer and pulls the buckets that differ, paced
+    /// or not; returns whether the peer agreed, or why it could not.
+    async fn pull(
+        &self,
+        partition: PartitionId,
+        peer: NodeId,
+        addr: &str,
+        ours: &PartitionDigest,
+        paced: bool,
+    ) -> Result<bool, String> {
         let client = self.node.pool.get(addr);
         let theirs = match client.call(Request::PartitionDigest { partition }, PEER_TIMEOUT).await {
             Ok(Response::Digest(digest)) => digest,
-            other => {
-                tracing::debug!(partition, peer, answer = ?other, "no digest from a replica");
-                return false;
-            }
+            other => return Err(format!("no digest: {other:?}")),
         };
         let buckets = ours.differing(&theirs);
         if buckets.is_empty() {
-            return true;
+            return Ok(true);
         }
         let mut after = None;
         loop {
             let request = Request::BucketEntries { partition, buckets: buckets.clone(), after: after.clone() };
             let (entries, done) = match client.call(request, PEER_TIMEOUT).await {
                 Ok(Response::Bucket { entries, done }) => (entries, done),
-                other => {
-                    tracing::debug!(partition, peer, answer = ?other, "a pull from a replica failed");
-                    return false;
-                }
+                other => return Err(format!("a pull failed: {other:?}")),
             };
             let bytes: u64 = entries.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
             after = entries.last().map(|(k, _)| k.to_vec());
@@ -240,19 +287,21 @@ impl Repairer {
             let records = merged.len() as u64;
             if let Err(e) = self.node.storage.merge_encoded(merged).await {
                 tracing::error!(partition, error = %e, "cannot merge what anti-entropy pulled");
-                return false;
+                return Err(format!("cannot merge what was pulled: {e}"));
             }
             self.update(|s| {
                 s.pulled += records;
                 s.bytes += bytes;
             });
-            self.pace(bytes).await;
+            if paced {
+                self.pace(bytes).await;
+            }
             if done || after.is_none() {
                 break;
             }
         }
         tracing::debug!(partition, peer, buckets = buckets.len(), "pulled differing buckets");
-        false
+        Ok(false)
     }
 
     /// Waits as long as `bytes` take at the budget.

@@ -27,6 +27,8 @@ const MAX_MAP_WAIT: Duration = Duration::from_secs(30);
 const MAX_SCAN: u32 = 10_000;
 /// The most digests one request returns.
 const MAX_DIGESTS: u32 = 100_000;
+/// The longest a report scan may run, whatever the router asks.
+const MAX_QUERY_BUDGET: Duration = Duration::from_secs(600);
 
 /// The node's healing parts the service reaches.
 pub struct Healing {
@@ -157,6 +159,18 @@ impl Service {
                 let limit = limit.min(MAX_DIGESTS) as usize;
                 let (digests, more) = self.node.storage.digest_records(range, limit).await.map_err(storage_error)?;
                 Ok(Response::Digests { digests, more })
+            }
+            Request::Query { epoch, partitions, plan, max_groups, budget_ms, reconcile } => {
+                for &partition in &partitions {
+                    let target = CollectionRef { epoch, partition, shop: String::new(), collection: plan.collection.clone() };
+                    self.check(&target, Access::Read)?;
+                }
+                for &partition in &partitions {
+                    self.healing.repair.reconcile(partition, reconcile as usize).await.map_err(RpcError::Unavailable)?;
+                }
+                Served::count(&self.served.scans, partitions.len());
+                let budget = Duration::from_millis(budget_ms).min(MAX_QUERY_BUDGET);
+                crate::report::scan(&self.node.storage, partitions, plan, max_groups, budget).await
             }
             Request::GetMap { known_epoch, wait_ms } => {
                 Ok(Response::Map(Box::new(self.map_after(known_epoch, wait_ms).await)))

@@ -22,7 +22,7 @@ use std::path::Path;
 use std::sync::{Arc, Weak};
 use std::thread;
 
-use ringup_proto::keys::{RecordKey, partition_range};
+use ringup_proto::keys::{self, RecordKey, partition_range};
 use ringup_proto::merkle::{PartitionDigest, bucket_of};
 use ringup_proto::ring::PartitionId;
 use ringup_proto::rpc::{Digest, Entry, StorageFault};
@@ -78,6 +78,17 @@ pub enum StorageError {
     /// A scratch file could not be written or read.
     #[error("scratch file: {0}")]
     Io(String),
+    /// The directory holds data in a layout this build does not read.
+    #[error(
+        "the data directory holds data format {found} and this build reads format {expected} only; \
+         start this node on an empty directory (it refills from its replicas) or run the build that wrote it"
+    )]
+    Format {
+        /// The format found.
+        found: u32,
+        /// The format this build reads and writes.
+        expected: u32,
+    },
 }
 
 impl StorageError {
@@ -88,7 +99,7 @@ impl StorageError {
             StorageError::Rocks(_) => StorageFault::Engine,
             StorageError::Corrupt { .. } => StorageFault::Corrupt,
             StorageError::Stopped => StorageFault::Stopped,
-            StorageError::Io(_) => StorageFault::Engine,
+            StorageError::Io(_) | StorageError::Format { .. } => StorageFault::Engine,
         }
     }
 }
@@ -111,6 +122,9 @@ pub enum MetaKey {
     /// The epoch the node's map must reach before it serves reads, set
     /// when the node was adopted after its data directory was wiped.
     ReadsFrom,
+    /// The data layout's version ([`keys::DATA_FORMAT`]), u32 BE; a
+    /// directory used before it was stored holds format 1.
+    DataFormat,
 }
 
 impl MetaKey {
@@ -123,6 +137,7 @@ impl MetaKey {
             MetaKey::RaftStateMachine => b"raft_state_machine",
             MetaKey::RaftSnapshot => b"raft_snapshot",
             MetaKey::ReadsFrom => b"reads_from",
+            MetaKey::DataFormat => b"data_format",
         }
     }
 }
@@ -244,7 +259,33 @@ impl Storage {
             .name("storage-writer".into())
             .spawn(move || write_loop(&thread_db, jobs, fsync))
             .expect("cannot start the storage writer thread");
-        Ok(Self { db, opts: Arc::new(db_opts), writer })
+        let storage = Self { db, opts: Arc::new(db_opts), writer };
+        storage.check_format()?;
+        Ok(storage)
+    }
+
+    /// Refuses a directory of another data format; marks a new one.
+    fn check_format(&self) -> Result<(), StorageError> {
+        let found = match self.get_meta(MetaKey::DataFormat)? {
+            Some(bytes) => u32::from_be_bytes(bytes.as_slice().try_into().map_err(|_| StorageError::Corrupt {
+                what: "data format",
+                reason: format!("{} bytes", bytes.len()),
+            })?),
+            None => {
+                let used = self.get_meta(MetaKey::NodeId)?.is_some()
+                    || self.db.iterator_cf(self.cf(CF_DATA), IteratorMode::Start).next().is_some();
+                if used {
+                    1
+                } else {
+                    self.put_meta(&[(MetaKey::DataFormat, Some(keys::DATA_FORMAT.to_be_bytes().to_vec()))])?;
+                    keys::DATA_FORMAT
+                }
+            }
+        };
+        if found != keys::DATA_FORMAT {
+            return Err(StorageError::Format { found, expected: keys::DATA_FORMAT });
+        }
+        Ok(())
     }
 
     /// The engine's size and work, from RocksDB's properties and tickers.
@@ -576,6 +617,18 @@ impl Storage {
         .await
     }
 
+    /// Calls `f` on each key and value of one collection's records within
+    /// a partition (every shop's, deleted ones included), in key order,
+    /// until it returns `false`. Blocking: for the blocking pool.
+    pub fn scan_table(
+        &self,
+        partition: PartitionId,
+        collection: &str,
+        f: impl FnMut(&[u8], &[u8]) -> Result<bool, StorageError>,
+    ) -> Result<(), StorageError> {
+        self.for_each_in(CF_DATA, keys::table_range(partition, collection), f)
+    }
+
     /// Calls `f` on each key and value of `[start, end)` in a family until it
     /// returns `false`.
     fn for_each_in(
@@ -677,7 +730,7 @@ impl Storage {
 }
 
 /// Runs blocking RocksDB work off the async executor.
-async fn blocking<T: Send + 'static>(
+pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
 ) -> Result<T, StorageError> {
     tokio::task::spawn_blocking(f).await.expect("a storage task panicked")

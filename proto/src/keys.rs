@@ -2,28 +2,37 @@
 //! encoding.
 //!
 //! ```text
-//! RecordKey:  partition (u32 BE) | shop | collection | id
+//! RecordKey:  partition (u32 BE) | collection | shop | id
 //! a string:   its bytes with 0x00 written as 0x00 0xFF, then 0x00 0x00
 //! ```
 //!
 //! Comparing two encoded keys byte by byte gives the same order as comparing
-//! the tuples `(partition, shop, collection, id)`. So one partition is one
-//! contiguous key range (the unit of streaming, deletion and repair), and one
-//! shop's collection is a contiguous range inside it, listed in `id` order.
+//! the tuples `(partition, collection, shop, id)`. So one partition is one
+//! contiguous key range (the unit of streaming, deletion and repair), one
+//! collection is a contiguous range inside it (what a report on it scans,
+//! never touching other collections), and one shop's collection is a
+//! contiguous range inside that, listed in `id` order.
+//!
+//! This is the layout of data format [`DATA_FORMAT`]; a node stores the
+//! format it writes and refuses a directory of another.
 
 use thiserror::Error;
 
 use crate::ring::PartitionId;
+
+/// The version of the on-disk data layout: 2 since a collection's records
+/// of all shops lie together (format 1 put the shop first).
+pub const DATA_FORMAT: u32 = 2;
 
 /// The key of one record in the `data` column family.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RecordKey {
     /// The shop's partition.
     pub partition: PartitionId,
-    /// The shop.
-    pub shop: String,
     /// The collection.
     pub collection: String,
+    /// The shop.
+    pub shop: String,
     /// The record's id.
     pub id: String,
 }
@@ -56,8 +65,8 @@ impl RecordKey {
     /// Decodes a key made by [`RecordKey::encode`].
     pub fn decode(bytes: &[u8]) -> Result<Self, KeyError> {
         let (partition, mut rest) = bytes.split_first_chunk::<4>().ok_or(KeyError::Truncated)?;
-        let shop = take_str(&mut rest)?;
         let collection = take_str(&mut rest)?;
+        let shop = take_str(&mut rest)?;
         let id = take_str(&mut rest)?;
         if !rest.is_empty() {
             return Err(KeyError::Trailing);
@@ -75,11 +84,38 @@ pub fn partition_range(partition: PartitionId) -> (Vec<u8>, Vec<u8>) {
 
 /// The prefix shared by every key of one shop's collection.
 pub fn collection_prefix(partition: PartitionId, shop: &str, collection: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(4 + shop.len() + collection.len() + 4);
-    out.extend_from_slice(&partition.to_be_bytes());
+    let mut out = table_prefix(partition, collection);
     put_str(&mut out, shop);
+    out
+}
+
+/// The prefix shared by every key of a collection within a partition, of
+/// every shop.
+fn table_prefix(partition: PartitionId, collection: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + collection.len() + 2 + 32);
+    out.extend_from_slice(&partition.to_be_bytes());
     put_str(&mut out, collection);
     out
+}
+
+/// The bounds `[start, end)` of the keys of a collection within a
+/// partition, of every shop: what a report scans.
+pub fn table_range(partition: PartitionId, collection: &str) -> (Vec<u8>, Vec<u8>) {
+    let start = table_prefix(partition, collection);
+    let end = prefix_end(&start);
+    (start, end)
+}
+
+/// The shop and id of a key within a collection's range: the key's bytes
+/// after the [`table_range`] prefix of `prefix_len` bytes.
+pub fn shop_and_id(key: &[u8], prefix_len: usize) -> Result<(String, String), KeyError> {
+    let mut rest = key.get(prefix_len..).ok_or(KeyError::Truncated)?;
+    let shop = take_str(&mut rest)?;
+    let id = take_str(&mut rest)?;
+    if !rest.is_empty() {
+        return Err(KeyError::Trailing);
+    }
+    Ok((shop, id))
 }
 
 /// The bounds `[start, end)` of the keys of one shop's collection whose id is
@@ -151,7 +187,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn key(partition: u32, shop: &str, collection: &str, id: &str) -> RecordKey {
-        RecordKey { partition, shop: shop.into(), collection: collection.into(), id: id.into() }
+        RecordKey { partition, collection: collection.into(), shop: shop.into(), id: id.into() }
     }
 
     fn any_key() -> impl Strategy<Value = RecordKey> {
@@ -161,7 +197,7 @@ mod tests {
     #[test]
     fn the_layout_is_as_documented() {
         let encoded = key(1, "s", "c", "a\0b").encode();
-        assert_eq!(encoded, b"\0\0\0\x01s\0\0c\0\0a\0\xffb\0\0");
+        assert_eq!(encoded, b"\0\0\0\x01c\0\0s\0\0a\0\xffb\0\0");
     }
 
     #[test]
@@ -200,6 +236,12 @@ mod tests {
             prop_assert_eq!(ps <= encoded && encoded < pe, k.partition == p);
             let (cs, ce) = collection_range(p, &shop, &coll, None);
             prop_assert_eq!(cs <= encoded && encoded < ce, k.partition == p && k.shop == shop && k.collection == coll);
+            let (ts, te) = table_range(p, &coll);
+            let in_table = ts <= encoded && encoded < te;
+            prop_assert_eq!(in_table, k.partition == p && k.collection == coll);
+            if in_table {
+                prop_assert_eq!(shop_and_id(&encoded, ts.len()), Ok((k.shop.clone(), k.id.clone())));
+            }
         }
 
         #[test]

@@ -14,6 +14,7 @@ use crate::cluster::{ClusterMap, MapCommand, MapError};
 use crate::merkle::PartitionDigest;
 use crate::migration::Streamed;
 use crate::placement::NodeId;
+use crate::query::{Partial, Plan};
 use crate::ring::PartitionId;
 use crate::stats::NodeStats;
 use crate::value::Version;
@@ -162,6 +163,24 @@ pub enum Request {
         #[serde(with = "serde_bytes")]
         after: Option<Vec<u8>>,
     },
+    /// A report's partial result over some partitions, each of which the
+    /// node must serve reads of under a map of at least `epoch`. Answered
+    /// with [`Response::QueryPart`].
+    Query {
+        /// The epoch of the coordinator's map.
+        epoch: u64,
+        /// The partitions to scan.
+        partitions: Vec<PartitionId>,
+        /// The report.
+        plan: Box<Plan>,
+        /// The most groups and distinct values the node may hold.
+        max_groups: u64,
+        /// How long the node may scan, in ms, before it gives up.
+        budget_ms: u64,
+        /// How many other replicas of each partition the node first
+        /// compares its copy with, pulling what differs (0 at ONE).
+        reconcile: u32,
+    },
     /// A message of the metadata Raft group, opaque to this crate.
     /// Answered with [`Response::Raft`].
     Raft {
@@ -194,6 +213,7 @@ impl Request {
             | Request::Hint { .. }
             | Request::PartitionDigest { .. }
             | Request::BucketEntries { .. }
+            | Request::Query { .. }
             | Request::Raft { .. } => None,
         }
     }
@@ -316,6 +336,16 @@ pub enum Response {
     },
     /// The answer to a Raft call, serialized with [`crate::frame::to_bytes`].
     Raft(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// A report's partial result over the partitions asked for, whole.
+    QueryPart {
+        /// The merged partial result of those partitions.
+        part: Box<Partial>,
+        /// Whether any of them holds any record of the collection,
+        /// deleted ones included.
+        exists: bool,
+        /// Live records read.
+        scanned: u64,
+    },
     /// The request failed.
     Error(RpcError),
 }
@@ -375,6 +405,15 @@ pub enum RpcError {
         /// The replica.
         node: NodeId,
     },
+    /// A report holds more groups and distinct values than allowed.
+    #[error("the report holds more than {cap} groups and distinct values")]
+    TooManyGroups {
+        /// The cap.
+        cap: u64,
+    },
+    /// A report's scan ran out of time.
+    #[error("the report's scan ran past its deadline")]
+    QueryDeadline,
     /// The node has not applied the epoch the request needs yet.
     #[error("the node's map is at epoch {known}, the request needs {needed}")]
     Behind {
@@ -429,7 +468,9 @@ impl RpcError {
             RpcError::BadRequest(_)
             | RpcError::Refused(_)
             | RpcError::ClockAhead { .. }
-            | RpcError::HintsFull { .. } => Recovery::GiveUp,
+            | RpcError::HintsFull { .. }
+            | RpcError::TooManyGroups { .. }
+            | RpcError::QueryDeadline => Recovery::GiveUp,
         }
     }
 

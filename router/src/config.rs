@@ -26,6 +26,17 @@ pub struct RouterConfig {
     #[arg(long, env = "RINGUP_REQUEST_TIMEOUT_MS", default_value_t = 2000)]
     pub request_timeout_ms: u64,
 
+    /// How long a report (`POST /v1/query`) may take before it is answered
+    /// 503, in ms.
+    #[arg(long, env = "RINGUP_QUERY_TIMEOUT_MS", default_value_t = 60_000)]
+    pub query_timeout_ms: u64,
+
+    /// The most groups and distinct values a report may hold in memory, on
+    /// each node and merged on the router; past it the report is answered
+    /// 422.
+    #[arg(long, env = "RINGUP_MAX_QUERY_GROUPS", default_value_t = 200_000)]
+    pub max_query_groups: u64,
+
     /// Data requests in flight at most; more are answered 503 at once.
     #[arg(long, env = "RINGUP_MAX_REQUESTS", default_value_t = 1024)]
     pub max_requests: usize,
@@ -47,6 +58,14 @@ pub struct RouterConfig {
 }
 
 impl RouterConfig {
+    /// The limits of a report.
+    pub fn report_limits(&self) -> crate::reports::ReportLimits {
+        crate::reports::ReportLimits {
+            deadline: Duration::from_millis(self.query_timeout_ms),
+            max_groups: self.max_query_groups,
+        }
+    }
+
     /// The per-request replica timeout.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)

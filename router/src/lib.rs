@@ -33,6 +33,7 @@ pub mod coordinator;
 pub mod latency;
 pub mod metrics;
 pub mod records;
+pub mod reports;
 pub mod view;
 
 use std::future::Future;
@@ -59,7 +60,8 @@ pub async fn run(config: RouterConfig, shutdown: impl Future<Output = ()> + Send
     let metrics = Metrics::new();
     let coordinator = Coordinator::with_speculation(view.clone(), config.request_timeout(), config.speculation())
         .counting(metrics.coordinator());
-    let state = Arc::new(AppState { coordinator, view, metrics, admission: config.admission() });
+    let state =
+        Arc::new(AppState { coordinator, view, metrics, admission: config.admission(), reports: config.report_limits() });
     tracing::info!(listen = %config.listen, nodes = ?config.nodes, "router started");
     axum::serve(listener, api::routes(state)).with_graceful_shutdown(shutdown).await?;
     follower.abort();

@@ -17,6 +17,7 @@ pub mod parse;
 pub mod partial;
 pub mod plan;
 pub mod scalar;
+pub mod schedule;
 
 use thiserror::Error;
 

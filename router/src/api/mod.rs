@@ -1,12 +1,13 @@
 //! The HTTP API: routes, shared state and the JSON fallbacks.
 //!
-//! One file per handler family: [`records`] for shops, [`cluster`] for
-//! admins, [`ops`] for health and metrics.
+//! One file per handler family: [`records`] for shops, [`query`] for
+//! analysts, [`cluster`] for admins, [`ops`] for health and metrics.
 
 pub mod body;
 pub mod cluster;
 pub mod error;
 pub mod ops;
+pub mod query;
 pub mod records;
 
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use crate::admission::{Admission, Refusal};
 use crate::coordinator::Coordinator;
 use crate::metrics::{Answered, Metrics};
 use crate::records::MAX_BODY;
+use crate::reports::ReportLimits;
 use crate::view::ClusterView;
 use error::{ApiError, ErrorCode};
 
@@ -37,6 +39,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// The bound on requests and bytes in flight.
     pub admission: Admission,
+    /// The limits of a report.
+    pub reports: ReportLimits,
 }
 
 /// The shared state as handlers take it.
@@ -53,6 +57,7 @@ fn table() -> Vec<(&'static str, MethodRouter<Arc<AppState>>)> {
             "/v1/shops/{shop}/{collection}/{id}",
             get(records::get).put(records::put).patch(records::patch).delete(records::delete),
         ),
+        ("/v1/query", post(query::run)),
         ("/v1/cluster", get(cluster::show)),
         ("/v1/cluster/nodes", post(cluster::add)),
         ("/v1/cluster/nodes/{id}", delete(cluster::decommission)),

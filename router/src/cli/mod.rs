@@ -4,6 +4,7 @@ pub mod bench;
 pub mod health;
 pub mod local;
 pub mod node;
+pub mod query;
 pub mod repair;
 pub mod status;
 
@@ -36,6 +37,8 @@ pub enum Command {
     Node(node::NodeArgs),
     /// Show healing: hints pending, anti-entropy passes, refills.
     Repair(repair::RepairArgs),
+    /// Run a SQL report across every shop and print the result.
+    Query(query::QueryArgs),
 }
 
 /// Runs the CLI.
@@ -47,5 +50,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args).await,
         Command::Node(args) => node::run(args).await,
         Command::Repair(args) => repair::run(args).await,
+        Command::Query(args) => query::run(args).await,
     }
 }
