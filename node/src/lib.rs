@@ -23,8 +23,8 @@ pub mod hints;
 pub mod migrate;
 pub mod raft;
 pub mod refill;
-pub mod report;
 pub mod repair;
+pub mod report;
 pub mod service;
 pub mod storage;
 

@@ -217,8 +217,7 @@ impl Repairer {
         if others == 0 {
             return Ok(());
         }
-        let scanned =
-            self.node.storage.digest_partition(partition, |_| false).await.map_err(|e| e.to_string())?;
+        let scanned = self.node.storage.digest_partition(partition, |_| false).await.map_err(|e| e.to_string())?;
         let peers: Vec<(NodeId, String)> = {
             let map = self.node.map.borrow();
             let replicas = map.readable(partition).into_iter().filter(|n| *n != self.node.id);

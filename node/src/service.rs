@@ -162,11 +162,16 @@ impl Service {
             }
             Request::Query { epoch, partitions, plan, max_groups, budget_ms, reconcile } => {
                 for &partition in &partitions {
-                    let target = CollectionRef { epoch, partition, shop: String::new(), collection: plan.collection.clone() };
+                    let target =
+                        CollectionRef { epoch, partition, shop: String::new(), collection: plan.collection.clone() };
                     self.check(&target, Access::Read)?;
                 }
                 for &partition in &partitions {
-                    self.healing.repair.reconcile(partition, reconcile as usize).await.map_err(RpcError::Unavailable)?;
+                    self.healing
+                        .repair
+                        .reconcile(partition, reconcile as usize)
+                        .await
+                        .map_err(RpcError::Unavailable)?;
                 }
                 Served::count(&self.served.scans, partitions.len());
                 let budget = Duration::from_millis(budget_ms).min(MAX_QUERY_BUDGET);

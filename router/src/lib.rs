@@ -60,8 +60,13 @@ pub async fn run(config: RouterConfig, shutdown: impl Future<Output = ()> + Send
     let metrics = Metrics::new();
     let coordinator = Coordinator::with_speculation(view.clone(), config.request_timeout(), config.speculation())
         .counting(metrics.coordinator());
-    let state =
-        Arc::new(AppState { coordinator, view, metrics, admission: config.admission(), reports: config.report_limits() });
+    let state = Arc::new(AppState {
+        coordinator,
+        view,
+        metrics,
+        admission: config.admission(),
+        reports: config.report_limits(),
+    });
     tracing::info!(listen = %config.listen, nodes = ?config.nodes, "router started");
     axum::serve(listener, api::routes(state)).with_graceful_shutdown(shutdown).await?;
     follower.abort();

@@ -66,7 +66,12 @@ pub enum ReportError {
 }
 
 /// Runs `plan` at `level` over the cluster `view` shows.
-pub async fn run(view: &ClusterView, plan: Plan, level: Consistency, limits: ReportLimits) -> Result<Table, ReportError> {
+pub async fn run(
+    view: &ClusterView,
+    plan: Plan,
+    level: Consistency,
+    limits: ReportLimits,
+) -> Result<Table, ReportError> {
     match tokio::time::timeout(limits.deadline, run_within(view, plan, level, limits)).await {
         Ok(result) => result,
         Err(_) => Err(ReportError::Deadline(limits.deadline)),
@@ -111,7 +116,10 @@ async fn run_within(
             calls.push(async move {
                 let answer = match client {
                     Some(client) => client.call(request, budget).await,
-                    None => Err(CallError::Unreachable { addr: format!("node {}", batch.node), reason: "not in the map".into() }),
+                    None => Err(CallError::Unreachable {
+                        addr: format!("node {}", batch.node),
+                        reason: "not in the map".into(),
+                    }),
                 };
                 (batch, answer)
             });

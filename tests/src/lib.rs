@@ -8,6 +8,7 @@
 pub mod docker;
 pub mod load;
 pub mod membership;
+pub mod reports;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;

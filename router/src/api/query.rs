@@ -43,8 +43,9 @@ pub async fn run(
         ReportError::TooManyGroups(cap) => {
             ApiError::unprocessable("too_many_groups", e.to_string()).with("max_groups", cap.into())
         }
-        ReportError::Deadline(d) => ApiError::unavailable("query_timeout", e.to_string())
-            .with("timeout_ms", (d.as_millis() as u64).into()),
+        ReportError::Deadline(d) => {
+            ApiError::unavailable("query_timeout", e.to_string()).with("timeout_ms", (d.as_millis() as u64).into())
+        }
         ReportError::Unavailable(_) => ApiError::unavailable("partition_unavailable", e.to_string()),
     })?;
     tracing::debug!(rows = table.rows.len(), scanned = table.scanned, "report answered");
@@ -219,7 +220,10 @@ mod tests {
             json,
             r#"{"columns":["region","total","day"],"rows":[["eu, west",36893488147419103228,"1970-01-01T00:00:00Z"],[null,2.5,null]]}"#
         );
-        assert_eq!(to_csv(&table), "region,total,day\r\n\"eu, west\",36893488147419103228,1970-01-01T00:00:00Z\r\n,2.5,\r\n");
+        assert_eq!(
+            to_csv(&table),
+            "region,total,day\r\n\"eu, west\",36893488147419103228,1970-01-01T00:00:00Z\r\n,2.5,\r\n"
+        );
     }
 
     #[test]
