@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 . scripts/env.sh
 ensure_build_deps
 ensure_promtool
+ensure_postgres
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

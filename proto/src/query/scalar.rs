@@ -267,12 +267,14 @@ pub fn parse_timestamp(text: &str) -> Option<i64> {
 }
 
 /// A timestamp as RFC 3339 in UTC, with fractional seconds only when
-/// there are any: `2026-03-01T10:00:00Z`.
+/// there are any and without trailing zeros, as PostgreSQL prints them:
+/// `2026-03-01T10:00:00Z`, `2026-03-01T10:00:00.42Z`.
 pub fn format_timestamp(micros: i64) -> String {
-    match DateTime::from_timestamp_micros(micros) {
-        Some(t) if t.nanosecond() == 0 => t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-        Some(t) => t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
-        None => micros.to_string(),
+    let Some(t) = DateTime::from_timestamp_micros(micros) else { return micros.to_string() };
+    let seconds = t.format("%Y-%m-%dT%H:%M:%S");
+    match t.nanosecond() / 1000 {
+        0 => format!("{seconds}Z"),
+        us => format!("{seconds}.{}Z", format!("{us:06}").trim_end_matches('0')),
     }
 }
 
@@ -298,6 +300,7 @@ mod tests {
         assert_eq!(parse_timestamp("yesterday"), None);
         assert_eq!(format_timestamp(midnight), "2026-03-01T00:00:00Z");
         assert_eq!(format_timestamp(midnight + 1), "2026-03-01T00:00:00.000001Z");
+        assert_eq!(format_timestamp(midnight + 420_000), "2026-03-01T00:00:00.42Z");
     }
 
     #[test]
