@@ -102,7 +102,7 @@ async fn run_within(
     let started = tokio::time::Instant::now();
     let mut calls = FuturesUnordered::new();
     loop {
-        for batch in schedule.next() {
+        for batch in schedule.to_send() {
             let budget = limits.deadline.saturating_sub(started.elapsed());
             let request = Request::Query {
                 epoch: map.epoch,

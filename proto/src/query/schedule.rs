@@ -86,7 +86,7 @@ impl Schedule {
     }
 
     /// The batches to send now.
-    pub fn next(&mut self) -> Vec<Batch> {
+    pub fn to_send(&mut self) -> Vec<Batch> {
         let mut out = Vec::new();
         for (node, unsent) in &mut self.unsent {
             let busy = self.in_flight.values().filter(|b| b.node == *node).count();
@@ -162,17 +162,17 @@ mod tests {
     fn a_failed_node_hands_its_partitions_to_the_other_replicas() {
         // Six partitions on nodes 1-3, two per batch, one batch per node.
         let mut s = Schedule::new((0..6).map(|p| (p, vec![1, 2, 3])), 2, 1).unwrap();
-        let first = s.next();
+        let first = s.to_send();
         assert_eq!(show(&first), "#0 n1 [0, 3]; #1 n2 [1, 4]; #2 n3 [2, 5]");
-        assert!(s.next().is_empty(), "one batch in flight per node");
+        assert!(s.to_send().is_empty(), "one batch in flight per node");
 
         s.succeeded(0);
         s.failed(1).unwrap();
         assert_eq!(s.progress(), (2, 6));
         // Node 2's partitions go to 1 and 3, which has one batch in flight.
-        assert_eq!(show(&s.next()), "#3 n1 [1]");
+        assert_eq!(show(&s.to_send()), "#3 n1 [1]");
         s.succeeded(2);
-        assert_eq!(show(&s.next()), "#4 n3 [4]");
+        assert_eq!(show(&s.to_send()), "#4 n3 [4]");
         s.succeeded(3);
         s.succeeded(4);
         assert!(s.is_done());
@@ -182,7 +182,7 @@ mod tests {
     #[test]
     fn a_partition_without_replicas_left_fails_the_report() {
         let mut s = Schedule::new([(0, vec![1, 2]), (1, vec![2])], 8, 1).unwrap();
-        let batches = s.next();
+        let batches = s.to_send();
         assert_eq!(show(&batches), "#0 n1 [0]; #1 n2 [1]");
         let e = s.failed(1).unwrap_err();
         assert_eq!(e, NoReplica { partition: 1, tried: vec![2] });
@@ -191,10 +191,10 @@ mod tests {
     #[test]
     fn moved_partitions_follow_their_new_replicas() {
         let mut s = Schedule::new([(0, vec![1]), (1, vec![1])], 8, 1).unwrap();
-        let b = s.next();
+        let b = s.to_send();
         assert_eq!(show(&b), "#0 n1 [0, 1]");
         s.moved(0, |_| vec![4]).unwrap();
-        assert_eq!(show(&s.next()), "#1 n4 [0, 1]");
+        assert_eq!(show(&s.to_send()), "#1 n4 [0, 1]");
         s.succeeded(1);
         assert!(s.is_done());
     }
