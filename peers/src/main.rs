@@ -10,6 +10,8 @@
 //! - `rocksdb`: the ceiling. The records, encoded exactly as a node stores
 //!   them, merged by the node's own storage layer into three RocksDB
 //!   instances in this process: no network, no router, no RPC.
+//! - `reports`: the reports benchmark's sales, as CSV or pushed to ringup,
+//!   and its query timings (`scripts/bench-reports.sh`).
 //! - `table`: the side-by-side table of several runs' `--json` summaries:
 //!   throughput, or with `--latency` the latency of runs at a fixed `--rate`.
 //!
@@ -18,6 +20,7 @@
 
 mod postgres;
 mod redis;
+mod reports;
 mod rocks;
 mod table;
 
@@ -45,6 +48,8 @@ enum Command {
     Postgres(postgres::PostgresArgs),
     /// Load RocksDB directly: the ceiling.
     Rocksdb(rocks::RocksArgs),
+    /// The reports benchmark's data (CSV, or pushed to ringup) and query timings.
+    Reports(reports::ReportsArgs),
     /// Print the side-by-side table of `--json` summaries; the first is the
     /// baseline the others are compared with.
     Table {
@@ -70,6 +75,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Redis(args) => redis::run(args).await,
         Command::Postgres(args) => postgres::run(args).await,
         Command::Rocksdb(args) => rocks::run(args).await,
+        Command::Reports(args) => reports::run(args).await,
         Command::Table { op, title, latency, summaries } => {
             let summaries = table::read(&summaries)?;
             let text = if latency {
