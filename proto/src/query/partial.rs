@@ -16,10 +16,11 @@
 
 use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap};
+use std::hash::Hasher;
 
 use serde::{Deserialize, Serialize};
 
-use super::plan::{AggFunc, Aggregate, OrderKey, Plan, Row, Shape};
+use super::plan::{AggFunc, Aggregate, Expr, OrderKey, Plan, Row, Shape};
 use super::scalar::{Scalar, Val};
 
 /// A partial aggregate.
@@ -179,35 +180,65 @@ pub struct TooManyGroups {
 /// Accumulates a plan's partial result, row by row on a node or part by
 /// part on the router, holding at most `cap` groups and distinct values
 /// (and, for plain rows without an order, `limit` rows).
+///
+/// Groups are found by a hash of their keys computed from the row's
+/// borrowed values, so a row allocates only when it starts a new group;
+/// the last group found is tried first (records come in key order, so
+/// rows of one shop come together).
 #[derive(Debug)]
 pub struct Accumulator<'p> {
     plan: &'p Plan,
     cap: usize,
     held: usize,
-    groups: HashMap<Vec<Scalar>, Vec<State>>,
+    groups: Vec<(Vec<Scalar>, Vec<State>)>,
+    /// Key hash → indexes into `groups`.
+    index: HashMap<u64, Vec<usize>>,
+    last: Option<usize>,
     rows: Vec<Vec<Scalar>>,
 }
 
 impl<'p> Accumulator<'p> {
     /// An empty partial result of `plan`.
     pub fn new(plan: &'p Plan, cap: usize) -> Self {
-        Self { plan, cap, held: 0, groups: HashMap::new(), rows: Vec::new() }
+        Self { plan, cap, held: 0, groups: Vec::new(), index: HashMap::new(), last: None, rows: Vec::new() }
+    }
+
+    /// The index of the group whose keys `row` has, if there is one yet.
+    fn find(&self, keys: &[Expr], row: &Row<'_>, hash: u64) -> Option<usize> {
+        let matches = |i: usize| keys.iter().zip(&self.groups[i].0).all(|(k, s)| val_matches(k.eval(row), s));
+        if let Some(last) = self.last.filter(|l| matches(*l)) {
+            return Some(last);
+        }
+        self.index.get(&hash)?.iter().copied().find(|i| matches(*i))
+    }
+
+    /// Adds a group with these keys and states; returns its index.
+    fn insert(&mut self, hash: u64, key: Vec<Scalar>, states: Vec<State>) -> usize {
+        self.held += 1 + states.iter().map(State::held).sum::<usize>();
+        self.groups.push((key, states));
+        let i = self.groups.len() - 1;
+        self.index.entry(hash).or_default().push(i);
+        i
     }
 
     /// Takes one row that passed the filter.
     pub fn add(&mut self, row: &Row<'_>) -> Result<(), TooManyGroups> {
         match &self.plan.shape {
             Shape::Groups { keys, aggregates } => {
-                let key: Vec<Scalar> = keys.iter().map(|k| k.eval(row).to_scalar()).collect();
-                let states = match self.groups.get_mut(&key) {
-                    Some(states) => states,
+                let hash = {
+                    let mut h = KeyHasher::default();
+                    keys.iter().for_each(|k| h.val(k.eval(row)));
+                    h.finish()
+                };
+                let i = match self.find(keys, row, hash) {
+                    Some(i) => i,
                     None => {
-                        self.held += 1;
-                        self.groups
-                            .entry(key)
-                            .or_insert_with(|| aggregates.iter().map(|a| State::new(a.func)).collect())
+                        let key = keys.iter().map(|k| k.eval(row).to_scalar()).collect();
+                        self.insert(hash, key, aggregates.iter().map(|a| State::new(a.func)).collect())
                     }
                 };
+                self.last = Some(i);
+                let states = &mut self.groups[i].1;
                 for (state, agg) in states.iter_mut().zip(aggregates) {
                     let before = state.held();
                     state.add(agg.arg.as_ref().map(|e| e.eval(row)));
@@ -227,17 +258,23 @@ impl<'p> Accumulator<'p> {
         match part {
             Partial::Groups(groups) => {
                 for (key, states) in groups {
-                    match self.groups.get_mut(&key) {
-                        Some(mine) => {
-                            for (m, s) in mine.iter_mut().zip(states) {
+                    let hash = {
+                        let mut h = KeyHasher::default();
+                        key.iter().for_each(|s| h.scalar(s));
+                        h.finish()
+                    };
+                    let found =
+                        self.index.get(&hash).and_then(|c| c.iter().copied().find(|i| self.groups[*i].0 == key));
+                    match found {
+                        Some(i) => {
+                            for (m, s) in self.groups[i].1.iter_mut().zip(states) {
                                 let before = m.held();
                                 m.merge(s);
                                 self.held += m.held() - before;
                             }
                         }
                         None => {
-                            self.held += 1 + states.iter().map(State::held).sum::<usize>();
-                            self.groups.insert(key, states);
+                            self.insert(hash, key, states);
                         }
                     }
                     self.check()?;
@@ -270,7 +307,7 @@ impl<'p> Accumulator<'p> {
     /// The partial result, to send on.
     pub fn into_partial(mut self) -> Partial {
         match &self.plan.shape {
-            Shape::Groups { .. } => Partial::Groups(self.groups.into_iter().collect()),
+            Shape::Groups { .. } => Partial::Groups(self.groups),
             Shape::Rows { .. } => {
                 if let Some(limit) = self.plan.limit {
                     sort_rows(&mut self.rows, &self.plan.order);
@@ -289,7 +326,7 @@ impl<'p> Accumulator<'p> {
                 let mut groups = self.groups;
                 // Without keys there is exactly one group, also over no rows.
                 if keys.is_empty() && groups.is_empty() {
-                    groups.insert(Vec::new(), aggregates.iter().map(|a| State::new(a.func)).collect());
+                    groups.push((Vec::new(), aggregates.iter().map(|a| State::new(a.func)).collect()));
                 }
                 groups
                     .into_iter()
@@ -308,6 +345,72 @@ impl<'p> Accumulator<'p> {
         let names = plan.outputs.iter().map(|o| o.name.clone()).collect();
         let rows = wide.into_iter().map(|w| plan.outputs.iter().map(|o| w[o.at].clone()).collect()).collect();
         (names, rows)
+    }
+}
+
+/// Whether a row's value equals a group key.
+fn val_matches(v: Val<'_>, s: &Scalar) -> bool {
+    match (v, s) {
+        (Val::Null, Scalar::Null) => true,
+        (Val::Bool(a), Scalar::Bool(b)) => a == *b,
+        (Val::Int(a), Scalar::Int(b)) => i128::from(a) == *b,
+        (Val::Float(x), s) => Scalar::float(x) == *s,
+        (Val::Text(a), Scalar::Text(b)) => a == b,
+        (Val::Ts(a), Scalar::Ts(b)) => a == *b,
+        _ => false,
+    }
+}
+
+/// Hashes group keys the same from a row's values and from owned keys
+/// (numbers in their canonical form, see [`Scalar::float`]).
+#[derive(Default)]
+struct KeyHasher(std::hash::DefaultHasher);
+
+impl KeyHasher {
+    fn val(&mut self, v: Val<'_>) {
+        match v {
+            Val::Null => self.0.write_u8(0),
+            Val::Bool(b) => self.0.write_u8(1 + u8::from(b)),
+            Val::Int(i) => self.int(i128::from(i)),
+            Val::Float(x) => self.scalar(&Scalar::float(x)),
+            Val::Text(t) => self.text(t),
+            Val::Ts(t) => {
+                self.0.write_u8(6);
+                self.0.write_i64(t);
+            }
+        }
+    }
+
+    fn scalar(&mut self, s: &Scalar) {
+        match s {
+            Scalar::Null => self.0.write_u8(0),
+            Scalar::Bool(b) => self.0.write_u8(1 + u8::from(*b)),
+            Scalar::Int(i) => self.int(*i),
+            Scalar::Float(x) => {
+                self.0.write_u8(4);
+                self.0.write_u64(x.to_bits());
+            }
+            Scalar::Text(t) => self.text(t),
+            Scalar::Ts(t) => {
+                self.0.write_u8(6);
+                self.0.write_i64(*t);
+            }
+        }
+    }
+
+    fn int(&mut self, i: i128) {
+        self.0.write_u8(3);
+        self.0.write_i128(i);
+    }
+
+    fn text(&mut self, t: &str) {
+        self.0.write_u8(5);
+        self.0.write(t.as_bytes());
+        self.0.write_u8(0xFF);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0.finish()
     }
 }
 
@@ -413,7 +516,38 @@ mod tests {
     const FUNCS: [AggFunc; 6] =
         [AggFunc::Count, AggFunc::CountDistinct, AggFunc::Sum, AggFunc::Avg, AggFunc::Min, AggFunc::Max];
 
+    /// Runs rows of (k, v) through `plan` into one accumulator per part
+    /// and merges the parts' partials in order.
+    fn grouped(plan: &Plan, parts: &[Vec<(Scalar, Scalar)>]) -> Vec<Vec<Scalar>> {
+        let mut merged = Accumulator::new(plan, 10_000);
+        for part in parts {
+            let mut acc = Accumulator::new(plan, 10_000);
+            for (k, v) in part {
+                let fields = [as_val(k), as_val(v)];
+                acc.add(&Row { shop: "s", id: "i", ts: 0, fields: &fields }).unwrap();
+            }
+            merged.merge(acc.into_partial()).unwrap();
+        }
+        merged.finish().1
+    }
+
     proptest! {
+        /// Rows grouped by a key of mixed kinds (1 and 1.0 are one group),
+        /// in any split into parts: the same groups and aggregates.
+        #[test]
+        fn grouping_in_parts_equals_grouping_at_once(
+            rows in prop::collection::vec((any_val(), any_val()), 0..60),
+            cut in 0usize..60,
+        ) {
+            let plan = crate::query::parse("SELECT k, count(*), sum(v), count(DISTINCT v), min(v) FROM t GROUP BY k ORDER BY k").unwrap();
+            let cut = cut.min(rows.len());
+            let whole = grouped(&plan, std::slice::from_ref(&rows));
+            let halves = grouped(&plan, &[rows[cut..].to_vec(), rows[..cut].to_vec()]);
+            prop_assert_eq!(&whole, &halves);
+            let keys: BTreeSet<Scalar> = rows.iter().map(|(k, _)| k.clone()).collect();
+            prop_assert_eq!(whole.len(), keys.len());
+        }
+
         /// Values cut into parts at any points, each part aggregated on
         /// its own, merged in any order: the same result as aggregating
         /// all values at once. (Doubles here are quarters, so their sums
