@@ -77,6 +77,15 @@ RINGUP_ROUTER_LISTEN=127.0.0.1:18080 "$bin/ringup" local --dir "$work/ringup" --
 local_pid=$!
 for _ in $(seq 120); do "$bin/ringup" health --router http://127.0.0.1:18080 >/dev/null 2>&1 && break; sleep 1; done
 "$bin/ringup-peers" reports load "${data[@]}" --router http://127.0.0.1:18080
+# As PostgreSQL gets its ANALYZE: the nodes' flushes and compactions after
+# the load finish before the timings (at most 5 minutes).
+step "ringup: waiting for the nodes' flushes and compactions to finish"
+for _ in $(seq 300); do
+  busy=$(curl -s http://127.0.0.1:18080/metrics \
+    | awk '/^ringup_node_rocksdb_(running_compactions|running_flushes|pending_compaction_bytes)\{/ { s += $2 } END { print s + 0 }')
+  [ "$busy" = 0 ] && break
+  sleep 1
+done
 "$bin/ringup-peers" reports time --system ringup --url http://127.0.0.1:18080 --queries "$work/queries.sql" --runs "$runs" \
   | tee "$work/ringup.jsonl"
 

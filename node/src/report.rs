@@ -66,6 +66,7 @@ fn scan_blocking(
     let mut acc = Accumulator::new(plan, usize::try_from(max_groups).unwrap_or(usize::MAX));
     let (mut exists, mut scanned) = (false, 0u64);
     let mut outcome = Ok(());
+    let keys_read = plan.reads_shop_or_id();
     for &partition in partitions {
         let prefix_len = keys::table_range(partition, &plan.collection).0.len();
         storage.scan_table(partition, &plan.collection, |key, bytes| {
@@ -75,7 +76,7 @@ fn scan_blocking(
                 outcome = Err(Stop::Deadline);
                 return Ok(false);
             }
-            match add_record(plan, &mut acc, key, bytes, prefix_len) {
+            match add_record(plan, &mut acc, key, bytes, keys_read.then_some(prefix_len)) {
                 Ok(()) => Ok(true),
                 Err(Skip::Groups(e)) => {
                     outcome = Err(Stop::Groups(e));
@@ -112,8 +113,15 @@ impl From<KeyError> for Skip {
 }
 
 /// Feeds one stored record to the accumulator if it is live, within the
-/// time bounds and passes the filter.
-fn add_record(plan: &Plan, acc: &mut Accumulator<'_>, key: &[u8], bytes: &[u8], prefix_len: usize) -> Result<(), Skip> {
+/// time bounds and passes the filter. The shop and id are read from the
+/// key (after its `prefix_len` bytes) only when given a length.
+fn add_record(
+    plan: &Plan,
+    acc: &mut Accumulator<'_>,
+    key: &[u8],
+    bytes: &[u8],
+    prefix_len: Option<usize>,
+) -> Result<(), Skip> {
     let header = Header::parse(bytes)?;
     let ts = header.ts.saturating_mul(1000);
     if header.tombstone || !plan.time.holds(ts) {
@@ -135,7 +143,10 @@ fn add_record(plan: &Plan, acc: &mut Accumulator<'_>, key: &[u8], bytes: &[u8], 
             }
         }
     }
-    let (shop, id) = shop_and_id(key, prefix_len)?;
+    let (shop, id) = match prefix_len {
+        Some(len) => shop_and_id(key, len)?,
+        None => (Cow::Borrowed(""), Cow::Borrowed("")),
+    };
     let row = Row { shop: &shop, id: &id, ts, fields: &fields };
     if plan.filter.as_ref().is_none_or(|f| f.passes(&row)) {
         acc.add(&row).map_err(Skip::Groups)?;

@@ -640,13 +640,17 @@ impl Storage {
         let mut opts = ReadOptions::default();
         opts.set_iterate_lower_bound(start);
         opts.set_iterate_upper_bound(end);
-        for item in self.db.iterator_cf_opt(self.cf(family), opts, IteratorMode::Start) {
-            let (key, value) = item?;
-            if !f(&key, &value)? {
-                break;
+        // A raw iterator lends each key and value in place: nothing is
+        // copied per record.
+        let mut it = self.db.raw_iterator_cf_opt(self.cf(family), opts);
+        it.seek_to_first();
+        while let (Some(key), Some(value)) = (it.key(), it.value()) {
+            if !f(key, value)? {
+                return Ok(());
             }
+            it.next();
         }
-        Ok(())
+        Ok(it.status()?)
     }
 
     /// Stops RocksDB's flushes and compactions, waiting for those running.
@@ -840,6 +844,27 @@ mod tests {
 
     fn key(id: &str) -> RecordKey {
         RecordKey { partition: 5, shop: "s".into(), collection: "c".into(), id: id.into() }
+    }
+
+    #[tokio::test]
+    async fn a_directory_of_another_data_format_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let storage = Storage::open(dir.path(), FsyncPolicy::Group).unwrap();
+            assert_eq!(storage.get_meta(MetaKey::DataFormat).unwrap(), Some(keys::DATA_FORMAT.to_be_bytes().to_vec()));
+            storage.put_meta(&[(MetaKey::NodeId, Some(1u64.to_be_bytes().to_vec()))]).unwrap();
+            storage.stop_background_work();
+        }
+        // Reopened, the format it wrote is read back.
+        drop(Storage::open(dir.path(), FsyncPolicy::Group).unwrap());
+        // A directory used before the format was stored holds format 1.
+        {
+            let storage = Storage::open(dir.path(), FsyncPolicy::Group).unwrap();
+            storage.put_meta(&[(MetaKey::DataFormat, None)]).unwrap();
+        }
+        let e = Storage::open(dir.path(), FsyncPolicy::Group).err().expect("format 1 is refused");
+        assert!(matches!(e, StorageError::Format { found: 1, expected: 2 }), "{e}");
+        assert!(e.to_string().contains("data format 1"), "{e}");
     }
 
     #[tokio::test]

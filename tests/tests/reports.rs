@@ -310,3 +310,35 @@ async fn a_report_survives_a_node_killed_while_it_runs() {
         sales.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quorum_report_includes_every_write_acknowledged_at_quorum() {
+    // No hints and no anti-entropy: only the report's own comparison can
+    // bring node 3 the writes it missed.
+    let cluster = TestCluster::start_with(3, None, &["--max-hint-mib", "0", "--anti-entropy-mib-per-sec", "0"]).await;
+    let before = reports::sales(30, 20, 31);
+    reports::write(&cluster, "sales", &before).await;
+    assert!(cluster.stop_node(3).await, "node 3 stops");
+    // Written at QUORUM by nodes 1 and 2 alone.
+    let missed: Vec<Sale> =
+        reports::sales(30, 20, 32).into_iter().map(|s| Sale { id: format!("late-{}", s.id), ..s }).collect();
+    reports::write(&cluster, "sales", &missed).await;
+    cluster.start_node(3).await;
+    cluster.wait_node_serving(3).await;
+    let total = before.len() + missed.len();
+
+    // At ONE, the partitions node 3 scans lack what it missed.
+    let one = reports::query(&cluster, "SELECT count(*) FROM sales").await;
+    let at_one = one["rows"][0][0].as_u64().expect("a count") as usize;
+    assert!(at_one < total, "at ONE node 3's stale copies show: {at_one} of {total}");
+    let (status, text) =
+        reports::query_text(&cluster, "SELECT count(*), count(DISTINCT shop) FROM sales", "quorum", "application/json")
+            .await;
+    assert_eq!(status, 200, "{text}");
+    let shops: BTreeSet<&str> = before.iter().chain(&missed).map(|s| s.shop.as_str()).collect();
+    assert_eq!(text, format!("{{\"columns\":[\"count\",\"count\"],\"rows\":[[{total},{}]]}}", shops.len()));
+    // The comparison pulled the missed writes into node 3's copies.
+    let again = reports::query(&cluster, "SELECT count(*) FROM sales").await;
+    assert_eq!(again["rows"], json!([[total]]));
+    println!("{total} sales: {at_one} at ONE with node 3 stale, all {total} at QUORUM, then at ONE too");
+}

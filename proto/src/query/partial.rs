@@ -484,6 +484,22 @@ mod tests {
     }
 
     #[test]
+    fn groups_and_distinct_values_past_the_cap_are_refused() {
+        let plan = crate::query::parse("SELECT k, count(DISTINCT v) FROM t GROUP BY k").unwrap();
+        let mut acc = Accumulator::new(&plan, 5);
+        let add = |acc: &mut Accumulator<'_>, k: i64, v: i64| {
+            let fields = [Val::Int(k), Val::Int(v)];
+            acc.add(&Row { shop: "s", id: "i", ts: 0, fields: &fields })
+        };
+        // Two groups holding one distinct value each: 4 held.
+        add(&mut acc, 1, 10).unwrap();
+        add(&mut acc, 2, 10).unwrap();
+        add(&mut acc, 2, 10).unwrap();
+        add(&mut acc, 1, 11).unwrap();
+        assert_eq!(add(&mut acc, 3, 10), Err(TooManyGroups { cap: 5 }));
+    }
+
+    #[test]
     fn order_puts_nulls_last_ascending_and_first_descending() {
         let mut rows = vec![vec![Scalar::Int(2)], vec![Scalar::Null], vec![Scalar::Int(1)]];
         sort_rows(&mut rows, &[OrderKey { at: 0, desc: false, nulls_first: false }]);

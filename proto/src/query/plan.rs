@@ -252,7 +252,34 @@ pub struct Row<'a> {
     pub fields: &'a [Val<'a>],
 }
 
+impl Plan {
+    /// Whether any expression reads `shop` or `id`: a scan that needs
+    /// neither does not decode them from the keys.
+    pub fn reads_shop_or_id(&self) -> bool {
+        let reads = |e: &Expr| e.any(&|c| matches!(c, Column::Shop | Column::Id));
+        let shape = match &self.shape {
+            Shape::Groups { keys, aggregates } => {
+                keys.iter().any(reads) || aggregates.iter().filter_map(|a| a.arg.as_ref()).any(reads)
+            }
+            Shape::Rows { values } => values.iter().any(reads),
+        };
+        shape || self.filter.as_ref().is_some_and(reads)
+    }
+}
+
 impl Expr {
+    /// Whether any column the expression reads satisfies `f`.
+    pub fn any(&self, f: &dyn Fn(Column) -> bool) -> bool {
+        match self {
+            Expr::Column(c) => f(*c),
+            Expr::Literal(_) | Expr::Untyped(_) => false,
+            Expr::Trunc(_, e) | Expr::Not(e) | Expr::IsNull(e, _) => e.any(f),
+            Expr::Cmp(l, _, r) => l.any(f) || r.any(f),
+            Expr::And(items) | Expr::Or(items) => items.iter().any(|i| i.any(f)),
+            Expr::In(e, items, _) => e.any(f) || items.iter().any(|i| i.any(f)),
+        }
+    }
+
     /// The value of the expression for `row`.
     pub fn eval<'a>(&'a self, row: &Row<'a>) -> Val<'a> {
         match self {
