@@ -127,7 +127,15 @@ fn add_record(
     if header.tombstone || !plan.time.holds(ts) {
         return Ok(());
     }
-    let mut fields = vec![Val::Null; plan.fields.len()];
+    // Up to 8 fields on the stack, more on the heap.
+    let mut stack = [Val::Null; 8];
+    let mut heap = Vec::new();
+    let fields: &mut [Val<'_>] = if plan.fields.len() <= stack.len() {
+        &mut stack[..plan.fields.len()]
+    } else {
+        heap.resize(plan.fields.len(), Val::Null);
+        &mut heap
+    };
     if !plan.fields.is_empty() {
         // Both lists are in name order: one pass over each.
         let mut wanted = plan.fields.iter().enumerate().peekable();
@@ -147,7 +155,7 @@ fn add_record(
         Some(len) => shop_and_id(key, len)?,
         None => (Cow::Borrowed(""), Cow::Borrowed("")),
     };
-    let row = Row { shop: &shop, id: &id, ts, fields: &fields };
+    let row = Row { shop: &shop, id: &id, ts, fields };
     if plan.filter.as_ref().is_none_or(|f| f.passes(&row)) {
         acc.add(&row).map_err(Skip::Groups)?;
     }

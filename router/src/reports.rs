@@ -22,6 +22,8 @@ use crate::view::ClusterView;
 const BATCH: usize = 16;
 /// Requests in flight per node.
 const PER_NODE: usize = 2;
+/// The longest one batch may take before its node counts as failed.
+const BATCH_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many times the partitions' replicas may change under one report.
 const MAX_MOVES: usize = 8;
 
@@ -104,6 +106,9 @@ async fn run_within(
     loop {
         for batch in schedule.to_send() {
             let budget = limits.deadline.saturating_sub(started.elapsed());
+            // A node that hangs (no answer, no reset) fails its batch after
+            // this long, and its partitions go elsewhere.
+            let wait = budget.min(BATCH_TIMEOUT);
             let request = Request::Query {
                 epoch: map.epoch,
                 partitions: batch.partitions.clone(),
@@ -115,7 +120,7 @@ async fn run_within(
             let client = view.client(&map, batch.node);
             calls.push(async move {
                 let answer = match client {
-                    Some(client) => client.call(request, budget).await,
+                    Some(client) => client.call(request, wait).await,
                     None => Err(CallError::Unreachable {
                         addr: format!("node {}", batch.node),
                         reason: "not in the map".into(),
@@ -138,7 +143,12 @@ async fn run_within(
                 scanned += n;
             }
             Ok(Response::Error(RpcError::TooManyGroups { cap })) => return Err(ReportError::TooManyGroups(cap)),
+            // A call that ran into the report's own deadline is not the
+            // node's fault; one that ran out its batch time is.
             Ok(Response::Error(RpcError::QueryDeadline)) => return Err(ReportError::Deadline(limits.deadline)),
+            Err(CallError::Timeout(_)) if started.elapsed() >= limits.deadline => {
+                return Err(ReportError::Deadline(limits.deadline));
+            }
             Ok(Response::Error(e)) if e.recovery() == Recovery::RouteAgain && moves < MAX_MOVES => {
                 moves += 1;
                 if let (RpcError::StaleEpoch { current }, Some(client)) = (&e, view.client(&map, batch.node)) {

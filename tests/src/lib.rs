@@ -51,6 +51,16 @@ impl TestCluster {
 
     /// [`Self::start_sized`], every node given the flags `node_args` too.
     pub async fn start_with(n: usize, partitions: Option<u32>, node_args: &[&str]) -> Self {
+        Self::start_with_router(n, partitions, node_args, &[]).await
+    }
+
+    /// [`Self::start_with`], the router given the flags `router_args`.
+    pub async fn start_with_router(
+        n: usize,
+        partitions: Option<u32>,
+        node_args: &[&str],
+        router_args: &[&str],
+    ) -> Self {
         let dir = tempfile::Builder::new().prefix("ringup-e2e-").tempdir().expect("cannot make a temp dir");
         let mut ports = free_ports(n + 1);
         let router = ports.pop().expect("n + 1 ports");
@@ -61,6 +71,7 @@ impl TestCluster {
             router: SocketAddr::from(([127, 0, 0, 1], router)),
             partitions,
             node_args: node_args.iter().map(ToString::to_string).collect(),
+            router_args: router_args.iter().map(ToString::to_string).collect(),
         };
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client");
         let nodes = Mutex::new((0..n).map(|_| None).collect());

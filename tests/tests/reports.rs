@@ -342,3 +342,38 @@ async fn a_quorum_report_includes_every_write_acknowledged_at_quorum() {
     assert_eq!(again["rows"], json!([[total]]));
     println!("{total} sales: {at_one} at ONE with node 3 stale, all {total} at QUORUM, then at ONE too");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_past_their_limits_are_refused_and_the_cluster_stays_healthy() {
+    // A cap of 50 groups and distinct values.
+    let cluster = TestCluster::start_with_router(3, None, &[], &["--max-query-groups", "50"]).await;
+    let sales = reports::sales(10, 40, 41);
+    reports::write(&cluster, "sales", &sales).await;
+    let (status, text) = reports::query_text(
+        &cluster,
+        "SELECT shop, id, count(*) FROM sales GROUP BY shop, id",
+        "one",
+        "application/json",
+    )
+    .await;
+    let body: Value = serde_json::from_str(&text).unwrap_or_default();
+    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("too_many_groups")), "{text}");
+    assert_eq!(body["error"]["max_groups"], json!(50), "{text}");
+    let answer = reports::query(&cluster, "SELECT count(DISTINCT shop) FROM sales").await;
+    assert_eq!(answer["rows"], json!([[10]]), "a report within the cap still runs");
+    drop(cluster);
+
+    // A deadline no report over 1024 partitions can meet.
+    let cluster = TestCluster::start_with_router(3, None, &[], &["--query-timeout-ms", "1"]).await;
+    reports::write(&cluster, "sales", &sales).await;
+    let (status, text) = reports::query_text(&cluster, "SELECT count(*) FROM sales", "one", "application/json").await;
+    let body: Value = serde_json::from_str(&text).unwrap_or_default();
+    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("query_timeout")), "{text}");
+    assert_eq!(body["error"]["timeout_ms"], json!(1), "{text}");
+    // The nodes and the router serve on.
+    let s = &sales[0];
+    let (status, record) = cluster.get(&format!("/v1/shops/{}/sales/{}?consistency=all", s.shop, s.id)).await;
+    assert_eq!((status.as_u16(), record["ts"].as_i64()), (200, Some(s.ts)));
+    let (status, _) = cluster.get("/readyz").await;
+    assert_eq!(status, 200);
+}

@@ -47,7 +47,45 @@ pub enum State {
         best: [Option<Scalar>; 4],
     },
     /// The distinct non-NULL values.
-    Distinct(BTreeSet<Scalar>),
+    Distinct(DistinctSet),
+}
+
+/// The distinct values of a group: text apart, so that a row's borrowed
+/// text is looked up without allocating.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DistinctSet {
+    texts: BTreeSet<String>,
+    others: BTreeSet<Scalar>,
+}
+
+impl DistinctSet {
+    fn insert(&mut self, v: Val<'_>) {
+        match v {
+            Val::Null => {}
+            Val::Text(t) => {
+                if !self.texts.contains(t) {
+                    self.texts.insert(t.to_string());
+                }
+            }
+            other => {
+                self.others.insert(other.to_scalar());
+            }
+        }
+    }
+
+    fn union(&mut self, other: DistinctSet) {
+        // The smaller set goes into the larger.
+        let mut theirs = other.texts;
+        if self.texts.len() < theirs.len() {
+            std::mem::swap(&mut self.texts, &mut theirs);
+        }
+        self.texts.extend(theirs);
+        self.others.extend(other.others);
+    }
+
+    fn len(&self) -> usize {
+        self.texts.len() + self.others.len()
+    }
 }
 
 impl State {
@@ -55,7 +93,7 @@ impl State {
     pub fn new(func: AggFunc) -> Self {
         match func {
             AggFunc::Count => State::Count(0),
-            AggFunc::CountDistinct => State::Distinct(BTreeSet::new()),
+            AggFunc::CountDistinct => State::Distinct(DistinctSet::default()),
             AggFunc::Sum | AggFunc::Avg => State::Sum { ints: 0, floats: 0.0, int_count: 0, float_count: 0 },
             AggFunc::Min => State::Extreme { max: false, best: Default::default() },
             AggFunc::Max => State::Extreme { max: true, best: Default::default() },
@@ -77,10 +115,18 @@ impl State {
                 *float_count += 1;
             }
             (State::Sum { .. }, Some(_)) => {}
-            (State::Extreme { max, best }, Some(v)) => offer(best, *max, v.to_scalar()),
-            (State::Distinct(set), Some(v)) => {
-                set.insert(v.to_scalar());
+            (State::Extreme { max, best }, Some(Val::Text(t))) => {
+                // Text is copied only when it is the new extreme.
+                let better = match &best[TEXT_SLOT] {
+                    Some(Scalar::Text(current)) => (t.as_bytes() > current.as_bytes()) == *max && t != current,
+                    _ => true,
+                };
+                if better {
+                    best[TEXT_SLOT] = Some(Scalar::Text(t.to_string()));
+                }
             }
+            (State::Extreme { max, best }, Some(v)) => offer(best, *max, v.to_scalar()),
+            (State::Distinct(set), Some(v)) => set.insert(v),
         }
     }
 
@@ -102,14 +148,7 @@ impl State {
                     offer(best, *max, v);
                 }
             }
-            (State::Distinct(a), State::Distinct(b)) => {
-                if a.len() < b.len() {
-                    let small = std::mem::replace(a, b);
-                    a.extend(small);
-                } else {
-                    a.extend(b);
-                }
-            }
+            (State::Distinct(a), State::Distinct(b)) => a.union(b),
             (this, other) => panic!("merging partial states of different aggregates: {this:?} and {other:?}"),
         }
     }
@@ -141,13 +180,16 @@ impl State {
     }
 }
 
+/// The slot of text among an extreme's kinds.
+const TEXT_SLOT: usize = 2;
+
 /// Offers `v` as the extreme of its kind.
 fn offer(best: &mut [Option<Scalar>; 4], max: bool, v: Scalar) {
     let slot = match v {
         Scalar::Null => return,
         Scalar::Int(_) | Scalar::Float(_) => 0,
         Scalar::Ts(_) => 1,
-        Scalar::Text(_) => 2,
+        Scalar::Text(_) => TEXT_SLOT,
         Scalar::Bool(_) => 3,
     };
     let better = match &best[slot] {

@@ -66,6 +66,8 @@ pub struct Layout {
     pub partitions: Option<u32>,
     /// More flags for every node.
     pub node_args: Vec<String>,
+    /// More flags for the router.
+    pub router_args: Vec<String>,
 }
 
 impl Layout {
@@ -116,6 +118,7 @@ impl Layout {
         let mut cmd = Command::new(self.bin_dir.join("ringup-router"));
         cmd.arg("--listen").arg(self.router.to_string());
         cmd.arg("--nodes").arg(seeds.join(","));
+        cmd.args(&self.router_args);
         cmd
     }
 }
@@ -224,6 +227,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         nodes: (0..args.nodes).map(|i| SocketAddr::from(([127, 0, 0, 1], args.base_port + i as u16))).collect(),
         router: args.router_listen,
         node_args: Vec::new(),
+        router_args: Vec::new(),
         partitions: None,
     };
     let mut nodes = (1..=args.nodes)
