@@ -125,14 +125,13 @@ impl StoredRecord {
     }
 
     fn decode_with(header: Header, bytes: &[u8]) -> Result<Self, ValueError> {
-        let mut r = Reader(&bytes[HEADER_LEN..bytes.len() - 4]);
+        let mut borrowed = FieldsRef { rest: &bytes[HEADER_LEN..bytes.len() - 4], left: header.field_count };
         let mut fields = Vec::with_capacity(header.field_count.min(1024) as usize);
-        for _ in 0..header.field_count {
-            let name_len = u16::from_be_bytes(r.array()?) as usize;
-            let name = r.string(name_len)?;
-            fields.push((name, r.field()?));
+        for field in &mut borrowed {
+            let (name, value) = field?;
+            fields.push((name.to_string(), value.to_owned()));
         }
-        if !r.0.is_empty() {
+        if !borrowed.rest.is_empty() {
             return Err(ValueError::Trailing);
         }
         Ok(Self { version: header.version, ts: header.ts, tombstone: header.tombstone, fields })
@@ -224,6 +223,20 @@ pub fn fields_ref(bytes: &[u8]) -> Result<FieldsRef<'_>, ValueError> {
 pub struct FieldsRef<'a> {
     rest: &'a [u8],
     left: u32,
+}
+
+impl FieldRef<'_> {
+    /// The field, owned.
+    pub fn to_owned(self) -> Field {
+        match self {
+            FieldRef::Null => Field::Null,
+            FieldRef::Bool(b) => Field::Bool(b),
+            FieldRef::Int(i) => Field::Int(i),
+            FieldRef::Float(x) => Field::Float(x),
+            FieldRef::Str(s) => Field::Str(s.to_string()),
+            FieldRef::Json(s) => Field::Json(s.to_string()),
+        }
+    }
 }
 
 impl<'a> FieldsRef<'a> {
@@ -361,27 +374,6 @@ impl Reader<'_> {
 
     fn array<const N: usize>(&mut self) -> Result<[u8; N], ValueError> {
         Ok(self.take(N)?.try_into().expect("took N bytes"))
-    }
-
-    fn string(&mut self, len: usize) -> Result<String, ValueError> {
-        String::from_utf8(self.take(len)?.to_vec()).map_err(|_| ValueError::NotUtf8)
-    }
-
-    fn field(&mut self) -> Result<Field, ValueError> {
-        let tag = u8::from_be_bytes(self.array()?);
-        Ok(match tag {
-            0 => Field::Null,
-            1 => Field::Bool(false),
-            2 => Field::Bool(true),
-            3 => Field::Int(i64::from_be_bytes(self.array()?)),
-            4 => Field::Float(f64::from_be_bytes(self.array()?)),
-            5 | 6 => {
-                let len = u32::from_be_bytes(self.array()?) as usize;
-                let s = self.string(len)?;
-                if tag == 5 { Field::Str(s) } else { Field::Json(s) }
-            }
-            other => return Err(ValueError::Unknown(other)),
-        })
     }
 }
 
