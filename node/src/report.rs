@@ -137,15 +137,17 @@ fn add_record(
         &mut heap
     };
     if !plan.fields.is_empty() {
-        // Both lists are in name order: one pass over each.
+        // Both lists are in name order: one pass over each, comparing
+        // names as bytes; only wanted values are decoded.
         let mut wanted = plan.fields.iter().enumerate().peekable();
-        for field in value::fields_ref(bytes)? {
-            let (name, value) = field?;
-            while wanted.peek().is_some_and(|(_, w)| w.as_str() < name) {
+        let mut stored = value::fields_ref(bytes)?;
+        while let Some(field) = stored.step() {
+            let (name, raw) = field?;
+            while wanted.peek().is_some_and(|(_, w)| w.as_bytes() < name) {
                 wanted.next();
             }
             match wanted.peek() {
-                Some((i, w)) if w.as_str() == name => fields[*i] = Val::from(value),
+                Some((i, w)) if w.as_bytes() == name => fields[*i] = Val::from(raw.value()?),
                 Some(_) => {}
                 None => break,
             }

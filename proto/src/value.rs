@@ -253,28 +253,61 @@ impl<'a> FieldsRef<'a> {
         Ok(self.take(N)?.try_into().expect("took N bytes"))
     }
 
-    fn str(&mut self, len: usize) -> Result<&'a str, ValueError> {
-        std::str::from_utf8(self.take(len)?).map_err(|_| ValueError::NotUtf8)
-    }
-
-    fn next_field(&mut self) -> Result<(&'a str, FieldRef<'a>), ValueError> {
+    /// The next field's name and undecoded value: a scan compares names
+    /// as bytes and decodes (and checks) only the values it wants.
+    pub fn next_raw(&mut self) -> Result<(&'a [u8], RawField<'a>), ValueError> {
         let name_len = u16::from_be_bytes(self.array()?) as usize;
-        let name = self.str(name_len)?;
+        let name = self.take(name_len)?;
         let tag = u8::from_be_bytes(self.array()?);
-        let field = match tag {
-            0 => FieldRef::Null,
-            1 => FieldRef::Bool(false),
-            2 => FieldRef::Bool(true),
-            3 => FieldRef::Int(i64::from_be_bytes(self.array()?)),
-            4 => FieldRef::Float(f64::from_be_bytes(self.array()?)),
+        let payload = match tag {
+            0..=2 => &[][..],
+            3 | 4 => self.take(8)?,
             5 | 6 => {
                 let len = u32::from_be_bytes(self.array()?) as usize;
-                let s = self.str(len)?;
-                if tag == 5 { FieldRef::Str(s) } else { FieldRef::Json(s) }
+                self.take(len)?
             }
             other => return Err(ValueError::Unknown(other)),
         };
-        Ok((name, field))
+        Ok((name, RawField { tag, payload }))
+    }
+
+    /// Takes the next field off the count; see [`FieldsRef::next_raw`].
+    pub fn step(&mut self) -> Option<Result<(&'a [u8], RawField<'a>), ValueError>> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let field = self.next_raw();
+        if field.is_err() {
+            self.left = 0;
+        }
+        Some(field)
+    }
+}
+
+/// A field's value as stored, not yet decoded.
+#[derive(Debug, Clone, Copy)]
+pub struct RawField<'a> {
+    tag: u8,
+    payload: &'a [u8],
+}
+
+impl<'a> RawField<'a> {
+    /// The value, decoded; a string is checked to be UTF-8.
+    pub fn value(self) -> Result<FieldRef<'a>, ValueError> {
+        let number = || -> [u8; 8] { self.payload.try_into().expect("8 bytes were taken") };
+        Ok(match self.tag {
+            0 => FieldRef::Null,
+            1 => FieldRef::Bool(false),
+            2 => FieldRef::Bool(true),
+            3 => FieldRef::Int(i64::from_be_bytes(number())),
+            4 => FieldRef::Float(f64::from_be_bytes(number())),
+            5 | 6 => {
+                let s = std::str::from_utf8(self.payload).map_err(|_| ValueError::NotUtf8)?;
+                if self.tag == 5 { FieldRef::Str(s) } else { FieldRef::Json(s) }
+            }
+            other => return Err(ValueError::Unknown(other)),
+        })
     }
 }
 
@@ -282,11 +315,12 @@ impl<'a> Iterator for FieldsRef<'a> {
     type Item = Result<(&'a str, FieldRef<'a>), ValueError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.left == 0 {
-            return None;
-        }
-        self.left -= 1;
-        let field = self.next_field();
+        let (name, raw) = match self.step()? {
+            Ok(field) => field,
+            Err(e) => return Some(Err(e)),
+        };
+        let field =
+            std::str::from_utf8(name).map_err(|_| ValueError::NotUtf8).and_then(|name| Ok((name, raw.value()?)));
         if field.is_err() {
             self.left = 0;
         }
