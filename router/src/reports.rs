@@ -160,7 +160,12 @@ async fn run_within(
                 schedule.moved(batch.id, |p| candidates(view, &current, p)).map_err(unavailable)?;
             }
             other => {
-                tracing::warn!(node = batch.node, answer = ?other.as_ref().err().map(ToString::to_string), "a report scan failed; its partitions go to other replicas");
+                let why = match &other {
+                    Ok(Response::Error(e)) => e.to_string(),
+                    Err(e) => e.to_string(),
+                    Ok(_) => "an answer that is not a report part".to_string(),
+                };
+                tracing::warn!(node = batch.node, why, "a report scan failed; its partitions go to other replicas");
                 schedule.failed(batch.id).map_err(unavailable)?;
             }
         }
