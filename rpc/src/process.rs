@@ -15,6 +15,22 @@ pub fn init_tracing(default_filter: &str) {
 }
 
 /// Resolves on the first SIGTERM or SIGINT.
+/// Listens for SIGTERM and SIGINT from the moment it is called (not from
+/// the first poll); the future ends at the first of them. For a process
+/// that must not die by the default action of a signal sent while it is
+/// still starting.
+pub fn listen_for_shutdown() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
+}
+
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("cannot listen for SIGTERM");

@@ -230,24 +230,39 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         router_args: Vec::new(),
         partitions: None,
     };
+    // Listening before any process starts: a SIGTERM while the cluster is
+    // still starting stops it too, instead of killing this process and
+    // leaving the nodes and the router running.
+    let shutdown = ringup_rpc::process::listen_for_shutdown().context("cannot listen for SIGTERM")?;
+    tokio::pin!(shutdown);
     let mut nodes = (1..=args.nodes)
         .map(|id| Process::start(&format!("node-{id}"), layout.node(id), &layout.dir.join(format!("node-{id}.log"))))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut router = Process::start("router", layout.router(), &layout.dir.join("router.log"))?;
     println!("starting {} nodes and a router in {} ...", args.nodes, layout.dir.display());
 
-    let mut watched: Vec<&mut Process> = nodes.iter_mut().chain(std::iter::once(&mut router)).collect();
-    let ready = wait_ready(&layout.router_url(), &mut watched, READY_TIMEOUT).await;
-    let shown = match ready {
-        Ok(()) => show(&layout, !args.no_sample).await,
-        Err(e) => Err(e),
+    let started = {
+        let mut watched: Vec<&mut Process> = nodes.iter_mut().chain(std::iter::once(&mut router)).collect();
+        let start = async {
+            wait_ready(&layout.router_url(), &mut watched, READY_TIMEOUT).await?;
+            show(&layout, !args.no_sample).await
+        };
+        tokio::select! {
+            shown = start => Some(shown),
+            () = &mut shutdown => None,
+        }
     };
-    if let Err(e) = shown {
-        stop_all(router, nodes).await;
-        return Err(e);
+    match started {
+        Some(Ok(())) => {
+            println!("Press Ctrl-C (or send SIGTERM) to stop.");
+            shutdown.await;
+        }
+        Some(Err(e)) => {
+            stop_all(router, nodes).await;
+            return Err(e);
+        }
+        None => {}
     }
-    println!("Press Ctrl-C (or send SIGTERM) to stop.");
-    ringup_rpc::process::shutdown_signal().await;
     println!("stopping ...");
     stop_all(router, nodes).await;
     println!("stopped");
