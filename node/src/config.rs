@@ -150,6 +150,12 @@ pub struct Config {
     #[arg(long, env = "RINGUP_ANTI_ENTROPY_INTERVAL_SECS", default_value_t = 10)]
     pub anti_entropy_interval_secs: u64,
 
+    /// MiB of memory for reports' column segments: a partition's records
+    /// decoded into columns once it has stopped changing, so that reports
+    /// over it read memory instead of the disk. 0 turns them off.
+    #[arg(long, env = "RINGUP_COLUMN_CACHE_MIB", default_value_t = 1024)]
+    pub column_cache_mib: usize,
+
     /// Seconds a tombstone is kept at least; it is dropped only once every
     /// replica has agreed on it after that (see README, "Healing").
     #[arg(long, env = "RINGUP_TOMBSTONE_GRACE_SECS", default_value_t = 3600)]

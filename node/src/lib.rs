@@ -18,6 +18,7 @@
 //! id the map assigned ([`Request::Adopt`]); then it joins the metadata
 //! group as a learner, and [`migrate`] copies its partitions onto it.
 
+pub mod columns;
 pub mod config;
 pub mod hints;
 pub mod migrate;
@@ -44,6 +45,7 @@ use ringup_rpc::{Handler, Pool};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::columns::ColumnCache;
 use crate::config::Config;
 use crate::hints::Hints;
 use crate::migrate::{Mover, Progress};
@@ -154,6 +156,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         map: map_rx.clone(),
         scratch,
         progress: Arc::new(Progress::default()),
+        columns: Arc::new(ColumnCache::new(config.column_cache_mib.saturating_mul(1 << 20))),
     };
     let hints = Arc::new(Hints::open(parts.clone(), config.hint_settings())?);
     let repair = Arc::new(Repairer::new(parts.clone(), config.repair_settings()));
@@ -212,6 +215,8 @@ pub struct Parts {
     pub scratch: PathBuf,
     /// What the streams into this node have copied so far.
     pub progress: Arc<Progress>,
+    /// Reports' column segments.
+    pub columns: Arc<ColumnCache>,
 }
 
 /// The RPC handler: the node's [`Service`] once the node has an id; until

@@ -175,7 +175,7 @@ impl Service {
                 }
                 Served::count(&self.served.scans, partitions.len());
                 let budget = Duration::from_millis(budget_ms).min(MAX_QUERY_BUDGET);
-                crate::report::scan(&self.node.storage, partitions, plan, max_groups, budget).await
+                crate::report::scan(&self.node.storage, &self.node.columns, partitions, plan, max_groups, budget).await
             }
             Request::GetMap { known_epoch, wait_ms } => {
                 Ok(Response::Map(Box::new(self.map_after(known_epoch, wait_ms).await)))
@@ -226,6 +226,7 @@ impl Service {
             scans: read(&self.served.scans),
             clock_skew_refusals: read(&self.served.skew_refusals),
             healing: self.healing_stats(),
+            reports: self.node.columns.stats(),
             engine: self.node.storage.engine_stats(),
         }
     }

@@ -19,8 +19,10 @@
 //! [`StoredRecord`]: ringup_proto::value::StoredRecord
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use ringup_proto::keys::{self, RecordKey, partition_range};
 use ringup_proto::merkle::{PartitionDigest, bucket_of};
@@ -234,6 +236,68 @@ pub struct Storage {
     /// The options the database was opened with: they hold its statistics.
     opts: Arc<Options>,
     writer: mpsc::Sender<WriteJob>,
+    generations: Arc<Generations>,
+}
+
+/// Slots of [`Generations`]: partitions share one when their ids are equal
+/// modulo this, which costs only needless rebuilds of cached columns.
+const GENERATION_SLOTS: usize = 4096;
+
+/// A count of the changes to each partition's records, raised after every
+/// change is committed: what cached columns of a partition are checked
+/// against. Read before a scan starts, a generation that has not moved
+/// since proves that the scan saw every change.
+pub struct Generations {
+    slots: Box<[AtomicU64]>,
+    /// When each slot last moved, in milliseconds since `start`.
+    moved: Box<[AtomicU64]>,
+    /// Raised by changes of unknown partitions (an ingested file).
+    all: AtomicU64,
+    start: Instant,
+}
+
+impl Generations {
+    fn new() -> Self {
+        let zeros = || (0..GENERATION_SLOTS).map(|_| AtomicU64::new(0)).collect();
+        Self { slots: zeros(), moved: zeros(), all: AtomicU64::new(0), start: Instant::now() }
+    }
+
+    fn slot(partition: PartitionId) -> usize {
+        partition as usize % GENERATION_SLOTS
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    /// Records that a committed change touched the partition whose keys
+    /// start with these bytes.
+    fn moved_key(&self, key: &[u8]) {
+        match key.first_chunk::<4>() {
+            Some(p) => self.moved_partition(u32::from_be_bytes(*p)),
+            None => self.moved_all(),
+        }
+    }
+
+    fn moved_partition(&self, partition: PartitionId) {
+        let slot = Self::slot(partition);
+        self.slots[slot].fetch_add(1, Ordering::AcqRel);
+        self.moved[slot].store(self.now_ms(), Ordering::Release);
+    }
+
+    fn moved_all(&self) {
+        self.all.fetch_add(1, Ordering::AcqRel);
+        let now = self.now_ms();
+        self.moved.iter().for_each(|m| m.store(now, Ordering::Release));
+    }
+
+    /// The partition's generation, and how long it has been unchanged.
+    pub fn of(&self, partition: PartitionId) -> (u64, Duration) {
+        let slot = Self::slot(partition);
+        let generation = self.slots[slot].load(Ordering::Acquire) + self.all.load(Ordering::Acquire);
+        let quiet = self.now_ms().saturating_sub(self.moved[slot].load(Ordering::Acquire));
+        (generation, Duration::from_millis(quiet))
+    }
 }
 
 impl Storage {
@@ -257,11 +321,13 @@ impl Storage {
         let db = Arc::new(rocksdb::DB::open_cf_descriptors(&db_opts, dir, families)?);
         let (writer, jobs) = mpsc::channel(WRITE_QUEUE);
         let thread_db = Arc::downgrade(&db);
+        let generations = Arc::new(Generations::new());
+        let thread_generations = generations.clone();
         thread::Builder::new()
             .name("storage-writer".into())
-            .spawn(move || write_loop(&thread_db, jobs, fsync))
+            .spawn(move || write_loop(&thread_db, &thread_generations, jobs, fsync))
             .expect("cannot start the storage writer thread");
-        let storage = Self { db, opts: Arc::new(db_opts), writer };
+        let storage = Self { db, opts: Arc::new(db_opts), writer, generations };
         storage.check_format()?;
         Ok(storage)
     }
@@ -529,6 +595,7 @@ impl Storage {
             let mut opts = rocksdb::IngestExternalFileOptions::default();
             opts.set_move_files(true);
             let loaded = this.db.ingest_external_file_cf_opts(this.cf(CF_DATA), &opts, vec![&path]);
+            this.generations.moved_all();
             let _ = std::fs::remove_file(&path);
             Ok(loaded?)
         })
@@ -617,6 +684,11 @@ impl Storage {
             Ok((out, more))
         })
         .await
+    }
+
+    /// Counts of the changes to each partition's records.
+    pub fn generations(&self) -> &Generations {
+        &self.generations
     }
 
     /// Calls `f` on each key and value of one collection's records within
@@ -751,7 +823,12 @@ pub async fn blocking<T: Send + 'static>(
 ///
 /// It holds the database weakly, so dropping the last [`Storage`] closes
 /// the database at once; the thread ends when the queue closes.
-fn write_loop(db: &Weak<rocksdb::DB>, mut jobs: mpsc::Receiver<WriteJob>, fsync: FsyncPolicy) {
+fn write_loop(
+    db: &Weak<rocksdb::DB>,
+    generations: &Generations,
+    mut jobs: mpsc::Receiver<WriteJob>,
+    fsync: FsyncPolicy,
+) {
     let mut opts = WriteOptions::default();
     opts.set_sync(fsync != FsyncPolicy::Never);
     let max_group = if fsync == FsyncPolicy::Always { 1 } else { MAX_GROUP };
@@ -768,6 +845,13 @@ fn write_loop(db: &Weak<rocksdb::DB>, mut jobs: mpsc::Receiver<WriteJob>, fsync:
             }
         }
         let result = db.upgrade().map(|db| commit(&db, &group, &opts));
+        // After the commit, so that a scan that read the old generation
+        // cannot have missed the change unnoticed.
+        for job in &group {
+            let c = &job.changes;
+            let keys = c.drops.iter().chain(&c.deletes).chain(&c.records).map(|(k, _)| k);
+            keys.for_each(|k| generations.moved_key(k));
+        }
         for job in group {
             let answer = match &result {
                 Some(Ok(())) => Ok(()),
@@ -929,6 +1013,21 @@ mod tests {
         target.delete_partition(5).await.unwrap();
         assert_eq!(target.holdings(8).await.unwrap(), Vec::<u32>::new());
         assert_eq!(target.get_record(key("r0007")).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_partition_generation_moves_after_each_change_to_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path(), FsyncPolicy::Group).unwrap();
+        let of = |p| storage.generations().of(p).0;
+        let before = (of(5), of(6));
+        storage.merge_records(vec![(key("a"), value(1, 1))]).await.unwrap();
+        assert_eq!((of(5), of(6)), (before.0 + 1, before.1), "only the written partition moves");
+        storage.delete_partition(5).await.unwrap();
+        assert_eq!(of(5), before.0 + 2);
+        storage.barrier().await.unwrap();
+        assert_eq!(of(5), before.0 + 2, "a barrier changes nothing");
+        assert!(storage.generations().of(5).1 < Duration::from_secs(5));
     }
 
     #[tokio::test]

@@ -28,6 +28,8 @@ pub struct NodeStats {
     pub clock_skew_refusals: u64,
     /// Hints and anti-entropy.
     pub healing: HealingStats,
+    /// Reports' scans and column segments.
+    pub reports: ReportStats,
     /// The storage engine's figures.
     pub engine: EngineStats,
 }
@@ -71,6 +73,23 @@ pub struct HealingStats {
     /// When the oldest of the last agreeing comparisons of the others
     /// started, in wall-clock ms.
     pub oldest_agreement_ms: Option<u64>,
+}
+
+/// How a node's report scans read their partitions, and the column
+/// segments it holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportStats {
+    /// Partitions read from a column segment (one built for the report
+    /// included).
+    pub from_segments: u64,
+    /// Partitions scanned record by record from RocksDB.
+    pub scanned: u64,
+    /// Segments built.
+    pub built: u64,
+    /// Segments held.
+    pub segments: u64,
+    /// Their bytes.
+    pub segment_bytes: u64,
 }
 
 /// RocksDB's figures, from its properties and statistics.

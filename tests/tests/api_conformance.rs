@@ -125,8 +125,13 @@ const FAMILIES: [(&str, &str); 13] = [
 ];
 
 /// The nodes' families the OpenAPI file lists, with their types.
-const NODE_FAMILIES: [(&str, &str); 38] = [
+const NODE_FAMILIES: [(&str, &str); 43] = [
     ("up", "gauge"),
+    ("report_partitions_from_segments", "counter"),
+    ("report_partitions_scanned", "counter"),
+    ("report_segments_built", "counter"),
+    ("report_segments", "gauge"),
+    ("report_segment_bytes", "gauge"),
     ("raft_term", "gauge"),
     ("raft_leader", "gauge"),
     ("clock_skew_refusals", "counter"),

@@ -27,8 +27,15 @@ struct HintLabels {
 type Read = fn(&NodeStats) -> u64;
 
 /// The counters: name, help, figure.
-fn counters() -> [(&'static str, &'static str, Read); 20] {
+fn counters() -> [(&'static str, &'static str, Read); 23] {
     [
+        ("report_partitions_from_segments", "Partitions report scans read from column segments", |s| {
+            s.reports.from_segments
+        }),
+        ("report_partitions_scanned", "Partitions report scans read record by record from RocksDB", |s| {
+            s.reports.scanned
+        }),
+        ("report_segments_built", "Column segments built for reports", |s| s.reports.built),
         ("clock_skew_refusals", "Writes refused for a version too far ahead of the node's clock", |s| {
             s.clock_skew_refusals
         }),
@@ -59,8 +66,10 @@ fn counters() -> [(&'static str, &'static str, Read); 20] {
 }
 
 /// The gauges: name, help, figure.
-fn gauges() -> [(&'static str, &'static str, Read); 14] {
+fn gauges() -> [(&'static str, &'static str, Read); 16] {
     [
+        ("report_segments", "Column segments the node holds for reports", |s| s.reports.segments),
+        ("report_segment_bytes", "Bytes of the column segments the node holds", |s| s.reports.segment_bytes),
         ("anti_entropy_partitions", "Partitions the node serves and anti-entropy compares", |s| {
             s.healing.partitions_held
         }),
