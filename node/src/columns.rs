@@ -29,7 +29,7 @@ use std::collections::HashMap;
 use crate::report::shop_and_id;
 use ringup_proto::keys::{self, KeyError};
 use ringup_proto::query::plan::{AggFunc, Column as Col, Expr, Shape, TimeRange};
-use ringup_proto::query::{Accumulator, Partial, Plan, Row, Scalar, State, TooManyGroups, Val};
+use ringup_proto::query::{Accumulator, Plan, Row, Scalar, State, TooManyGroups, Val};
 use ringup_proto::value::{self, FieldRef, Header};
 use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
 
@@ -618,37 +618,28 @@ fn groups(
             }
         }
     }
-    let part = groups
-        .into_iter()
-        .map(|(token, locals)| {
-            let key = keys.iter().zip(token).map(|(k, t)| k.scalar(t)).collect();
-            let states = locals
-                .into_iter()
-                .zip(inputs)
-                .zip(aggregates)
-                .map(|((local, input), agg)| match local {
-                    Local::Count(n) => State::Count(n),
-                    Local::State(state) => state,
+    for (token, locals) in groups {
+        let key = keys.iter().zip(token).map(|(k, t)| k.scalar(t)).collect();
+        acc.merge_into(key, |states| {
+            for ((state, local), input) in states.iter_mut().zip(locals).zip(inputs) {
+                match local {
+                    Local::Count(n) => state.merge(State::Count(n)),
+                    Local::State(part) => state.merge(part),
                     Local::TsExtreme(best) => {
-                        let mut state = State::new(agg.func);
                         if let Some(t) = best {
                             state.add(Some(Val::Ts(t)));
                         }
-                        state
                     }
                     Local::Distinct(seen) => {
-                        let mut state = State::new(agg.func);
                         if let Input::Codes(codes) = input {
                             seen.iter().for_each(|&c| state.add(Some(codes.val(c))));
                         }
-                        state
                     }
-                })
-                .collect();
-            (key, states)
-        })
-        .collect();
-    acc.merge(Partial::Groups(part))
+                }
+            }
+        })?;
+    }
+    Ok(())
 }
 
 /// How long a partition must have gone unchanged before its segments are
@@ -725,11 +716,17 @@ impl ColumnCache {
         let mut inner = self.lock();
         inner.clock += 1;
         let clock = inner.clock;
-        let entry = inner.entries.get_mut(&(partition, collection.to_string()))?;
-        (entry.generation == generation).then(|| {
+        let key = (partition, collection.to_string());
+        let entry = inner.entries.get_mut(&key)?;
+        if entry.generation == generation {
             entry.used = clock;
-            entry.segment.clone()
-        })
+            return Some(entry.segment.clone());
+        }
+        // Outdated for good (generations only grow): its memory goes now,
+        // also when the partition has left this node.
+        let old = inner.entries.remove(&key).expect("just found");
+        inner.bytes -= old.segment.bytes();
+        None
     }
 
     /// Keeps a segment built at `generation`, replacing an older one and
@@ -819,10 +816,11 @@ mod tests {
         assert!(cache.get(1, "c", 7).is_some() && cache.get(2, "c", 7).is_some());
         cache.put(3, "c", 7, segment(100));
         assert_eq!(shown(&cache), "[false, true, true, true, false] 3");
-        // Another generation is not served; a new build replaces the old.
+        // Another generation is not served, and the outdated segment goes.
         assert!(cache.get(1, "c", 8).is_none());
+        assert_eq!(cache.size(), CacheSize { segments: 2, bytes: 2 * one });
         cache.put(1, "c", 8, segment(100));
-        assert!(cache.get(1, "c", 7).is_none() && cache.get(1, "c", 8).is_some());
+        assert!(cache.get(1, "c", 8).is_some());
         assert_eq!(cache.size().bytes, 3 * one);
         // Larger than the budget: not kept; a budget of 0 keeps nothing.
         cache.put(4, "c", 1, segment(1000));

@@ -15,9 +15,10 @@
 //! | `count(DISTINCT)` | the set of values | its size |
 
 use std::cmp::Ordering;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::Hasher;
 
+use rustc_hash::FxBuildHasher;
 use serde::{Deserialize, Serialize};
 
 use super::plan::{AggFunc, Aggregate, Expr, OrderKey, Plan, Row, Shape};
@@ -50,11 +51,11 @@ pub enum State {
     Distinct(DistinctSet),
 }
 
-/// The distinct values of a group: text apart, so that a row's borrowed
-/// text is looked up without allocating.
+/// The distinct values of a group: text apart, in a hash set, so that a
+/// row's borrowed text is looked up quickly and without allocating.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DistinctSet {
-    texts: BTreeSet<String>,
+    texts: HashSet<String, FxBuildHasher>,
     others: BTreeSet<Scalar>,
 }
 
@@ -295,18 +296,42 @@ impl<'p> Accumulator<'p> {
         self.check()
     }
 
+    /// The index of the group with these keys, if there is one yet, and
+    /// the keys' hash.
+    fn find_owned(&self, key: &[Scalar]) -> (Option<usize>, u64) {
+        let hash = {
+            let mut h = KeyHasher::default();
+            key.iter().for_each(|s| h.scalar(s));
+            h.finish()
+        };
+        (self.index.get(&hash).and_then(|c| c.iter().copied().find(|i| self.groups[*i].0 == key)), hash)
+    }
+
+    /// Folds into the group with keys `key` (made with empty states if
+    /// new) what `fill` adds to its states: a part whose states are cheaper
+    /// added than built apart and merged (distinct values borrowed from
+    /// elsewhere are copied only when new).
+    pub fn merge_into(&mut self, key: Vec<Scalar>, fill: impl FnOnce(&mut [State])) -> Result<(), TooManyGroups> {
+        let Shape::Groups { aggregates, .. } = &self.plan.shape else {
+            panic!("merging a group into a plan of plain rows");
+        };
+        let i = match self.find_owned(&key) {
+            (Some(i), _) => i,
+            (None, hash) => self.insert(hash, key, aggregates.iter().map(|a| State::new(a.func)).collect()),
+        };
+        let held = |states: &[State]| states.iter().map(State::held).sum::<usize>();
+        let before = held(&self.groups[i].1);
+        fill(&mut self.groups[i].1);
+        self.held += held(&self.groups[i].1) - before;
+        self.check()
+    }
+
     /// Folds in a partial result of the same plan.
     pub fn merge(&mut self, part: Partial) -> Result<(), TooManyGroups> {
         match part {
             Partial::Groups(groups) => {
                 for (key, states) in groups {
-                    let hash = {
-                        let mut h = KeyHasher::default();
-                        key.iter().for_each(|s| h.scalar(s));
-                        h.finish()
-                    };
-                    let found =
-                        self.index.get(&hash).and_then(|c| c.iter().copied().find(|i| self.groups[*i].0 == key));
+                    let (found, hash) = self.find_owned(&key);
                     match found {
                         Some(i) => {
                             for (m, s) in self.groups[i].1.iter_mut().zip(states) {
