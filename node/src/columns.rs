@@ -3,9 +3,12 @@
 //! that has stopped changing read arrays instead of RocksDB.
 //!
 //! A segment is built from one scan of the collection's key range and
-//! holds, per live record, its event time, its shop and id, and every
-//! field. Text is stored as codes into a per-column dictionary; a field
-//! that only ever holds text (or NULL) is nothing but codes.
+//! holds, per live record, its event time, its shop and id, and the fields
+//! the report reads. A later report that reads other fields extends it
+//! with their columns from another scan, which must meet the same records
+//! in the same order ([`Refused::Changed`] otherwise). Text is stored as
+//! codes into a per-column dictionary; a field that only ever holds text
+//! (or NULL) is nothing but codes.
 //!
 //! [`aggregate`] evaluates a plan over a segment and feeds the
 //! accumulator exactly what the row-by-row scan would: the same groups
@@ -25,6 +28,7 @@
 //! on values read from the columns.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::report::shop_and_id;
 use ringup_proto::keys::{self, KeyError};
@@ -33,11 +37,21 @@ use ringup_proto::query::{Accumulator, Plan, Row, Scalar, State, TooManyGroups, 
 use ringup_proto::value::{self, FieldRef, Header};
 use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
 
-/// One collection's live records in one partition, as columns.
-#[derive(Debug, Default)]
+/// One collection's live records in one partition, as columns: each
+/// record's time, shop and id, and the fields reports have asked for so
+/// far. Cheap to clone: the columns are shared.
+#[derive(Debug, Default, Clone)]
 pub struct Segment {
     /// Keys read, deleted records included.
     keys: u64,
+    base: Arc<Base>,
+    /// The fields built, by name; `None` for one no record has.
+    fields: FxHashMap<Box<str>, Option<Arc<Column>>>,
+}
+
+/// What a segment holds of every live record.
+#[derive(Debug, Default)]
+struct Base {
     /// Event times, in microseconds.
     ts: Vec<i64>,
     shops: Dict,
@@ -45,8 +59,25 @@ pub struct Segment {
     /// The ids, one after another; `id_ends[i]` is where row `i`'s ends.
     ids: String,
     id_ends: Vec<usize>,
-    /// The fields, by name.
-    fields: FxHashMap<Box<str>, Column>,
+}
+
+impl Base {
+    fn rows(&self) -> usize {
+        self.ts.len()
+    }
+
+    fn id(&self, row: usize) -> &str {
+        let start = if row == 0 { 0 } else { self.id_ends[row - 1] };
+        &self.ids[start..self.id_ends[row]]
+    }
+
+    fn bytes(&self) -> usize {
+        8 * self.ts.capacity()
+            + 4 * self.shop.capacity()
+            + self.shops.bytes()
+            + self.ids.capacity()
+            + 8 * self.id_ends.capacity()
+    }
 }
 
 /// The distinct texts of a column; a code is an index.
@@ -158,77 +189,135 @@ impl Column {
     }
 }
 
-/// Builds a [`Segment`] from a collection's keys and values in key order.
+/// A record [`SegmentBuilder::push`] did not take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// Its header or key does not decode; it is left out.
+    Corrupt(String),
+    /// Extending a segment, the records are not those it was built from:
+    /// they changed in between, and the extension is given up.
+    Changed,
+}
+
+/// Builds a [`Segment`], or more fields of one, from a collection's keys
+/// and values in key order.
 #[derive(Debug)]
 pub struct SegmentBuilder {
-    segment: Segment,
     prefix_len: usize,
+    keys: u64,
+    /// The rows: new, or those of the segment extended.
+    base: Base,
+    extended: Option<Segment>,
+    /// The live records seen.
+    row: usize,
+    /// The fields to build, in name order.
+    wanted: Vec<(Box<str>, Option<Column>)>,
 }
 
 impl SegmentBuilder {
-    /// A builder for the records of `collection` in `partition`.
-    pub fn new(partition: ringup_proto::ring::PartitionId, collection: &str) -> Self {
+    /// A builder of a segment of `collection` in `partition` with the
+    /// fields `wanted`.
+    pub fn new(partition: ringup_proto::ring::PartitionId, collection: &str, wanted: &[String]) -> Self {
         let prefix_len = keys::table_range(partition, collection).0.len();
-        Self { segment: Segment::default(), prefix_len }
+        let mut wanted: Vec<(Box<str>, Option<Column>)> = wanted.iter().map(|f| (f.as_str().into(), None)).collect();
+        wanted.sort_by(|a, b| a.0.cmp(&b.0));
+        wanted.dedup_by(|a, b| a.0 == b.0);
+        Self { prefix_len, keys: 0, base: Base::default(), extended: None, row: 0, wanted }
     }
 
-    /// Adds one stored record. A record that does not decode is left out;
-    /// the error says why.
-    pub fn push(&mut self, key: &[u8], bytes: &[u8]) -> Result<(), String> {
-        let seg = &mut self.segment;
-        seg.keys += 1;
-        let header = Header::parse(bytes).map_err(|e| e.to_string())?;
+    /// A builder that adds the fields `wanted` to `segment`, from another
+    /// scan of the same records.
+    pub fn extend(
+        segment: &Segment,
+        partition: ringup_proto::ring::PartitionId,
+        collection: &str,
+        wanted: &[String],
+    ) -> Self {
+        Self { extended: Some(segment.clone()), ..Self::new(partition, collection, wanted) }
+    }
+
+    /// Adds one stored record.
+    pub fn push(&mut self, key: &[u8], bytes: &[u8]) -> Result<(), Refused> {
+        let corrupt = |e: &dyn std::fmt::Display| Refused::Corrupt(e.to_string());
+        self.keys += 1;
+        let header = Header::parse(bytes).map_err(|e| corrupt(&e))?;
         if header.tombstone {
             return Ok(());
         }
-        // Everything is checked before anything is kept, so that a record
-        // that fails half way leaves no trace.
-        let fields = || -> Result<Vec<(&str, FieldRef<'_>)>, String> {
-            let mut out = Vec::new();
-            let mut fields = value::fields_ref(bytes).map_err(|e| e.to_string())?;
-            while let Some(field) = fields.step() {
-                let (name, raw) = field.map_err(|e| e.to_string())?;
-                let name = std::str::from_utf8(name).map_err(|_| "a field name is not UTF-8".to_string())?;
-                out.push((name, raw.value().map_err(|e| e.to_string())?));
-            }
-            Ok(out)
-        };
-        let fields = fields()?;
-        let (shop, id) = shop_and_id(key, self.prefix_len).map_err(|e: KeyError| e.to_string())?;
-
-        let row = seg.ts.len();
-        seg.ts.push(header.ts.saturating_mul(1000));
-        let code = match seg.shop.last() {
-            Some(&last) if seg.shops.text(last) == shop => last,
-            _ => seg.shops.code(&shop),
-        };
-        seg.shop.push(code);
-        seg.ids.push_str(&id);
-        seg.id_ends.push(seg.ids.len());
-        for (name, value) in fields {
-            let column = match seg.fields.get_mut(name) {
-                Some(column) => column,
-                None => {
-                    seg.fields.entry(name.into()).or_insert(Column::Codes { codes: Vec::new(), dict: Dict::default() })
+        let (shop, id) = shop_and_id(key, self.prefix_len).map_err(|e: KeyError| corrupt(&e))?;
+        let ts = header.ts.saturating_mul(1000);
+        let row = self.row;
+        match &self.extended {
+            Some(segment) => {
+                let base = &segment.base;
+                let same = row < base.rows()
+                    && base.ts[row] == ts
+                    && base.shops.text(base.shop[row]) == shop
+                    && base.id(row) == id;
+                if !same {
+                    return Err(Refused::Changed);
                 }
-            };
-            column.push(row, value);
+            }
+            None => {
+                let base = &mut self.base;
+                base.ts.push(ts);
+                let code = match base.shop.last() {
+                    Some(&last) if base.shops.text(last) == shop => last,
+                    _ => base.shops.code(&shop),
+                };
+                base.shop.push(code);
+                base.ids.push_str(&id);
+                base.id_ends.push(base.ids.len());
+            }
+        }
+        self.row += 1;
+        if self.wanted.is_empty() {
+            return Ok(());
+        }
+        // Both lists are in name order: one pass over each. A value that
+        // does not decode is NULL (it was checked where it entered).
+        let mut wanted = self.wanted.iter_mut().peekable();
+        let mut stored = value::fields_ref(bytes).map_err(|e| corrupt(&e))?;
+        while let Some(Ok((name, raw))) = stored.step() {
+            while wanted.peek().is_some_and(|(w, _)| w.as_bytes() < name) {
+                wanted.next();
+            }
+            let Some((w, column)) = wanted.peek_mut() else { break };
+            if w.as_bytes() == name {
+                let column = column.get_or_insert_with(|| Column::Codes { codes: Vec::new(), dict: Dict::default() });
+                column.push(row, raw.value().unwrap_or(FieldRef::Null));
+            }
         }
         Ok(())
     }
 
-    /// The segment.
-    pub fn finish(mut self) -> Segment {
-        let rows = self.segment.ts.len();
-        self.segment.fields.values_mut().for_each(|c| c.pad(rows));
-        self.segment
+    /// The segment, or the one extended with the new fields.
+    pub fn finish(self) -> Result<Segment, Refused> {
+        let rows = self.row;
+        let columns = self.wanted.into_iter().map(|(name, column)| {
+            let column = column.map(|mut c| {
+                c.pad(rows);
+                Arc::new(c)
+            });
+            (name, column)
+        });
+        match self.extended {
+            Some(mut segment) => {
+                if rows != segment.base.rows() {
+                    return Err(Refused::Changed);
+                }
+                segment.fields.extend(columns);
+                Ok(segment)
+            }
+            None => Ok(Segment { keys: self.keys, base: Arc::new(self.base), fields: columns.collect() }),
+        }
     }
 }
 
 impl Segment {
     /// Live records held.
     pub fn rows(&self) -> usize {
-        self.ts.len()
+        self.base.rows()
     }
 
     /// Keys read when it was built, deleted records included: what a scan
@@ -237,21 +326,20 @@ impl Segment {
         self.keys
     }
 
+    /// Of `fields`, those not built yet.
+    pub fn missing(&self, fields: &[String]) -> Vec<String> {
+        fields.iter().filter(|f| !self.fields.contains_key(f.as_str())).cloned().collect()
+    }
+
     /// About how many bytes of memory it holds.
     pub fn bytes(&self) -> usize {
-        let fields: usize = self.fields.iter().map(|(name, c)| name.len() + 32 + c.bytes()).sum();
-        8 * self.ts.capacity()
-            + 4 * self.shop.capacity()
-            + self.shops.bytes()
-            + self.ids.capacity()
-            + 8 * self.id_ends.capacity()
-            + fields
-            + size_of::<Self>()
+        let fields: usize =
+            self.fields.iter().map(|(name, c)| name.len() + 32 + c.as_ref().map_or(0, |c| c.bytes())).sum();
+        self.base.bytes() + fields + size_of::<Self>()
     }
 
     fn id(&self, row: usize) -> &str {
-        let start = if row == 0 { 0 } else { self.id_ends[row - 1] };
-        &self.ids[start..self.id_ends[row]]
+        self.base.id(row)
     }
 }
 
@@ -266,7 +354,8 @@ struct RowReader<'s> {
 
 impl<'s> RowReader<'s> {
     fn new(segment: &'s Segment, plan: &Plan) -> Self {
-        Self { segment, fields: plan.fields.iter().map(|f| segment.fields.get(f.as_str())).collect() }
+        let fields = plan.fields.iter().map(|f| segment.fields.get(f.as_str()).and_then(|c| c.as_deref())).collect();
+        Self { segment, fields }
     }
 
     fn fill(&self, row: usize, out: &mut [Val<'s>]) {
@@ -286,7 +375,7 @@ impl<'s> RowReader<'s> {
         };
         self.fill(row, vals);
         let seg = self.segment;
-        f(&Row { shop: seg.shops.text(seg.shop[row]), id: seg.id(row), ts: seg.ts[row], fields: vals })
+        f(&Row { shop: seg.base.shops.text(seg.base.shop[row]), id: seg.id(row), ts: seg.base.ts[row], fields: vals })
     }
 }
 
@@ -306,7 +395,7 @@ impl<'s> Codes<'s> {
     /// The codes of what `expr` reads, if it is such a column.
     fn of(expr: &Expr, segment: &'s Segment, sources: &Sources<'s>) -> Option<Self> {
         match expr {
-            Expr::Column(Col::Shop) => Some(Codes::Shop(&segment.shop, &segment.shops)),
+            Expr::Column(Col::Shop) => Some(Codes::Shop(&segment.base.shop, &segment.base.shops)),
             Expr::Column(Col::Field(i)) => match sources.get(*i)? {
                 None => Some(Codes::Missing),
                 Some(Column::Codes { codes, dict }) => Some(Codes::Field(codes, dict)),
@@ -435,7 +524,7 @@ fn flatten_and<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
 /// The rows of `segment` that pass the plan's filter, in order.
 fn selected(plan: &Plan, segment: &Segment, reader: &RowReader<'_>) -> Vec<u32> {
     let (time, tests) = tests(plan, segment, &reader.fields);
-    let mut rows: Vec<u32> = (0..segment.rows() as u32).filter(|&r| time.holds(segment.ts[r as usize])).collect();
+    let mut rows: Vec<u32> = (0..segment.rows() as u32).filter(|&r| time.holds(segment.base.ts[r as usize])).collect();
     // Lookups first: they are cheap and narrow what the others see.
     for test in tests
         .iter()
@@ -469,8 +558,8 @@ impl<'s> Key<'s> {
     fn token(self, segment: &Segment, row: usize) -> u64 {
         match self {
             Key::Codes(codes) => u64::from(codes.code(row)),
-            Key::Ts(None) => segment.ts[row] as u64,
-            Key::Ts(Some(unit)) => unit.truncate(segment.ts[row]) as u64,
+            Key::Ts(None) => segment.base.ts[row] as u64,
+            Key::Ts(Some(unit)) => unit.truncate(segment.base.ts[row]) as u64,
         }
     }
 
@@ -606,11 +695,11 @@ fn groups(
                     seen.insert(codes.code(row));
                 }
                 (Local::TsExtreme(best), _) => {
-                    let t = segment.ts[row];
+                    let t = segment.base.ts[row];
                     let max = agg.func == AggFunc::Max;
                     *best = Some(best.map_or(t, |b| if max { b.max(t) } else { b.min(t) }));
                 }
-                (Local::State(state), Input::Ts) => state.add(Some(Val::Ts(segment.ts[row]))),
+                (Local::State(state), Input::Ts) => state.add(Some(Val::Ts(segment.base.ts[row]))),
                 (Local::State(state), Input::Codes(codes)) => state.add(Some(codes.val(codes.code(row)))),
                 (Local::State(state), Input::Cells(c)) => state.add(Some(c.val(row))),
                 (Local::State(state), Input::Star) => state.add(None),
@@ -781,14 +870,13 @@ impl ColumnCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     use ringup_proto::keys::RecordKey;
     use ringup_proto::value::{Field, StoredRecord, Version};
 
     /// A segment of `n` records of one shop, each with a text field.
     fn segment(n: usize) -> Arc<Segment> {
-        let mut builder = SegmentBuilder::new(1, "c");
+        let mut builder = SegmentBuilder::new(1, "c", &["f".to_string()]);
         for i in 0..n {
             let key =
                 RecordKey { partition: 1, collection: "c".into(), shop: "s".into(), id: format!("{i:04}") }.encode();
@@ -796,7 +884,7 @@ mod tests {
             let value = StoredRecord { version: Version::default(), ts: 0, tombstone: false, fields }.encode();
             builder.push(&key, &value).unwrap();
         }
-        Arc::new(builder.finish())
+        Arc::new(builder.finish().unwrap())
     }
 
     #[test]
@@ -830,7 +918,7 @@ mod tests {
 
     #[test]
     fn a_field_that_turns_from_text_to_numbers_keeps_every_value() {
-        let mut builder = SegmentBuilder::new(1, "c");
+        let mut builder = SegmentBuilder::new(1, "c", &["f".to_string()]);
         let values =
             [Some(Field::Str("a".into())), None, Some(Field::Int(3)), Some(Field::Str("b".into())), Some(Field::Null)];
         for (i, v) in values.iter().enumerate() {
@@ -839,8 +927,8 @@ mod tests {
             let value = StoredRecord { version: Version::default(), ts: 0, tombstone: false, fields }.encode();
             builder.push(&key, &value).unwrap();
         }
-        let segment = builder.finish();
-        let column = &segment.fields["f"];
+        let segment = builder.finish().unwrap();
+        let column = segment.fields["f"].as_ref().unwrap();
         let read: Vec<String> = (0..segment.rows()).map(|r| format!("{:?}", column.val(r))).collect();
         assert_eq!(read.join(" "), r#"Text("a") Null Int(3) Text("b") Null"#);
         assert_eq!((segment.id(0), segment.id(4)), ("0", "4"));

@@ -21,7 +21,7 @@ use ringup_proto::ring::PartitionId;
 use ringup_proto::rpc::{Response, RpcError};
 use ringup_proto::value::{self, Header};
 
-use crate::columns::{self, ColumnCache, QUIET, Segment, SegmentBuilder};
+use crate::columns::{self, ColumnCache, QUIET, Refused, Segment, SegmentBuilder};
 use crate::storage::{Storage, StorageError, blocking};
 
 /// Records read between two looks at the clock.
@@ -80,19 +80,7 @@ fn scan_blocking(
         if Instant::now() > deadline {
             return Err(Stop::Deadline);
         }
-        // Read before the scan starts: a change committed after it moves
-        // the generation, and the segment is not used again.
-        let (generation, quiet) = storage.generations().of(partition);
-        let segment = match columns.get(partition, &plan.collection, generation) {
-            Some(segment) => Some(segment),
-            None if columns.enabled() && quiet >= QUIET => {
-                let segment = Arc::new(build_segment(storage, partition, &plan.collection, deadline)?);
-                columns.built.fetch_add(1, Ordering::Relaxed);
-                columns.put(partition, &plan.collection, generation, segment.clone());
-                Some(segment)
-            }
-            None => None,
-        };
+        let segment = segment_for(storage, columns, partition, plan, deadline)?;
         match segment {
             Some(segment) => {
                 columns.from_segments.fetch_add(1, Ordering::Relaxed);
@@ -118,30 +106,82 @@ struct Read {
     scanned: u64,
 }
 
-/// Decodes the collection's records in `partition` into a segment.
-fn build_segment(
+/// The partition's segment with the fields `plan` reads: kept, extended
+/// with the fields it lacks, or built if the partition is quiet; `None`
+/// where the partition is to be scanned record by record.
+fn segment_for(
+    storage: &Storage,
+    columns: &ColumnCache,
+    partition: PartitionId,
+    plan: &Plan,
+    deadline: Instant,
+) -> Result<Option<Arc<Segment>>, Stop> {
+    if !columns.enabled() {
+        return Ok(None);
+    }
+    // Read before the scan starts; see `Generations`.
+    let (Some(generation), quiet) = storage.generations().of(partition) else { return Ok(None) };
+    let collection = &plan.collection;
+    let built = match columns.get(partition, collection, generation) {
+        Some(segment) => {
+            let missing = segment.missing(&plan.fields);
+            if missing.is_empty() {
+                return Ok(Some(segment));
+            }
+            let builder = SegmentBuilder::extend(&segment, partition, collection, &missing);
+            fill(storage, partition, collection, builder, deadline)?
+        }
+        None if quiet >= QUIET => {
+            fill(storage, partition, collection, SegmentBuilder::new(partition, collection, &plan.fields), deadline)?
+        }
+        None => return Ok(None),
+    };
+    // Kept only if no change started since the generation was read: then
+    // the scan saw the records as they were at that read.
+    let unchanged = storage.generations().of(partition).0 == Some(generation);
+    match built {
+        Some(segment) if unchanged => {
+            let segment = Arc::new(segment);
+            columns.built.fetch_add(1, Ordering::Relaxed);
+            columns.put(partition, collection, generation, segment.clone());
+            Ok(Some(segment))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Feeds the collection's records in `partition` to `builder`; `None` if
+/// they changed under an extension.
+fn fill(
     storage: &Storage,
     partition: PartitionId,
     collection: &str,
+    mut builder: SegmentBuilder,
     deadline: Instant,
-) -> Result<Segment, Stop> {
-    let mut builder = SegmentBuilder::new(partition, collection);
-    let (mut read, mut late) = (0u64, false);
+) -> Result<Option<Segment>, Stop> {
+    let (mut read, mut late, mut changed) = (0u64, false, false);
     storage.scan_table(partition, collection, |key, bytes| {
         read += 1;
         if read.is_multiple_of(CLOCK_EVERY) && Instant::now() > deadline {
             late = true;
             return Ok(false);
         }
-        if let Err(reason) = builder.push(key, bytes) {
-            tracing::error!(partition, reason, "corrupt record left out of a report");
+        match builder.push(key, bytes) {
+            Ok(()) => Ok(true),
+            Err(Refused::Corrupt(reason)) => {
+                tracing::error!(partition, reason, "corrupt record left out of a report");
+                Ok(true)
+            }
+            Err(Refused::Changed) => {
+                changed = true;
+                Ok(false)
+            }
         }
-        Ok(true)
     })?;
     if late {
         return Err(Stop::Deadline);
     }
-    Ok(builder.finish())
+    Ok(if changed { None } else { builder.finish().ok() })
 }
 
 /// Scans one partition record by record from the stored bytes.
@@ -338,10 +378,12 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(64))]
 
         /// A segment gives every query the same result as the scan of the
-        /// stored bytes, records in any mix of kinds, deleted or missing.
+        /// stored bytes, records in any mix of kinds, deleted or missing;
+        /// built with some of the fields and extended as queries need more.
         #[test]
         fn a_segment_answers_as_the_record_scan_does(
             records in prop::collection::vec(any_record(), 0..120),
+            first in prop::sample::subsequence(vec!["amount", "mixed", "region", "nothing"], 0..=4),
         ) {
             let mut stored: Vec<(Vec<u8>, Vec<u8>)> = records
                 .into_iter()
@@ -355,13 +397,21 @@ mod tests {
             // As the store holds them: by key, one value per key.
             stored.sort_by(|a, b| a.0.cmp(&b.0));
             stored.dedup_by(|a, b| a.0 == b.0);
-            let mut builder = SegmentBuilder::new(3, "sales");
+            let first: Vec<String> = first.into_iter().map(String::from).collect();
+            let mut builder = SegmentBuilder::new(3, "sales", &first);
             stored.iter().for_each(|(k, v)| builder.push(k, v).unwrap());
-            let segment = builder.finish();
+            let mut segment = builder.finish().unwrap();
             prop_assert_eq!(segment.keys(), stored.len() as u64);
             let prefix_len = keys::table_range(3, "sales").0.len();
             for sql in QUERIES {
                 let plan = ringup_proto::query::parse(sql).unwrap();
+                let missing = segment.missing(&plan.fields);
+                if !missing.is_empty() {
+                    let mut builder = SegmentBuilder::extend(&segment, 3, "sales", &missing);
+                    stored.iter().for_each(|(k, v)| builder.push(k, v).unwrap());
+                    segment = builder.finish().unwrap();
+                }
+                prop_assert!(segment.missing(&plan.fields).is_empty());
                 let mut by_rows = Accumulator::new(&plan, usize::MAX);
                 for (k, v) in &stored {
                     prop_assert!(add_record(&plan, &mut by_rows, k, v, Some(prefix_len)).is_ok());
@@ -374,9 +424,39 @@ mod tests {
         }
     }
 
+    /// Stored records of partition 1, collection `c`, shop `s`: ids and
+    /// their `k` field.
+    fn records(rows: &[(&str, &str)]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        rows.iter()
+            .map(|(id, k)| {
+                let key = RecordKey { partition: 1, collection: "c".into(), shop: "s".into(), id: id.to_string() };
+                let fields = vec![("k".to_string(), Field::Str(k.to_string()))];
+                (key.encode(), StoredRecord { version: Version::default(), ts: 0, tombstone: false, fields }.encode())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_extension_over_other_records_is_refused() {
+        let mut builder = SegmentBuilder::new(1, "c", &[]);
+        records(&[("a", "1"), ("b", "2")]).iter().for_each(|(k, v)| builder.push(k, v).unwrap());
+        let segment = builder.finish().unwrap();
+        let extend = |rows: &[(&str, &str)]| {
+            let mut builder = SegmentBuilder::extend(&segment, 1, "c", &["k".to_string()]);
+            for (k, v) in records(rows) {
+                builder.push(&k, &v)?;
+            }
+            builder.finish().map(|s| s.rows())
+        };
+        assert_eq!(extend(&[("a", "9"), ("b", "9")]), Ok(2), "the same records, new values of a new field");
+        assert_eq!(extend(&[("a", "1"), ("c", "2")]), Err(Refused::Changed), "another record");
+        assert_eq!(extend(&[("a", "1")]), Err(Refused::Changed), "a record gone");
+        assert_eq!(extend(&[("a", "1"), ("b", "2"), ("c", "3")]), Err(Refused::Changed), "a record more");
+    }
+
     #[test]
     fn a_segment_keeps_to_the_group_cap() {
-        let mut builder = SegmentBuilder::new(1, "c");
+        let mut builder = SegmentBuilder::new(1, "c", &["k".to_string()]);
         for i in 0..10 {
             let key = RecordKey { partition: 1, collection: "c".into(), shop: "s".into(), id: format!("{i}") }.encode();
             let fields = vec![("k".to_string(), Field::Str(format!("v{i}")))];
@@ -384,7 +464,7 @@ mod tests {
                 .push(&key, &StoredRecord { version: Version::default(), ts: 0, tombstone: false, fields }.encode())
                 .unwrap();
         }
-        let segment = builder.finish();
+        let segment = builder.finish().unwrap();
         let plan = ringup_proto::query::parse("SELECT k, count(*) FROM c GROUP BY k").unwrap();
         let mut acc = Accumulator::new(&plan, 10);
         assert!(columns::aggregate(&segment, &plan, &mut acc, 10).is_ok());

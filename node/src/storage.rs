@@ -243,23 +243,35 @@ pub struct Storage {
 /// modulo this, which costs only needless rebuilds of cached columns.
 const GENERATION_SLOTS: usize = 4096;
 
-/// A count of the changes to each partition's records, raised after every
-/// change is committed: what cached columns of a partition are checked
-/// against. Read before a scan starts, a generation that has not moved
-/// since proves that the scan saw every change.
+/// A count of the changes to each partition's records: what cached
+/// columns of a partition are checked against.
+///
+/// Each change raises its partitions' counts twice, once before it is
+/// committed and once after, so an odd count means a change is under way.
+/// A generation read while none is, and read again unchanged later, proves
+/// that no change to the partition started in between: a scan made in
+/// between saw exactly the records there were at the first read.
 pub struct Generations {
     slots: Box<[AtomicU64]>,
     /// When each slot last moved, in milliseconds since `start`.
     moved: Box<[AtomicU64]>,
-    /// Raised by changes of unknown partitions (an ingested file).
+    /// Raised twice by each change of unknown partitions (an ingested file).
     all: AtomicU64,
+    /// Such changes under way.
+    all_running: AtomicU64,
     start: Instant,
 }
 
 impl Generations {
     fn new() -> Self {
         let zeros = || (0..GENERATION_SLOTS).map(|_| AtomicU64::new(0)).collect();
-        Self { slots: zeros(), moved: zeros(), all: AtomicU64::new(0), start: Instant::now() }
+        Self {
+            slots: zeros(),
+            moved: zeros(),
+            all: AtomicU64::new(0),
+            all_running: AtomicU64::new(0),
+            start: Instant::now(),
+        }
     }
 
     fn slot(partition: PartitionId) -> usize {
@@ -270,33 +282,44 @@ impl Generations {
         self.start.elapsed().as_millis() as u64
     }
 
-    /// Records that a committed change touched the partition whose keys
-    /// start with these bytes.
-    fn moved_key(&self, key: &[u8]) {
-        match key.first_chunk::<4>() {
-            Some(p) => self.moved_partition(u32::from_be_bytes(*p)),
-            None => self.moved_all(),
+    /// Raises the slots of the partitions whose keys start with these
+    /// bytes, each once however many keys it has: before a commit, and
+    /// again after it.
+    fn raise(&self, keys: &mut dyn Iterator<Item = &[u8]>) {
+        let mut slots: Vec<usize> =
+            keys.map(|key| key.first_chunk::<4>().map_or(0, |p| Self::slot(u32::from_be_bytes(*p)))).collect();
+        slots.sort_unstable();
+        slots.dedup();
+        let now = self.now_ms();
+        for slot in slots {
+            self.slots[slot].fetch_add(1, Ordering::SeqCst);
+            self.moved[slot].store(now, Ordering::SeqCst);
         }
     }
 
-    fn moved_partition(&self, partition: PartitionId) {
-        let slot = Self::slot(partition);
-        self.slots[slot].fetch_add(1, Ordering::AcqRel);
-        self.moved[slot].store(self.now_ms(), Ordering::Release);
+    /// Marks the start of a change of unknown partitions.
+    fn begin_all(&self) {
+        self.all_running.fetch_add(1, Ordering::SeqCst);
+        self.all.fetch_add(1, Ordering::SeqCst);
     }
 
-    fn moved_all(&self) {
-        self.all.fetch_add(1, Ordering::AcqRel);
+    /// Marks its end.
+    fn end_all(&self) {
+        self.all.fetch_add(1, Ordering::SeqCst);
         let now = self.now_ms();
-        self.moved.iter().for_each(|m| m.store(now, Ordering::Release));
+        self.moved.iter().for_each(|m| m.store(now, Ordering::SeqCst));
+        self.all_running.fetch_sub(1, Ordering::SeqCst);
     }
 
-    /// The partition's generation, and how long it has been unchanged.
-    pub fn of(&self, partition: PartitionId) -> (u64, Duration) {
+    /// The partition's generation, `None` while a change to it is under
+    /// way; and how long it has been unchanged.
+    pub fn of(&self, partition: PartitionId) -> (Option<u64>, Duration) {
         let slot = Self::slot(partition);
-        let generation = self.slots[slot].load(Ordering::Acquire) + self.all.load(Ordering::Acquire);
-        let quiet = self.now_ms().saturating_sub(self.moved[slot].load(Ordering::Acquire));
-        (generation, Duration::from_millis(quiet))
+        let all = self.all.load(Ordering::SeqCst);
+        let own = self.slots[slot].load(Ordering::SeqCst);
+        let settled = own % 2 == 0 && self.all_running.load(Ordering::SeqCst) == 0;
+        let quiet = self.now_ms().saturating_sub(self.moved[slot].load(Ordering::SeqCst));
+        (settled.then_some(own + all), Duration::from_millis(quiet))
     }
 }
 
@@ -594,8 +617,9 @@ impl Storage {
             std::fs::write(&path, &sst).map_err(io_error)?;
             let mut opts = rocksdb::IngestExternalFileOptions::default();
             opts.set_move_files(true);
+            this.generations.begin_all();
             let loaded = this.db.ingest_external_file_cf_opts(this.cf(CF_DATA), &opts, vec![&path]);
-            this.generations.moved_all();
+            this.generations.end_all();
             let _ = std::fs::remove_file(&path);
             Ok(loaded?)
         })
@@ -844,14 +868,16 @@ fn write_loop(
                 Err(_) => break,
             }
         }
+        let raise = || {
+            let mut keys = group.iter().flat_map(|job| {
+                let c = &job.changes;
+                c.drops.iter().chain(&c.deletes).chain(&c.records).map(|(k, _)| k.as_slice())
+            });
+            generations.raise(&mut keys);
+        };
+        raise();
         let result = db.upgrade().map(|db| commit(&db, &group, &opts));
-        // After the commit, so that a scan that read the old generation
-        // cannot have missed the change unnoticed.
-        for job in &group {
-            let c = &job.changes;
-            let keys = c.drops.iter().chain(&c.deletes).chain(&c.records).map(|(k, _)| k);
-            keys.for_each(|k| generations.moved_key(k));
-        }
+        raise();
         for job in group {
             let answer = match &result {
                 Some(Ok(())) => Ok(()),
@@ -1019,14 +1045,24 @@ mod tests {
     async fn a_partition_generation_moves_after_each_change_to_it() {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path(), FsyncPolicy::Group).unwrap();
-        let of = |p| storage.generations().of(p).0;
+        let of = |p| storage.generations().of(p).0.expect("no change under way");
         let before = (of(5), of(6));
-        storage.merge_records(vec![(key("a"), value(1, 1))]).await.unwrap();
-        assert_eq!((of(5), of(6)), (before.0 + 1, before.1), "only the written partition moves");
+        // Twice per change: before and after its commit.
+        storage.merge_records(vec![(key("a"), value(1, 1)), (key("b"), value(1, 1))]).await.unwrap();
+        assert_eq!((of(5), of(6)), (before.0 + 2, before.1), "only the written partition moves");
         storage.delete_partition(5).await.unwrap();
-        assert_eq!(of(5), before.0 + 2);
+        assert_eq!(of(5), before.0 + 4);
         storage.barrier().await.unwrap();
-        assert_eq!(of(5), before.0 + 2, "a barrier changes nothing");
+        assert_eq!(of(5), before.0 + 4, "a barrier changes nothing");
+        let generations = Generations::new();
+        generations.raise(&mut [&5u32.to_be_bytes()[..]].into_iter());
+        assert_eq!(generations.of(5).0, None, "under way");
+        generations.raise(&mut [&5u32.to_be_bytes()[..]].into_iter());
+        assert_eq!(generations.of(5).0, Some(2));
+        generations.begin_all();
+        assert_eq!(generations.of(6).0, None, "an ingest touches every partition");
+        generations.end_all();
+        assert_eq!((generations.of(5).0, generations.of(6).0), (Some(4), Some(2)));
         assert!(storage.generations().of(5).1 < Duration::from_secs(5));
     }
 

@@ -84,7 +84,7 @@ pub struct ReportStats {
     pub from_segments: u64,
     /// Partitions scanned record by record from RocksDB.
     pub scanned: u64,
-    /// Segments built.
+    /// Segments built, or extended with more fields.
     pub built: u64,
     /// Segments held.
     pub segments: u64,

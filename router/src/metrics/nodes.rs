@@ -35,7 +35,9 @@ fn counters() -> [(&'static str, &'static str, Read); 23] {
         ("report_partitions_scanned", "Partitions report scans read record by record from RocksDB", |s| {
             s.reports.scanned
         }),
-        ("report_segments_built", "Column segments built for reports", |s| s.reports.built),
+        ("report_segments_built", "Column segments built or extended with more fields for reports", |s| {
+            s.reports.built
+        }),
         ("clock_skew_refusals", "Writes refused for a version too far ahead of the node's clock", |s| {
             s.clock_skew_refusals
         }),
