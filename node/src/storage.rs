@@ -317,7 +317,7 @@ impl Generations {
         let slot = Self::slot(partition);
         let all = self.all.load(Ordering::SeqCst);
         let own = self.slots[slot].load(Ordering::SeqCst);
-        let settled = own % 2 == 0 && self.all_running.load(Ordering::SeqCst) == 0;
+        let settled = own.is_multiple_of(2) && self.all_running.load(Ordering::SeqCst) == 0;
         let quiet = self.now_ms().saturating_sub(self.moved[slot].load(Ordering::SeqCst));
         (settled.then_some(own + all), Duration::from_millis(quiet))
     }
