@@ -433,31 +433,17 @@ impl<'s> Codes<'s> {
 
 /// The single column an expression reads, if it reads exactly one.
 fn only_column(expr: &Expr) -> Option<Col> {
-    let mut seen: Option<Col> = None;
-    let mut several = false;
-    visit_columns(expr, &mut |c| match seen {
-        None => seen = Some(c),
-        Some(s) if s == c => {}
-        Some(_) => several = true,
+    let (seen, several) = (std::cell::Cell::new(None), std::cell::Cell::new(false));
+    // Answering false visits every column.
+    expr.any(&|c| {
+        match seen.get() {
+            None => seen.set(Some(c)),
+            Some(s) if s != c => several.set(true),
+            Some(_) => {}
+        }
+        false
     });
-    if several { None } else { seen }
-}
-
-fn visit_columns(expr: &Expr, f: &mut dyn FnMut(Col)) {
-    match expr {
-        Expr::Column(c) => f(*c),
-        Expr::Literal(_) | Expr::Untyped(_) => {}
-        Expr::Trunc(_, e) | Expr::Not(e) | Expr::IsNull(e, _) => visit_columns(e, f),
-        Expr::Cmp(l, _, r) => {
-            visit_columns(l, f);
-            visit_columns(r, f);
-        }
-        Expr::And(items) | Expr::Or(items) => items.iter().for_each(|i| visit_columns(i, f)),
-        Expr::In(e, items, _) => {
-            visit_columns(e, f);
-            items.iter().for_each(|i| visit_columns(i, f));
-        }
-    }
+    if several.get() { None } else { seen.get() }
 }
 
 /// One conjunct of the filter, ready to test rows.
@@ -471,10 +457,7 @@ enum Test<'p, 's> {
 /// The filter's conjuncts other than those the time range captures, and
 /// that range: together they keep exactly the rows the filter keeps.
 fn tests<'p, 's>(plan: &'p Plan, segment: &'s Segment, sources: &Sources<'s>) -> (TimeRange, Vec<Test<'p, 's>>) {
-    let mut conjuncts = Vec::new();
-    if let Some(filter) = &plan.filter {
-        flatten_and(filter, &mut conjuncts);
-    }
+    let conjuncts = plan.filter.as_ref().map_or_else(Vec::new, Expr::conjuncts);
     let mut time = plan.time;
     let mut tests = Vec::new();
     for conjunct in conjuncts {
@@ -486,11 +469,8 @@ fn tests<'p, 's>(plan: &'p Plan, segment: &'s Segment, sources: &Sources<'s>) ->
             time = TimeRange { from: time.from.max(captured.from), to: time.to.min(captured.to) };
             continue;
         }
-        let codes = match only_column(conjunct) {
-            Some(c) => Codes::of(&Expr::Column(c), segment, sources),
-            None => None,
-        };
-        match codes {
+        let column = only_column(conjunct);
+        match column.and_then(|c| Codes::of(&Expr::Column(c), segment, sources)) {
             Some(codes) => {
                 let pass = (0..codes.span() as u32)
                     .map(|code| {
@@ -498,7 +478,7 @@ fn tests<'p, 's>(plan: &'p Plan, segment: &'s Segment, sources: &Sources<'s>) ->
                         // conjunct reads no other column.
                         let mut fields = vec![Val::Null; plan.fields.len()];
                         let mut shop = "";
-                        match (only_column(conjunct), codes.val(code)) {
+                        match (column, codes.val(code)) {
                             (Some(Col::Shop), Val::Text(t)) => shop = t,
                             (Some(Col::Field(i)), v) => fields[i] = v,
                             _ => {}
@@ -512,13 +492,6 @@ fn tests<'p, 's>(plan: &'p Plan, segment: &'s Segment, sources: &Sources<'s>) ->
         }
     }
     (time, tests)
-}
-
-fn flatten_and<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
-    match e {
-        Expr::And(items) => items.iter().for_each(|i| flatten_and(i, out)),
-        other => out.push(other),
-    }
 }
 
 /// The rows of `segment` that pass the plan's filter, in order.

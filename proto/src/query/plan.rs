@@ -205,11 +205,7 @@ impl TimeRange {
     /// form `ts <op> literal`.
     pub fn of(filter: Option<&Expr>) -> Self {
         let mut range = Self::default();
-        let mut conjuncts = Vec::new();
-        if let Some(filter) = filter {
-            flatten_and(filter, &mut conjuncts);
-        }
-        for c in conjuncts {
+        for c in filter.map_or_else(Vec::new, Expr::conjuncts) {
             let Expr::Cmp(left, op, right) = c else { continue };
             let (op, t) = match (&**left, &**right) {
                 (Expr::Column(Column::Ts), Expr::Literal(Scalar::Ts(t))) => (*op, *t),
@@ -229,13 +225,6 @@ impl TimeRange {
             }
         }
         range
-    }
-}
-
-fn flatten_and<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
-    match e {
-        Expr::And(items) => items.iter().for_each(|i| flatten_and(i, out)),
-        other => out.push(other),
     }
 }
 
@@ -268,6 +257,15 @@ impl Plan {
 }
 
 impl Expr {
+    /// The operands of its top-level `AND`s, nested ones flattened; the
+    /// expression itself if it is no `AND`.
+    pub fn conjuncts(&self) -> Vec<&Expr> {
+        match self {
+            Expr::And(items) => items.iter().flat_map(Expr::conjuncts).collect(),
+            other => vec![other],
+        }
+    }
+
     /// Whether any column the expression reads satisfies `f`.
     pub fn any(&self, f: &dyn Fn(Column) -> bool) -> bool {
         match self {
