@@ -30,7 +30,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::report::shop_and_id;
+use crate::report::{shop_and_id, with_vals};
 use ringup_proto::keys::{self, KeyError};
 use ringup_proto::query::plan::{AggFunc, Column as Col, Expr, Shape, TimeRange};
 use ringup_proto::query::{Accumulator, Plan, Row, Scalar, State, TooManyGroups, Val};
@@ -365,17 +365,11 @@ impl<'s> RowReader<'s> {
     }
 
     fn with_row<T>(&self, row: usize, f: impl FnOnce(&Row<'_>) -> T) -> T {
-        let mut stack = [Val::Null; 8];
-        let mut heap = Vec::new();
-        let vals: &mut [Val<'s>] = if self.fields.len() <= stack.len() {
-            &mut stack[..self.fields.len()]
-        } else {
-            heap.resize(self.fields.len(), Val::Null);
-            &mut heap
-        };
-        self.fill(row, vals);
-        let seg = self.segment;
-        f(&Row { shop: seg.base.shops.text(seg.base.shop[row]), id: seg.id(row), ts: seg.base.ts[row], fields: vals })
+        with_vals(self.fields.len(), |vals| {
+            self.fill(row, vals);
+            let (seg, base) = (self.segment, &self.segment.base);
+            f(&Row { shop: base.shops.text(base.shop[row]), id: seg.id(row), ts: base.ts[row], fields: vals })
+        })
     }
 }
 

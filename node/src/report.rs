@@ -252,15 +252,36 @@ fn add_record(
     if header.tombstone || !plan.time.holds(ts) {
         return Ok(());
     }
-    // Up to 8 fields on the stack, more on the heap.
+    with_vals(plan.fields.len(), |fields| {
+        read_fields(plan, bytes, fields)?;
+        let (shop, id) = match prefix_len {
+            Some(len) => shop_and_id(key, len)?,
+            None => (Cow::Borrowed(""), Cow::Borrowed("")),
+        };
+        let row = Row { shop: &shop, id: &id, ts, fields };
+        if plan.filter.as_ref().is_none_or(|f| f.passes(&row)) {
+            acc.add(&row).map_err(Skip::Groups)?;
+        }
+        Ok(())
+    })
+}
+
+/// Calls `f` with `n` NULL values to fill: on the stack up to 8, else on
+/// the heap.
+pub(crate) fn with_vals<'a, T>(n: usize, f: impl FnOnce(&mut [Val<'a>]) -> T) -> T {
     let mut stack = [Val::Null; 8];
     let mut heap = Vec::new();
-    let fields: &mut [Val<'_>] = if plan.fields.len() <= stack.len() {
-        &mut stack[..plan.fields.len()]
+    let vals: &mut [Val<'a>] = if n <= stack.len() {
+        &mut stack[..n]
     } else {
-        heap.resize(plan.fields.len(), Val::Null);
+        heap.resize(n, Val::Null);
         &mut heap
     };
+    f(vals)
+}
+
+/// Reads the plan's fields from a stored value into `fields`.
+fn read_fields<'a>(plan: &Plan, bytes: &'a [u8], fields: &mut [Val<'a>]) -> Result<(), Skip> {
     if !plan.fields.is_empty() {
         // Both lists are in name order: one pass over each, comparing
         // names as bytes; only wanted values are decoded.
@@ -277,14 +298,6 @@ fn add_record(
                 None => break,
             }
         }
-    }
-    let (shop, id) = match prefix_len {
-        Some(len) => shop_and_id(key, len)?,
-        None => (Cow::Borrowed(""), Cow::Borrowed("")),
-    };
-    let row = Row { shop: &shop, id: &id, ts, fields };
-    if plan.filter.as_ref().is_none_or(|f| f.passes(&row)) {
-        acc.add(&row).map_err(Skip::Groups)?;
     }
     Ok(())
 }
