@@ -39,6 +39,8 @@ work=$(mktemp -d /tmp/ringup-cpu.XXXXXX)
 local_pid=$!
 trap 'kill -TERM $local_pid 2>/dev/null; wait $local_pid 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 1 450); do "$bin_dir/ringup" health --router "$router" >/dev/null 2>&1 && break; sleep 0.2; done
+# `ringup bench` sends the local cluster's admin token.
+export RINGUP_TOKEN_FILE="$work/admin-token"
 
 ticks=$(getconf CLK_TCK)
 # CPU seconds used so far by every process whose command line matches $1.

@@ -49,6 +49,7 @@ run_mode() {
   env "$@" "$bin/ringup" local --dir "$dir" --no-sample --router-listen "127.0.0.1:$router_port" \
     --base-port "$base_port" </dev/null >"$dir/local.log" 2>&1 &
   cluster_pid=$!
+  export RINGUP_TOKEN_FILE="$dir/admin-token"
   for _ in $(seq 1 120); do
     "$bin/ringup" health --router "$router" >/dev/null 2>&1 && break
     sleep 0.5

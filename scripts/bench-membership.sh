@@ -65,6 +65,8 @@ say "== a local cluster in $dir"
 "$bin/ringup" local --dir "$dir" --no-sample --router-listen "127.0.0.1:$router_port" --base-port "$base_port" \
   </dev/null >"$dir/local.log" 2>&1 &
 cluster_pid=$!
+# Every ringup command below sends the local cluster's admin token.
+export RINGUP_TOKEN_FILE="$dir/admin-token"
 for _ in $(seq 1 120); do
   "$bin/ringup" health --router "$router" >/dev/null 2>&1 && break
   sleep 0.5
@@ -148,7 +150,7 @@ change() {
   touch "$dir/done"
   wait "$ingest"
   local last
-  last=$(curl -s "$router/v1/cluster" | json 'json.dumps(d["last_migration"])')
+  last=$(curl -s -H "authorization: Bearer $(cat "$RINGUP_TOKEN_FILE")" "$router/v1/cluster" | json 'json.dumps(d["last_migration"])')
   local bytes records partitions
   bytes=$(echo "$last" | json 'd["bytes_moved"]')
   records=$(echo "$last" | json 'd["records_moved"]')
@@ -168,7 +170,12 @@ PY
 }
 
 say "== join: node 4 added under ${RATE} batches/s"
-"$bin/ringup-node" --listen "127.0.0.1:$((base_port + 3))" --data-dir "$dir/node-4" </dev/null >"$dir/node-4.log" 2>&1 &
+# With a certificate of the cluster's CA and the cluster's data keys, as
+# `ringup local` gives its own nodes.
+"$bin/ringup" certs --dir "$dir/certs" --nodes node-4 --hosts 127.0.0.1,localhost >/dev/null
+"$bin/ringup-node" --listen "127.0.0.1:$((base_port + 3))" --data-dir "$dir/node-4" \
+  --tls-ca "$dir/certs/ca.pem" --tls-cert "$dir/certs/node-4.pem" --tls-key "$dir/certs/node-4.key" \
+  --data-key-file "$dir/data-keys" </dev/null >"$dir/node-4.log" 2>&1 &
 node4_pid=$!
 sleep 1
 change join add "127.0.0.1:$((base_port + 3))"

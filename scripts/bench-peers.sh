@@ -161,6 +161,7 @@ pids+=($!)
 router="http://127.0.0.1:$router_port"
 step "ringup: starting 3 nodes and a router"
 wait_for 90 "$bin_dir/ringup" health --router "$router"
+export RINGUP_TOKEN_FILE="$work/ringup/admin-token"
 ringup_bench=("$bin_dir/ringup" bench --router "$router" --consistency quorum "${load[@]}")
 measure_all ringup "${ringup_bench[@]}"
 stop_all

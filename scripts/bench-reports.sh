@@ -76,6 +76,7 @@ RINGUP_ROUTER_LISTEN=127.0.0.1:18080 "$bin/ringup" local --dir "$work/ringup" --
   </dev/null >"$work/ringup.log" 2>&1 &
 local_pid=$!
 for _ in $(seq 120); do "$bin/ringup" health --router http://127.0.0.1:18080 >/dev/null 2>&1 && break; sleep 1; done
+export RINGUP_TOKEN_FILE="$work/ringup/admin-token"
 "$bin/ringup-peers" reports load "${data[@]}" --router http://127.0.0.1:18080
 # As PostgreSQL gets its ANALYZE: the nodes' flushes and compactions after
 # the load finish before the timings (at most 5 minutes).

@@ -42,7 +42,7 @@ done
 # The build context: rootfs/ is laid over the empty image as it is.
 context="$CARGO_TARGET_DIR/docker-context/$tag"
 rm -rf "$context"
-mkdir -p "$context/bin" "$context/rootfs/etc" "$context/data"
+mkdir -p "$context/bin" "$context/rootfs/etc" "$context/data" "$context/secrets"
 for bin in "${bins[@]}"; do
   cp "$bin_dir/$bin" "$context/bin/"
 done

@@ -30,7 +30,10 @@ pub mod keys;
 pub mod pace;
 mod progress;
 pub mod report;
+mod token;
 mod worker;
+
+pub use token::token_from_env;
 pub mod workload;
 
 use std::future::Future;

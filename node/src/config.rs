@@ -160,9 +160,40 @@ pub struct Config {
     /// replica has agreed on it after that (see README, "Healing").
     #[arg(long, env = "RINGUP_TOMBSTONE_GRACE_SECS", default_value_t = 3600)]
     pub tombstone_grace_secs: u64,
+
+    /// Mutual TLS on the internal RPC, served and dialled.
+    #[command(flatten)]
+    pub tls: ringup_rpc::TlsArgs,
+
+    /// The data key file (lines `ID HEX`, made by `ringup key add`): record
+    /// values and hints are sealed with AES-256-GCM under its highest key,
+    /// and opened with whichever key sealed them. Every node of a cluster
+    /// has the same file.
+    #[arg(long, env = "RINGUP_DATA_KEY_FILE")]
+    pub data_key_file: Option<PathBuf>,
+
+    /// Store values in clear. For development only: anyone who can read
+    /// the data directory can then read every record.
+    #[arg(long, env = "RINGUP_INSECURE_NO_ENCRYPTION")]
+    pub insecure_no_encryption: bool,
 }
 
 impl Config {
+    /// The data keys; `None` with `--insecure-no-encryption`; without
+    /// either, an error that says what to give.
+    pub fn data_keys(&self) -> Result<Option<std::sync::Arc<crate::crypt::DataKeys>>, String> {
+        match (&self.data_key_file, self.insecure_no_encryption) {
+            (None, true) => Ok(None),
+            (Some(_), true) => Err("--insecure-no-encryption goes without --data-key-file".into()),
+            (Some(path), false) => {
+                crate::crypt::DataKeys::load(path).map(|k| Some(std::sync::Arc::new(k))).map_err(|e| e.to_string())
+            }
+            (None, false) => Err("values are encrypted at rest: give --data-key-file (RINGUP_DATA_KEY_FILE; \
+                                  `ringup key add --file F` makes one), or --insecure-no-encryption to store them in clear"
+                .into()),
+        }
+    }
+
     /// The address peers reach this node at.
     pub fn advertise_addr(&self) -> String {
         self.advertise.clone().unwrap_or_else(|| self.listen.to_string())

@@ -20,6 +20,7 @@
 
 pub mod columns;
 pub mod config;
+pub mod crypt;
 pub mod hints;
 pub mod migrate;
 pub mod raft;
@@ -73,9 +74,20 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     config.validate().map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
-    let storage = Storage::open(&config.data_dir.join("db"), config.fsync)
+    let keys = config.data_keys().map_err(anyhow::Error::msg)?;
+    match &keys {
+        Some(keys) => tracing::info!(keys = ?keys.ids(), sealing_with = keys.current(), "values are encrypted at rest"),
+        None => tracing::warn!("values are stored in clear (--insecure-no-encryption)"),
+    }
+    let storage = Storage::open_with(&config.data_dir.join("db"), config.fsync, keys)
         .with_context(|| format!("cannot open the database in {}", config.data_dir.display()))?;
     let scratch = scratch_dir(&config.data_dir)?;
+    let tls = config.tls.load().map_err(anyhow::Error::msg)?;
+    if tls.is_none() {
+        tracing::warn!(
+            "the internal RPC is plain TCP (--insecure-no-tls): anyone who reaches this node can read and write its data"
+        );
+    }
     let listener =
         TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
 
@@ -87,10 +99,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         waiting: AtomicBool::new(false),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
-    let server =
-        tokio::spawn(ringup_rpc::serve_with(listener, gate.clone(), config.limits(), stopped(stop_rx.clone())));
+    let serving = ringup_rpc::serve_tls(listener, gate.clone(), config.limits(), tls.clone(), stopped(stop_rx.clone()));
+    let server = tokio::spawn(serving);
     tokio::pin!(shutdown);
-    let pool = Arc::new(Pool::new());
+    let pool = Arc::new(Pool::with_tls(tls.clone()));
 
     let start = match stored_identity(&storage, config.id)? {
         Some(id) => Start::Stored(id),
@@ -169,7 +181,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     // An adopted node joins a cluster that exists: it never forms one.
     if !config.initial_nodes.is_empty() && !adopted {
         form_cluster(&raft, id, &config).await?;
-        tokio::spawn(bootstrap_map(raft.clone(), id, config.clone(), map_rx.clone(), stop_rx.clone()));
+        let formed = bootstrap_map(raft.clone(), id, config.clone(), pool.clone(), map_rx.clone(), stop_rx.clone());
+        tokio::spawn(formed);
     }
 
     tokio::spawn(Arc::new(Mover::new(parts.clone())).run(stop_rx.clone()));
@@ -192,6 +205,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let _ = server.await;
     if let Err(e) = raft.shutdown().await {
         tracing::warn!(error = %e, "raft did not shut down cleanly");
+    }
+    if let Err(e) = storage.flush() {
+        tracing::warn!(error = %e, "the memtables were not flushed; the next start replays the write-ahead log");
     }
     storage.stop_background_work();
     tracing::info!(node = id, "stopped");
@@ -442,12 +458,12 @@ async fn bootstrap_map(
     raft: Raft,
     id: NodeId,
     config: Config,
+    pool: Arc<Pool>,
     map: watch::Receiver<Arc<ClusterMap>>,
     stop: watch::Receiver<bool>,
 ) {
     let nodes = initial_nodes(&config);
     let started = std::time::Instant::now();
-    let pool = Pool::new();
     while !*stop.borrow() {
         if raft.current_leader().await == Some(id) {
             add_learners(&raft, &nodes).await;

@@ -39,6 +39,7 @@ use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::FsyncPolicy;
+use crate::crypt::{CryptError, DataKeys};
 
 const CF_DATA: &str = "data";
 const CF_HINTS: &str = "hints";
@@ -93,6 +94,9 @@ pub enum StorageError {
         /// The format this build reads and writes.
         expected: u32,
     },
+    /// The data keys do not fit the directory, or a value does not open.
+    #[error("encryption at rest: {0}")]
+    Keys(String),
 }
 
 impl StorageError {
@@ -103,7 +107,7 @@ impl StorageError {
             StorageError::Rocks(_) => StorageFault::Engine,
             StorageError::Corrupt { .. } => StorageFault::Corrupt,
             StorageError::Stopped => StorageFault::Stopped,
-            StorageError::Io(_) | StorageError::Format { .. } => StorageFault::Engine,
+            StorageError::Io(_) | StorageError::Format { .. } | StorageError::Keys(_) => StorageFault::Engine,
         }
     }
 }
@@ -129,6 +133,9 @@ pub enum MetaKey {
     /// The data layout's version ([`keys::DATA_FORMAT`]), u32 BE; a
     /// directory used before it was stored holds format 1.
     DataFormat,
+    /// One sealed check per data key ever used here (bincode of key id →
+    /// blob), opened at every start to prove the key file is right.
+    DataKeyChecks,
 }
 
 impl MetaKey {
@@ -142,6 +149,7 @@ impl MetaKey {
             MetaKey::RaftSnapshot => b"raft_snapshot",
             MetaKey::ReadsFrom => b"reads_from",
             MetaKey::DataFormat => b"data_format",
+            MetaKey::DataKeyChecks => b"data_key_checks",
         }
     }
 }
@@ -237,6 +245,9 @@ pub struct Storage {
     opts: Arc<Options>,
     writer: mpsc::Sender<WriteJob>,
     generations: Arc<Generations>,
+    /// Seals values and hints on their way in and opens them on their way
+    /// out; `None` stores them in clear.
+    keys: Option<Arc<DataKeys>>,
 }
 
 /// Slots of [`Generations`]: partitions share one when their ids are equal
@@ -326,6 +337,14 @@ impl Generations {
 impl Storage {
     /// Opens (or creates) the database under `dir` and starts its writer.
     pub fn open(dir: &Path, fsync: FsyncPolicy) -> Result<Self, StorageError> {
+        Self::open_with(dir, fsync, None)
+    }
+
+    /// Opens the database with encryption at rest under `keys` (in clear
+    /// when `None`). Refuses a key file without every key the directory's
+    /// data was sealed under, and a directory sealed before when `keys` is
+    /// `None`.
+    pub fn open_with(dir: &Path, fsync: FsyncPolicy, keys: Option<Arc<DataKeys>>) -> Result<Self, StorageError> {
         let mut db_opts = Options::default();
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
@@ -350,9 +369,52 @@ impl Storage {
             .name("storage-writer".into())
             .spawn(move || write_loop(&thread_db, &thread_generations, jobs, fsync))
             .expect("cannot start the storage writer thread");
-        let storage = Self { db, opts: Arc::new(db_opts), writer, generations };
+        let storage = Self { db, opts: Arc::new(db_opts), writer, generations, keys };
         storage.check_format()?;
+        storage.check_keys()?;
         Ok(storage)
+    }
+
+    /// Proves the key file holds the keys this directory's data was sealed
+    /// under, and records a check for each new key.
+    fn check_keys(&self) -> Result<(), StorageError> {
+        let stored: std::collections::BTreeMap<u32, Vec<u8>> = match self.get_meta(MetaKey::DataKeyChecks)? {
+            Some(bytes) => bincode::deserialize(&bytes)
+                .map_err(|e| StorageError::Corrupt { what: "data key checks", reason: e.to_string() })?,
+            None => Default::default(),
+        };
+        let Some(keys) = &self.keys else {
+            if stored.is_empty() {
+                return Ok(());
+            }
+            return Err(StorageError::Keys(format!(
+                "this data directory holds values sealed under data keys {:?}: give the key file \
+                 (--data-key-file)",
+                stored.keys().collect::<Vec<_>>()
+            )));
+        };
+        let checked = keys.verify_checks(stored.clone()).map_err(|e| StorageError::Keys(e.to_string()))?;
+        if checked != stored {
+            let bytes = bincode::serialize(&checked).expect("a map of blobs serializes");
+            self.put_meta(&[(MetaKey::DataKeyChecks, Some(bytes))])?;
+        }
+        Ok(())
+    }
+
+    /// A value as stored: sealed when keys are held.
+    fn seal(&self, value: Vec<u8>) -> Result<Vec<u8>, StorageError> {
+        match &self.keys {
+            Some(keys) => keys.seal(value).map_err(crypt_error),
+            None => Ok(value),
+        }
+    }
+
+    /// A stored value in clear.
+    fn open_value<'a>(&self, stored: &'a [u8]) -> Result<std::borrow::Cow<'a, [u8]>, StorageError> {
+        match &self.keys {
+            Some(keys) => keys.open(stored).map_err(crypt_error),
+            None => Ok(std::borrow::Cow::Borrowed(stored)),
+        }
     }
 
     /// Refuses a directory of another data format; marks a new one.
@@ -412,12 +474,15 @@ impl Storage {
     /// Merges record values into the `data` family, durably under the fsync
     /// policy, in one atomic batch.
     pub async fn merge_records(&self, records: Vec<(RecordKey, Vec<u8>)>) -> Result<(), StorageError> {
-        let records = records.into_iter().map(|(k, v)| (k.encode(), v)).collect();
+        let records =
+            records.into_iter().map(|(k, v)| Ok((k.encode(), self.seal(v)?))).collect::<Result<_, StorageError>>()?;
         self.write_job(Changes { records, ..Changes::default() }).await
     }
 
-    /// Merges values under encoded record keys, as anti-entropy pulls them.
+    /// Merges values under encoded record keys, as anti-entropy pulls them
+    /// (sealed already, when they come from a node that seals).
     pub async fn merge_encoded(&self, records: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StorageError> {
+        let records = records.into_iter().map(|(k, v)| Ok((k, self.seal(v)?))).collect::<Result<_, StorageError>>()?;
         self.write_job(Changes { records, ..Changes::default() }).await
     }
 
@@ -442,6 +507,10 @@ impl Storage {
     /// Keeps hints (key and value in the `hints` family), durably under the
     /// fsync policy.
     pub async fn put_hints(&self, hints: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StorageError> {
+        let hints = match &self.keys {
+            Some(keys) => hints.into_iter().map(|(k, v)| (k, keys.seal_blob(&v))).collect(),
+            None => hints,
+        };
         self.write_job(Changes { hints, ..Changes::default() }).await
     }
 
@@ -470,7 +539,11 @@ impl Storage {
             });
             this.for_each_in(CF_HINTS, (start, end), |key, value| {
                 bytes += key.len() + value.len();
-                out.push((key.to_vec(), value.to_vec()));
+                let opened = match &this.keys {
+                    Some(keys) => keys.open_blob(value).map_err(crypt_error)?,
+                    None => None,
+                };
+                out.push((key.to_vec(), opened.unwrap_or_else(|| value.to_vec())));
                 Ok(bytes < max_bytes)
             })?;
             Ok(out)
@@ -653,7 +726,10 @@ impl Storage {
     /// costs, so it runs on the caller's thread; scans, which may take
     /// long, go to the blocking pool.
     pub async fn get_record(&self, key: RecordKey) -> Result<Option<Vec<u8>>, StorageError> {
-        Ok(self.db.get_cf(self.cf(CF_DATA), key.encode())?)
+        match self.db.get_cf(self.cf(CF_DATA), key.encode())? {
+            Some(stored) => Ok(Some(self.open_value(&stored)?.into_owned())),
+            None => Ok(None),
+        }
     }
 
     /// Up to `limit` records of a range, in key order, tombstones included,
@@ -673,7 +749,7 @@ impl Storage {
                     return Ok(false);
                 }
                 bytes += key.len() + value.len();
-                out.push(Entry { id: record_id(key)?, value: value.to_vec() });
+                out.push(Entry { id: record_id(key)?, value: this.open_value(value)?.into_owned() });
                 Ok(true)
             })?;
             Ok((out, more))
@@ -715,16 +791,18 @@ impl Storage {
         &self.generations
     }
 
-    /// Calls `f` on each key and value of one collection's records within
-    /// a partition (every shop's, deleted ones included), in key order,
-    /// until it returns `false`. Blocking: for the blocking pool.
+    /// Calls `f` on each key and value (in clear) of one collection's
+    /// records within a partition (every shop's, deleted ones included), in
+    /// key order, until it returns `false`. Blocking: for the blocking pool.
     pub fn scan_table(
         &self,
         partition: PartitionId,
         collection: &str,
-        f: impl FnMut(&[u8], &[u8]) -> Result<bool, StorageError>,
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<bool, StorageError>,
     ) -> Result<(), StorageError> {
-        self.for_each_in(CF_DATA, keys::table_range(partition, collection), f)
+        self.for_each_in(CF_DATA, keys::table_range(partition, collection), |key, value| {
+            f(key, &self.open_value(value)?)
+        })
     }
 
     /// Calls `f` on each key and value of `[start, end)` in a family until it
@@ -753,6 +831,13 @@ impl Storage {
             it.next();
         }
         Ok(it.status()?)
+    }
+
+    /// Writes every memtable out to SST files, so that the next start
+    /// replays no write-ahead log.
+    pub fn flush(&self) -> Result<(), StorageError> {
+        let families = [CF_DATA, CF_HINTS, CF_META, CF_RAFT_LOG].map(|name| self.cf(name));
+        Ok(self.db.flush_cfs_opt(&families, &rocksdb::FlushOptions::default())?)
     }
 
     /// Stops RocksDB's flushes and compactions, waiting for those running.
@@ -923,6 +1008,13 @@ fn commit(db: &rocksdb::DB, group: &[WriteJob], opts: &WriteOptions) -> Result<(
 fn lww_merge(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) -> Option<Vec<u8>> {
     let newest = operands.iter().fold(existing, |acc, op| Some(acc.map_or(op, |cur| value::merge(cur, op))));
     newest.map(<[u8]>::to_vec)
+}
+
+fn crypt_error(e: CryptError) -> StorageError {
+    match e {
+        CryptError::Value(e) => StorageError::Corrupt { what: "record value", reason: e.to_string() },
+        other => StorageError::Keys(other.to_string()),
+    }
 }
 
 fn io_error(e: std::io::Error) -> StorageError {

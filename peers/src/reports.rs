@@ -161,7 +161,7 @@ fn csv(data: DataArgs, out: &PathBuf) -> anyhow::Result<()> {
 }
 
 async fn load(data: DataArgs, router: &str, batch: usize, clients: usize) -> anyhow::Result<()> {
-    let http = reqwest::Client::new();
+    let http = authorized_client(None)?;
     let started = Instant::now();
     // Batches of one shop each, filled as sales come.
     let mut open: Vec<Vec<String>> = vec![Vec::new(); data.shops];
@@ -245,7 +245,7 @@ async fn time(system: &str, url: &str, queries: &PathBuf, runs: usize) -> anyhow
     } else {
         None
     };
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(600)).build()?;
+    let http = authorized_client(Some(Duration::from_secs(600)))?;
     for (i, sql) in queries.iter().enumerate() {
         let (mut times, mut first) = (Vec::new(), 0.0);
         let mut rows = 0;
@@ -282,4 +282,19 @@ async fn time(system: &str, url: &str, queries: &PathBuf, runs: usize) -> anyhow
         println!("{}", json!({"system": system, "query": i + 1, "median_s": median, "first_s": first, "rows": rows}));
     }
     Ok(())
+}
+
+/// An HTTP client sending the ringup token from the environment (see
+/// [`ringup_bench::token_from_env`]), if one is set.
+fn authorized_client(timeout: Option<Duration>) -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = ringup_bench::token_from_env()? {
+        headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse()?);
+    }
+    let builder = reqwest::Client::builder().default_headers(headers);
+    Ok(match timeout {
+        Some(t) => builder.timeout(t),
+        None => builder,
+    }
+    .build()?)
 }

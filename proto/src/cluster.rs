@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::auth::TokenEntry;
 use crate::heal::Refill;
 use crate::migration::{Change, Finished, Move, Stage, Streamed};
 use crate::placement::{NodeId, Placement};
@@ -173,6 +174,13 @@ pub enum MapCommand {
         /// What it copied for them.
         copied: Streamed,
     },
+    /// Adds an API token (its secret's digest only).
+    CreateToken(TokenEntry),
+    /// Revokes an API token: it is forgotten at once.
+    RevokeToken {
+        /// The token's id.
+        id: String,
+    },
     /// Several commands in one log entry, applied in order; each that
     /// applies raises the epoch. The entry fails only if none applies.
     Batch(Vec<MapCommand>),
@@ -224,6 +232,12 @@ pub enum MapError {
     /// A move command that does not fit the move's stage.
     #[error("invalid move: {0}")]
     InvalidMove(String),
+    /// A token command naming a token the map does not hold.
+    #[error("no token {0}")]
+    UnknownToken(String),
+    /// A token that cannot be created as given.
+    #[error("invalid token: {0}")]
+    InvalidToken(String),
 }
 
 /// The cluster map.
@@ -252,6 +266,8 @@ pub struct ClusterMap {
     pub last_change: Option<Finished>,
     /// Members refilling after their data directory was wiped.
     pub refills: BTreeMap<NodeId, Refill>,
+    /// The API tokens, by id.
+    pub tokens: BTreeMap<String, TokenEntry>,
 }
 
 impl Default for ClusterMap {
@@ -268,6 +284,7 @@ impl Default for ClusterMap {
             change: None,
             last_change: None,
             refills: BTreeMap::new(),
+            tokens: BTreeMap::new(),
         }
     }
 }
@@ -388,6 +405,16 @@ impl ClusterMap {
             MapCommand::Refilled { id, epoch, partitions, copied } => {
                 self.refilled(*id, *epoch, partitions, *copied)?
             }
+            MapCommand::CreateToken(token) => {
+                token.validate().map_err(|e| MapError::InvalidToken(e.to_string()))?;
+                if self.tokens.contains_key(&token.id) {
+                    return Err(MapError::InvalidToken(format!("the id {} is taken", token.id)));
+                }
+                self.tokens.insert(token.id.clone(), token.clone());
+            }
+            MapCommand::RevokeToken { id } => {
+                self.tokens.remove(id).ok_or_else(|| MapError::UnknownToken(id.clone()))?;
+            }
             MapCommand::Batch(commands) => return self.apply_batch(commands),
         }
         self.epoch += 1;
@@ -492,5 +519,30 @@ mod tests {
         assert_eq!(map.apply(&MapCommand::SetAddress { id: 2, addr: "b:9".into() }), Err(MapError::Unchanged));
         assert_eq!(map.apply(&MapCommand::SetAddress { id: 7, addr: "x:1".into() }), Err(MapError::UnknownNode(7)));
         assert_eq!(map.epoch, 2);
+    }
+
+    #[test]
+    fn tokens_are_created_once_and_revoked_once() {
+        use crate::auth::Role;
+        let mut map = ClusterMap::default();
+        map.apply(&bootstrap()).unwrap();
+        let token = TokenEntry {
+            id: "00000000000000aa".into(),
+            role: Role::Shop,
+            shop: Some("s1".into()),
+            digest: [1; 32],
+            created_ms: 5,
+            name: None,
+        };
+        assert_eq!(map.apply(&MapCommand::CreateToken(token.clone())), Ok(2));
+        assert_eq!(map.tokens.get("00000000000000aa"), Some(&token));
+        assert!(matches!(map.apply(&MapCommand::CreateToken(token.clone())), Err(MapError::InvalidToken(_))));
+        let shopless = TokenEntry { id: "00000000000000bb".into(), shop: None, ..token.clone() };
+        assert!(matches!(map.apply(&MapCommand::CreateToken(shopless)), Err(MapError::InvalidToken(_))));
+        let revoke = MapCommand::RevokeToken { id: "00000000000000aa".into() };
+        assert_eq!(map.apply(&revoke), Ok(3));
+        assert!(map.tokens.is_empty());
+        assert_eq!(map.apply(&revoke), Err(MapError::UnknownToken("00000000000000aa".into())));
+        assert_eq!(map.epoch, 3);
     }
 }

@@ -15,6 +15,7 @@
 //!    partitions and collections contiguous, merging with what it holds by
 //!    [`value::merge`]: last writer wins.
 
+pub mod auth;
 pub mod cluster;
 pub mod consistency;
 pub mod coordinator;

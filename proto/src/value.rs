@@ -11,6 +11,21 @@
 //!
 //! The crc32 covers every byte before it. Report scans read numbers and
 //! strings straight from the fields, without parsing JSON.
+//!
+//! A node with encryption at rest stores values *sealed*: the head that
+//! merges and digests read stays in clear, the rest is encrypted with an
+//! authenticated cipher under a numbered data key.
+//!
+//! ```text
+//! format u8 (=2) | version.hlc u64 BE | version.origin u64 BE | ts i64 BE
+//! | flags u8 | key id u32 BE | nonce [12] | ciphertext of (field count
+//! | fields…) with its 16-byte tag | crc32 u32 BE
+//! ```
+//!
+//! The first 30 bytes are the cipher's associated data, so a head moved
+//! onto another value's ciphertext fails to open. This module only lays the
+//! bytes out ([`plain_parts`], [`sealed_parts`], [`assemble`]); the node
+//! holds the keys and the cipher.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Number, Value as Json};
@@ -18,6 +33,14 @@ use thiserror::Error;
 
 /// The encoding's format byte.
 const FORMAT: u8 = 1;
+/// The format byte of a sealed value.
+const SEALED: u8 = 2;
+/// Bytes of a head that stay in clear in a sealed value.
+const CLEAR_LEN: usize = 1 + 8 + 8 + 8 + 1;
+/// Bytes of a sealed value's nonce.
+pub const NONCE_LEN: usize = 12;
+/// Bytes of a sealed value's authentication tag.
+pub const TAG_LEN: usize = 16;
 /// Bytes before the first field.
 const HEADER_LEN: usize = 1 + 8 + 8 + 8 + 1 + 4;
 /// Flag bit of a tombstone.
@@ -88,6 +111,9 @@ pub enum ValueError {
     /// Bytes are left after the last field.
     #[error("value has trailing bytes")]
     Trailing,
+    /// The value is sealed; its fields can be read only once opened.
+    #[error("value is sealed under data key {0}")]
+    Sealed(u32),
 }
 
 impl StoredRecord {
@@ -125,6 +151,9 @@ impl StoredRecord {
     }
 
     fn decode_with(header: Header, bytes: &[u8]) -> Result<Self, ValueError> {
+        if let Some(key) = header.key_id {
+            return Err(ValueError::Sealed(key));
+        }
         let mut borrowed = FieldsRef { rest: &bytes[HEADER_LEN..bytes.len() - 4], left: header.field_count };
         let mut fields = Vec::with_capacity(header.field_count.min(1024) as usize);
         for field in &mut borrowed {
@@ -159,6 +188,8 @@ pub struct Header {
     pub ts: i64,
     /// Whether this is a deletion.
     pub tombstone: bool,
+    /// The data key a sealed value is encrypted under; `None` in clear.
+    pub key_id: Option<u32>,
     field_count: u32,
 }
 
@@ -183,14 +214,18 @@ impl Header {
         }
         let mut r = Reader(&bytes[..HEADER_LEN]);
         let format = u8::from_be_bytes(r.array()?);
-        if format != FORMAT {
+        if format != FORMAT && format != SEALED {
             return Err(ValueError::Unknown(format));
+        }
+        if format == SEALED && bytes.len() < HEADER_LEN + NONCE_LEN + TAG_LEN + 4 {
+            return Err(ValueError::Truncated);
         }
         let version = Version { hlc: u64::from_be_bytes(r.array()?), origin: u64::from_be_bytes(r.array()?) };
         let ts = i64::from_be_bytes(r.array()?);
         let tombstone = u8::from_be_bytes(r.array()?) & TOMBSTONE != 0;
-        let field_count = u32::from_be_bytes(r.array()?);
-        Ok(Self { version, ts, tombstone, field_count })
+        let count_or_key = u32::from_be_bytes(r.array()?);
+        let (key_id, field_count) = if format == SEALED { (Some(count_or_key), 0) } else { (None, count_or_key) };
+        Ok(Self { version, ts, tombstone, key_id, field_count })
     }
 }
 
@@ -216,6 +251,9 @@ pub enum FieldRef<'a> {
 /// decoding whole records.
 pub fn fields_ref(bytes: &[u8]) -> Result<FieldsRef<'_>, ValueError> {
     let header = Header::parse(bytes)?;
+    if let Some(key) = header.key_id {
+        return Err(ValueError::Sealed(key));
+    }
     Ok(FieldsRef { rest: &bytes[HEADER_LEN..bytes.len() - 4], left: header.field_count })
 }
 
@@ -328,6 +366,88 @@ impl<'a> Iterator for FieldsRef<'a> {
     }
 }
 
+/// A value in clear split for sealing: its clear head (format byte
+/// included) and the bytes to encrypt (field count and fields, without the
+/// crc32).
+pub type PlainParts<'a> = (&'a [u8], &'a [u8]);
+
+/// A value's [`PlainParts`]; `None` for a value that is sealed already.
+pub fn plain_parts(bytes: &[u8]) -> Result<Option<PlainParts<'_>>, ValueError> {
+    if Header::parse(bytes)?.key_id.is_some() {
+        return Ok(None);
+    }
+    Ok(Some((&bytes[..CLEAR_LEN], &bytes[CLEAR_LEN..bytes.len() - 4])))
+}
+
+/// A sealed value, split for opening.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SealedParts<'a> {
+    /// The associated data: the clear head and the key id.
+    pub aad: &'a [u8],
+    /// The data key's id.
+    pub key_id: u32,
+    /// The nonce.
+    pub nonce: [u8; NONCE_LEN],
+    /// The ciphertext with its tag.
+    pub ciphertext: &'a [u8],
+}
+
+/// A sealed value's parts; `None` for a value in clear.
+pub fn sealed_parts(bytes: &[u8]) -> Result<Option<SealedParts<'_>>, ValueError> {
+    let Some(key_id) = Header::parse(bytes)?.key_id else { return Ok(None) };
+    let nonce = bytes[HEADER_LEN..HEADER_LEN + NONCE_LEN].try_into().expect("checked length");
+    Ok(Some(SealedParts {
+        aad: &bytes[..HEADER_LEN],
+        key_id,
+        nonce,
+        ciphertext: &bytes[HEADER_LEN + NONCE_LEN..bytes.len() - 4],
+    }))
+}
+
+/// How [`assemble`] lays a value out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// In clear: the body is the field count and the fields.
+    Plain,
+    /// Sealed under a key with a nonce: the body is the ciphertext and tag.
+    Sealed {
+        /// The data key's id.
+        key_id: u32,
+        /// The nonce.
+        nonce: [u8; NONCE_LEN],
+    },
+}
+
+/// A value from a clear head (any format byte; it is set here), a body
+/// that `body` appends to the value being built (given the associated
+/// data, for sealing), and the crc32.
+pub fn assemble<E>(
+    clear: &[u8],
+    layout: Layout,
+    body: impl FnOnce(&[u8], &mut Vec<u8>) -> Result<(), E>,
+) -> Result<Vec<u8>, E> {
+    let mut out = Vec::with_capacity(clear.len() + 64);
+    out.extend_from_slice(&clear[..CLEAR_LEN]);
+    let aad_len = match layout {
+        Layout::Plain => {
+            out[0] = FORMAT;
+            0
+        }
+        Layout::Sealed { key_id, nonce } => {
+            out[0] = SEALED;
+            out.extend_from_slice(&key_id.to_be_bytes());
+            out.extend_from_slice(&nonce);
+            HEADER_LEN
+        }
+    };
+    let mut aad = [0u8; HEADER_LEN];
+    aad[..aad_len].copy_from_slice(&out[..aad_len]);
+    body(&aad[..aad_len], &mut out)?;
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_be_bytes());
+    Ok(out)
+}
+
 /// Last writer wins: the newer of two encoded values of one key.
 ///
 /// Both values passed their checksum when they entered the router or the
@@ -419,6 +539,40 @@ mod tests {
 
     fn record(hlc: u64, origin: u64, fields: Json) -> StoredRecord {
         StoredRecord::from_json(Version { hlc, origin }, 1_700_000_000_000, fields.as_object().unwrap())
+    }
+
+    /// The layout round trip, with a stand-in cipher (XOR with the first
+    /// aad byte, tag of zeros): sealed values keep their head readable,
+    /// refuse field reads, and come back byte for byte.
+    #[test]
+    fn a_value_splits_into_a_sealed_layout_and_back() {
+        let plain = record(9, 2, json!({"secret": "marker", "n": 1})).encode();
+        let (clear, body) = plain_parts(&plain).unwrap().unwrap();
+        let nonce = [7u8; NONCE_LEN];
+        let sealed = assemble(clear, Layout::Sealed { key_id: 5, nonce }, |aad, out| {
+            assert_eq!(aad.len(), HEADER_LEN);
+            out.extend(body.iter().map(|b| b ^ aad[0]));
+            out.extend_from_slice(&[0; TAG_LEN]);
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+        let header = Header::read(&sealed).unwrap();
+        assert_eq!((header.version, header.key_id, header.tombstone), (Version { hlc: 9, origin: 2 }, Some(5), false));
+        assert_eq!(merge(&sealed, &plain), merge(&plain, &sealed), "merge reads sealed heads");
+        assert_eq!(fields_ref(&sealed).err(), Some(ValueError::Sealed(5)));
+        assert_eq!(StoredRecord::decode(&sealed).err(), Some(ValueError::Sealed(5)));
+        assert!(plain_parts(&sealed).unwrap().is_none(), "a sealed value is not sealed twice");
+        let parts = sealed_parts(&sealed).unwrap().unwrap();
+        assert_eq!((parts.key_id, parts.nonce, parts.aad), (5, nonce, &sealed[..HEADER_LEN]));
+        let opened = assemble(parts.aad, Layout::Plain, |_, out| {
+            let text = &parts.ciphertext[..parts.ciphertext.len() - TAG_LEN];
+            out.extend(text.iter().map(|b| b ^ SEALED));
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+        assert_eq!(opened, plain);
+        assert!(sealed_parts(&plain).unwrap().is_none());
+        assert_eq!(Header::parse(&sealed[..HEADER_LEN + 10]).err(), Some(ValueError::Truncated));
     }
 
     #[test]

@@ -46,6 +46,21 @@ pub struct RouterConfig {
     #[arg(long, env = "RINGUP_MAX_BODY_MIB", default_value_t = 64)]
     pub max_body_mib: usize,
 
+    /// The file holding the root administrator token (`rgu_root_…`, made
+    /// by `ringup token root`). Other tokens are created through
+    /// `POST /v1/tokens` and kept in the cluster map.
+    #[arg(long, env = "RINGUP_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<std::path::PathBuf>,
+
+    /// Serve every request without checking tokens. For development only:
+    /// anyone who reaches the router may then read and write every shop.
+    #[arg(long, env = "RINGUP_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+
+    /// Mutual TLS on the RPC to the nodes.
+    #[command(flatten)]
+    pub tls: ringup_rpc::TlsArgs,
+
     /// The shortest speculative delay of a read, in ms: how long it waits
     /// at least for the replicas it asked before asking one more.
     #[arg(long, env = "RINGUP_SPECULATIVE_FLOOR_MS", default_value_t = 5)]
@@ -58,6 +73,14 @@ pub struct RouterConfig {
 }
 
 impl RouterConfig {
+    /// How requests are authenticated.
+    pub fn auth(&self) -> anyhow::Result<crate::api::auth::Auth> {
+        if self.insecure_no_auth {
+            return Ok(crate::api::auth::Auth::off());
+        }
+        crate::api::auth::Auth::on(self.admin_token_file.as_deref())
+    }
+
     /// The limits of a report.
     pub fn report_limits(&self) -> crate::reports::ReportLimits {
         crate::reports::ReportLimits {

@@ -52,9 +52,21 @@ use crate::view::ClusterView;
 
 /// Runs the router until `shutdown` completes.
 pub async fn run(config: RouterConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let auth = config.auth()?;
+    if !auth.enabled() {
+        tracing::warn!(
+            "authentication is OFF (--insecure-no-auth): anyone who reaches this router can read and write every shop"
+        );
+    } else if config.admin_token_file.is_none() {
+        tracing::warn!("no --admin-token-file: only tokens in the cluster map are accepted");
+    }
     let listener =
         TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
-    let view = Arc::new(ClusterView::new(Arc::new(Pool::new()), config.nodes.clone()));
+    let rpc_tls = config.tls.load().map_err(anyhow::Error::msg)?;
+    if rpc_tls.is_none() {
+        tracing::warn!("the RPC to the nodes is plain TCP (--insecure-no-tls)");
+    }
+    let view = Arc::new(ClusterView::new(Arc::new(Pool::with_tls(rpc_tls)), config.nodes.clone()));
     let follower = tokio::spawn(view.clone().follow());
     let pinger = tokio::spawn(view.clone().watch_liveness());
     let metrics = Metrics::new();
@@ -66,6 +78,7 @@ pub async fn run(config: RouterConfig, shutdown: impl Future<Output = ()> + Send
         metrics,
         admission: config.admission(),
         reports: config.report_limits(),
+        auth,
     });
     tracing::info!(listen = %config.listen, nodes = ?config.nodes, "router started");
     axum::serve(listener, api::routes(state)).with_graceful_shutdown(shutdown).await?;

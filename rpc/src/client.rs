@@ -9,17 +9,20 @@ use futures::StreamExt;
 use ringup_proto::frame::{self, Body};
 use ringup_proto::rpc::{Envelope, Request, Response};
 use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tokio_util::codec::FramedRead;
 
 use crate::WRITE_QUEUE;
 use crate::codec::{FrameDecoder, Outgoing, READ_CHUNK, write_frames};
+use crate::tls::Tls;
 
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a TLS handshake may take after the connection is made.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 /// A call that timed out after at least this long, with no answer of any
 /// call arriving on its connection meanwhile, closes the connection.
 const SILENCE_CLOSES: Duration = Duration::from_millis(500);
@@ -94,12 +97,22 @@ pub struct Client {
     conn: Mutex<Option<Arc<Conn>>>,
     /// Held while dialing, across the connect's `.await`: an async mutex.
     dialing: tokio::sync::Mutex<()>,
+    /// Mutual TLS, or plain TCP when `None`.
+    tls: Option<Tls>,
 }
 
 impl Client {
-    /// A client of the peer at `addr` (`host:port`); connects on first use.
+    /// A client of the peer at `addr` (`host:port`) over plain TCP;
+    /// connects on first use.
     pub fn new(addr: impl Into<String>) -> Self {
-        Self { addr: addr.into(), next_id: AtomicU64::new(1), conn: Mutex::new(None), dialing: Default::default() }
+        Self::with_tls(addr, None)
+    }
+
+    /// A client of the peer at `addr` over mutual TLS, or plain TCP when
+    /// `tls` is `None`.
+    pub fn with_tls(addr: impl Into<String>, tls: Option<Tls>) -> Self {
+        let addr = addr.into();
+        Self { addr, next_id: AtomicU64::new(1), conn: Mutex::new(None), dialing: Default::default(), tls }
     }
 
     /// The peer's address.
@@ -168,7 +181,21 @@ impl Client {
             .map_err(|_| unreachable("connect timed out".into()))?
             .map_err(|e| unreachable(e.to_string()))?;
         stream.set_nodelay(true).ok();
-        let conn = Arc::new(open(stream));
+        let conn = match &self.tls {
+            None => {
+                let (read, write) = stream.into_split();
+                Arc::new(open(read, write))
+            }
+            Some(tls) => {
+                let (connector, name) = tls.connector();
+                let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(name, stream))
+                    .await
+                    .map_err(|_| unreachable("the TLS handshake timed out".into()))?
+                    .map_err(|e| unreachable(format!("TLS: {e}")))?;
+                let (read, write) = tokio::io::split(stream);
+                Arc::new(open(read, write))
+            }
+        };
         *self.conn.lock().expect("conn poisoned") = Some(conn.clone());
         Ok(conn)
     }
@@ -202,8 +229,11 @@ impl Drop for Forget<'_> {
 
 /// Starts the tasks of a new connection: one writes queued frames, one
 /// reads answers. When either stops, both stop and the connection is closed.
-fn open(stream: TcpStream) -> Conn {
-    let (read, write) = stream.into_split();
+fn open<R, W>(read: R, write: W) -> Conn
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let (queue, rx) = mpsc::channel(WRITE_QUEUE);
     let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
     let opened = Instant::now();
@@ -222,7 +252,7 @@ fn open(stream: TcpStream) -> Conn {
 
 /// Hands each answer to its caller until the connection fails or closes,
 /// noting when each arrived (in microseconds from `opened`).
-async fn read_answers(read: OwnedReadHalf, pending: &Pending, opened: Instant, heard: &AtomicU64) {
+async fn read_answers<R: AsyncRead + Unpin>(read: R, pending: &Pending, opened: Instant, heard: &AtomicU64) {
     let mut frames = FramedRead::with_capacity(read, FrameDecoder, READ_CHUNK);
     while let Some(Ok(payload)) = frames.next().await {
         let Ok(envelope) = frame::from_bytes::<Envelope<Response>>(&payload) else {
@@ -242,17 +272,29 @@ async fn read_answers(read: OwnedReadHalf, pending: &Pending, opened: Instant, h
 pub struct Pool {
     /// Held only to look up or insert a client.
     clients: Mutex<HashMap<String, Arc<Client>>>,
+    /// What every client of the pool dials with.
+    tls: Option<Tls>,
 }
 
 impl Pool {
-    /// An empty pool.
+    /// An empty pool of plain TCP clients.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty pool whose clients use mutual TLS (plain TCP when `None`).
+    pub fn with_tls(tls: Option<Tls>) -> Self {
+        Self { clients: Mutex::default(), tls }
+    }
+
+    /// The TLS set-up its clients use.
+    pub fn tls(&self) -> Option<&Tls> {
+        self.tls.as_ref()
     }
 
     /// The client of the peer at `addr`.
     pub fn get(&self, addr: &str) -> Arc<Client> {
         let mut clients = self.clients.lock().expect("pool poisoned");
-        clients.entry(addr.to_string()).or_insert_with(|| Arc::new(Client::new(addr))).clone()
+        clients.entry(addr.to_string()).or_insert_with(|| Arc::new(Client::with_tls(addr, self.tls.clone()))).clone()
     }
 }

@@ -10,8 +10,7 @@ use std::io;
 
 use bytes::{Bytes, BytesMut};
 use ringup_proto::frame::{self, Body, HEADER_LEN};
-use tokio::io::{AsyncWriteExt, BufWriter};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::mpsc;
 use tokio_util::codec::Decoder;
 
@@ -68,7 +67,7 @@ impl Decoder for FrameDecoder {
 /// flush ends every batch, however busy the queue: a writer that flushed
 /// only when its queue ran dry would hold small answers in its buffer for
 /// as long as new ones kept coming.
-pub(crate) async fn write_frames(write: OwnedWriteHalf, mut rx: mpsc::Receiver<Outgoing>) {
+pub(crate) async fn write_frames<W: AsyncWrite + Unpin>(write: W, mut rx: mpsc::Receiver<Outgoing>) {
     let mut out = BufWriter::with_capacity(READ_CHUNK, write);
     while let Some(first) = rx.recv().await {
         tokio::task::yield_now().await;

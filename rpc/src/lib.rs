@@ -26,9 +26,11 @@ mod client;
 mod codec;
 pub mod process;
 mod server;
+mod tls;
 
 pub use client::{CallError, Client, Pool};
-pub use server::{Handler, Limits, serve, serve_with};
+pub use server::{Handler, Limits, serve, serve_tls, serve_with};
+pub use tls::{NODE_NAME, Tls, TlsArgs, TlsError, TlsFiles};
 
 /// How many frames may wait to be written on one connection.
 const WRITE_QUEUE: usize = 1024;

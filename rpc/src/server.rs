@@ -20,13 +20,16 @@ use std::time::Duration;
 use bytes::BytesMut;
 use ringup_proto::frame::{self, Body, HEADER_LEN};
 use ringup_proto::rpc::{Envelope, Request, Response, RpcError};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::WRITE_QUEUE;
 use crate::codec::{Outgoing, READ_CHUNK, invalid, write_frames};
+use crate::tls::Tls;
+
+/// How long a client has to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Answers requests. Implemented by the node.
 pub trait Handler: Send + Sync + 'static {
@@ -73,6 +76,19 @@ pub async fn serve_with<H: Handler>(
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
+    serve_tls(listener, handler, limits, None, shutdown).await;
+}
+
+/// [`serve_with`], over mutual TLS when `tls` is given: a connection whose
+/// client presents no certificate signed by the CA is closed after the
+/// handshake fails.
+pub async fn serve_tls<H: Handler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    limits: Limits,
+    tls: Option<Tls>,
+    shutdown: impl Future<Output = ()>,
+) {
     let slots = Arc::new(Semaphore::new(limits.connections));
     let budget = Arc::new(Budget::new(limits.request_bytes));
     tokio::pin!(shutdown);
@@ -83,7 +99,7 @@ pub async fn serve_with<H: Handler>(
                 Ok((stream, peer)) => match slots.clone().try_acquire_owned() {
                     Ok(slot) => {
                         stream.set_nodelay(true).ok();
-                        tokio::spawn(connection(stream, handler.clone(), limits, budget.clone(), slot));
+                        tokio::spawn(accept(stream, tls.clone(), handler.clone(), limits, budget.clone(), slot));
                     }
                     Err(_) => tracing::warn!(%peer, limit = limits.connections, "too many connections; closing a new one"),
                 },
@@ -96,17 +112,45 @@ pub async fn serve_with<H: Handler>(
     }
 }
 
+/// Completes the TLS handshake, if any, then serves the connection.
+async fn accept<H: Handler>(
+    stream: TcpStream,
+    tls: Option<Tls>,
+    handler: Arc<H>,
+    limits: Limits,
+    budget: Arc<Budget>,
+    slot: OwnedSemaphorePermit,
+) {
+    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let Some(tls) = tls else {
+        let (read, write) = stream.into_split();
+        return connection(peer, read, write, handler, limits, budget, slot).await;
+    };
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await {
+        Ok(Ok(stream)) => {
+            let (read, write) = tokio::io::split(stream);
+            connection(peer, read, write, handler, limits, budget, slot).await;
+        }
+        Ok(Err(e)) => tracing::warn!(%peer, error = %e, "refused a connection: TLS handshake failed"),
+        Err(_) => tracing::warn!(%peer, "refused a connection: no TLS handshake in time"),
+    }
+}
+
 /// Serves one connection until the peer closes it or sends a bad frame;
 /// `_slot` is its place among the connections allowed.
-async fn connection<H: Handler>(
-    stream: TcpStream,
+async fn connection<H, R, W>(
+    peer: String,
+    read: R,
+    write: W,
     handler: Arc<H>,
     limits: Limits,
     budget: Arc<Budget>,
     _slot: OwnedSemaphorePermit,
-) {
-    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-    let (read, write) = stream.into_split();
+) where
+    H: Handler,
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let mut read = BufReader::with_capacity(READ_CHUNK, read);
     let (queue, rx) = mpsc::channel(WRITE_QUEUE);
     let writer = tokio::spawn(write_frames(write, rx));
@@ -154,8 +198,8 @@ struct Admitted {
 
 /// Reads the next request: `None` when the peer closed the connection
 /// between frames.
-async fn read_request(
-    read: &mut BufReader<OwnedReadHalf>,
+async fn read_request<R: AsyncRead + Unpin>(
+    read: &mut BufReader<R>,
     budget: &Arc<Budget>,
     deadline: Duration,
 ) -> io::Result<Option<Admitted>> {
@@ -178,8 +222,8 @@ async fn read_request(
 /// budget once its first byte arrives, and only then is memory allocated
 /// for it; taking it whole means two large frames can never each hold half
 /// of the budget and wait for the other.
-async fn read_payload(
-    read: &mut BufReader<OwnedReadHalf>,
+async fn read_payload<R: AsyncRead + Unpin>(
+    read: &mut BufReader<R>,
     len: usize,
     budget: &Arc<Budget>,
 ) -> io::Result<(BytesMut, OwnedSemaphorePermit)> {

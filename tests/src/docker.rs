@@ -80,6 +80,10 @@ pub struct DockerCluster {
     /// The compose network the containers share.
     network: String,
     http: reqwest::Client,
+    /// The client certificate the `init` service made, to dial nodes.
+    tls: Option<ringup_rpc::Tls>,
+    /// The admin token and certificates copied out of the `secrets` volume.
+    secrets: tempfile::TempDir,
 }
 
 impl DockerCluster {
@@ -91,10 +95,22 @@ impl DockerCluster {
         run(Command::new("bash").arg(script).args(["--tag", TAG, "--bin-dir"]).arg(bin_dir)).await;
         let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
         let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("http client");
-        let mut cluster =
-            Self { compose, router_url: format!("http://127.0.0.1:{port}"), port, network: String::new(), http };
+        let secrets = tempfile::Builder::new().prefix("ringup-secrets-").tempdir().expect("a temp dir");
+        let router_url = format!("http://127.0.0.1:{port}");
+        let network = String::new();
+        let mut cluster = Self { compose, router_url, port, network, http, tls: None, secrets };
         cluster.compose_run(&["down", "--volumes", "--remove-orphans"]).await;
         cluster.compose_run(&["up", "-d"]).await;
+        // The token and a client certificate, from what `init` made.
+        let init = cluster.container("init").await;
+        docker(&["cp", &format!("{init}:/secrets/."), &cluster.secrets.path().display().to_string()]).await;
+        let token = std::fs::read_to_string(cluster.secrets.path().join("admin-token")).expect("init wrote the token");
+        cluster.http = ringup_router::cli::token::client_with(Some(token.trim()), Some(Duration::from_secs(10)))
+            .expect("http client");
+        let dir = cluster.secrets.path();
+        let files =
+            ringup_rpc::TlsFiles { ca: dir.join("ca.pem"), cert: dir.join("cli.pem"), key: dir.join("cli.key") };
+        cluster.tls = Some(ringup_rpc::Tls::load(files).expect("init made a client certificate"));
         let node1 = cluster.container("node1").await;
         let format = "{{range $name, $_ := .NetworkSettings.Networks}}{{$name}}{{end}}";
         cluster.network = docker(&["inspect", "--format", format, &node1]).await;
@@ -102,6 +118,11 @@ impl DockerCluster {
             cluster.wait_live(&format!("node{node}")).await;
         }
         cluster
+    }
+
+    /// An HTTP client sending the cluster's admin token.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 
     /// A compose command with the project's file, name, tag and port.
@@ -196,7 +217,9 @@ impl DockerCluster {
         loop {
             let format = "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}";
             let ip = docker(&["inspect", "--format", format, &container]).await;
-            if !ip.is_empty() && health::node(&format!("{ip}:7001"), Duration::from_millis(500)).await.is_ok() {
+            if !ip.is_empty()
+                && health::node(&format!("{ip}:7001"), self.tls.clone(), Duration::from_millis(500)).await.is_ok()
+            {
                 return start.elapsed();
             }
             assert!(start.elapsed() < UP_TIMEOUT, "{service} did not serve again:\n{}", self.logs().await);

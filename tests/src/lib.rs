@@ -20,6 +20,10 @@ use serde_json::Value;
 use tempfile::TempDir;
 use tokio::sync::Mutex;
 
+/// Node flags that the harness turns into the layout's settings: plain TCP
+/// for every process, values in clear on every node.
+const INSECURE: [&str; 2] = ["--insecure-no-tls", "--insecure-no-encryption"];
+
 /// How long a stopped process gets before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(15);
 /// How long a cluster gets to become ready.
@@ -35,6 +39,9 @@ pub struct TestCluster {
     addrs: Mutex<Vec<SocketAddr>>,
     router: Mutex<Option<Process>>,
     http: reqwest::Client,
+    /// What the harness dials nodes with: a client certificate of the
+    /// cluster's CA.
+    tls: Option<ringup_rpc::Tls>,
     _dir: TempDir,
 }
 
@@ -70,13 +77,18 @@ impl TestCluster {
             nodes: ports.into_iter().map(|p| SocketAddr::from(([127, 0, 0, 1], p))).collect(),
             router: SocketAddr::from(([127, 0, 0, 1], router)),
             partitions,
-            node_args: node_args.iter().map(ToString::to_string).collect(),
-            router_args: router_args.iter().map(ToString::to_string).collect(),
+            node_args: node_args.iter().filter(|a| !INSECURE.contains(a)).map(ToString::to_string).collect(),
+            router_args: router_args.iter().filter(|a| !INSECURE.contains(a)).map(ToString::to_string).collect(),
+            rpc_tls: !node_args.contains(&"--insecure-no-tls"),
+            encryption: !node_args.contains(&"--insecure-no-encryption"),
         };
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client");
+        let token = layout.admin_token().expect("cannot write the admin token");
+        let http =
+            ringup_router::cli::token::client_with(Some(&token), Some(Duration::from_secs(30))).expect("http client");
         let nodes = Mutex::new((0..n).map(|_| None).collect());
         let addrs = Mutex::new(layout.nodes.clone());
-        let cluster = Self { layout, nodes, addrs, router: Mutex::new(None), http, _dir: dir };
+        let tls = layout.client_tls().expect("cannot make the harness's client certificate");
+        let cluster = Self { layout, nodes, addrs, router: Mutex::new(None), http, tls, _dir: dir };
         cluster.start_all().await;
         cluster
     }
@@ -92,7 +104,8 @@ impl TestCluster {
         let mut router = self.router.lock().await;
         if router.is_none() {
             let log = self.layout.dir.join("router.log");
-            *router = Some(Process::start("router", self.layout.router(), &log).expect("cannot start the router"));
+            let command = self.layout.router().expect("cannot make the router's certificate");
+            *router = Some(Process::start("router", command, &log).expect("cannot start the router"));
         }
         drop(router);
         self.wait_ready().await;
@@ -125,6 +138,7 @@ impl TestCluster {
         } else {
             self.layout.waiting_node(id, addr)
         };
+        let command = command.expect("cannot make the node's certificate");
         let process = Process::start(&format!("node-{id}"), command, &log).expect("cannot start a node");
         self.nodes.lock().await[id - 1] = Some(process);
     }
@@ -140,7 +154,7 @@ impl TestCluster {
             nodes.len()
         };
         self.start_node(id).await;
-        let client = ringup_rpc::Client::new(addr.to_string());
+        let client = self.rpc(addr.to_string());
         let deadline = std::time::Instant::now() + READY_TIMEOUT;
         while !matches!(
             client.call(ringup_proto::rpc::Request::Hello, Duration::from_secs(1)).await,
@@ -180,7 +194,7 @@ impl TestCluster {
     /// Waits until node `id` itself answers pings with its map: unlike the
     /// router's liveness, which may still be from before a restart.
     pub async fn wait_node_serving(&self, id: usize) {
-        let client = ringup_rpc::Client::new(self.node_addr(id).await.to_string());
+        let client = self.rpc(self.node_addr(id).await.to_string());
         let deadline = std::time::Instant::now() + READY_TIMEOUT;
         loop {
             let answer = client.call(ringup_proto::rpc::Request::Ping, Duration::from_secs(1)).await;
@@ -226,6 +240,16 @@ impl TestCluster {
     /// The HTTP client, for requests that need more than [`Self::call`].
     pub fn http(&self) -> &reqwest::Client {
         &self.http
+    }
+
+    /// An RPC client of the node at `addr`, with the harness's certificate.
+    pub fn rpc(&self, addr: impl Into<String>) -> ringup_rpc::Client {
+        ringup_rpc::Client::with_tls(addr, self.tls.clone())
+    }
+
+    /// The root admin token the router was started with.
+    pub fn admin_token(&self) -> String {
+        self.layout.admin_token().expect("the admin token was written at start")
     }
 
     /// The router's URL for `path`.

@@ -10,7 +10,6 @@ use ringup_proto::NodeId;
 use ringup_proto::cluster::{ClusterMap, MemberState};
 use ringup_proto::ring::PartitionId;
 use ringup_proto::rpc::{Request, Response};
-use ringup_rpc::Client;
 use serde_json::{Value, json};
 
 use crate::TestCluster;
@@ -84,7 +83,7 @@ impl TestCluster {
     /// The cluster map, from the first node of `nodes` that answers.
     pub async fn map_from(&self, nodes: &[usize]) -> ClusterMap {
         for &n in nodes {
-            let client = Client::new(self.node_addr(n).await.to_string());
+            let client = self.rpc(self.node_addr(n).await.to_string());
             let request = Request::GetMap { known_epoch: 0, wait_ms: 0 };
             if let Ok(Response::Map(map)) = client.call(request, Duration::from_secs(5)).await {
                 return *map;
@@ -95,7 +94,7 @@ impl TestCluster {
 
     /// The metadata group's leader, as node `n` knows it.
     pub async fn leader_seen_by(&self, n: usize) -> Option<NodeId> {
-        let client = Client::new(self.node_addr(n).await.to_string());
+        let client = self.rpc(self.node_addr(n).await.to_string());
         match client.call(Request::Hello, Duration::from_secs(5)).await {
             Ok(Response::Hello { leader, .. }) => leader,
             _ => None,
@@ -134,7 +133,7 @@ impl TestCluster {
 
     /// The partitions node `n` holds any record of.
     pub async fn holdings(&self, n: usize) -> BTreeSet<PartitionId> {
-        let client = Client::new(self.node_addr(n).await.to_string());
+        let client = self.rpc(self.node_addr(n).await.to_string());
         match client.call(Request::Holdings, Duration::from_secs(30)).await {
             Ok(Response::Holdings(held)) => held.into_iter().collect(),
             other => panic!("node {n} did not list its holdings: {other:?}"),

@@ -88,6 +88,7 @@ async fn every_answer_matches_the_openapi_file() {
         .args(["--checks", "all", "--phases", "examples,coverage,fuzzing"])
         .args(["--max-examples", &EXAMPLES.to_string(), "--seed", "1", "--workers", "2"])
         .args(["--request-timeout", "10", "--no-color"])
+        .args(["--header", &format!("Authorization: Bearer {}", cluster.admin_token())])
         .env("SCHEMATHESIS_HOOKS", root().join("tests/conformance/hooks.py"))
         .env("RINGUP_CONFORMANCE_NO_NODE", no_node_addr())
         .current_dir(scratch.path());

@@ -162,7 +162,7 @@ async fn faults_across_containers_lose_no_acknowledged_write() {
         return;
     }
     let cluster = DockerCluster::up(&ringup_tests::bin_dir()).await;
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("http client");
+    let http = cluster.http().clone();
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let faults = [
         Fault::Kill("node1"),

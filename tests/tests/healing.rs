@@ -206,7 +206,7 @@ async fn watch_terms(cluster: Arc<TestCluster>, stop: Arc<std::sync::atomic::Ato
     let mut terms = Terms::new();
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         for n in 1..=3 {
-            let client = ringup_rpc::Client::new(cluster.node_addr(n).await.to_string());
+            let client = cluster.rpc(cluster.node_addr(n).await.to_string());
             if let Ok(Response::Stats(stats)) = client.call(Request::Stats, Duration::from_millis(200)).await
                 && let Some(leader) = stats.raft_leader
             {
@@ -268,7 +268,7 @@ async fn differing_partitions(cluster: &TestCluster) -> usize {
     let map = cluster.map_from(&[1, 2, 3]).await;
     let mut clients = BTreeMap::new();
     for n in 1..=3 {
-        clients.insert(n as NodeId, ringup_rpc::Client::new(cluster.node_addr(n).await.to_string()));
+        clients.insert(n as NodeId, cluster.rpc(cluster.node_addr(n).await.to_string()));
     }
     let mut differing = 0;
     for partition in 0..map.ring.partitions() {
@@ -309,7 +309,7 @@ async fn wait_converged(cluster: &TestCluster, limit: Duration) -> Duration {
 async fn total(cluster: &TestCluster, figure: impl Fn(&ringup_proto::stats::NodeStats) -> u64) -> u64 {
     let mut sum = 0;
     for n in 1..=3 {
-        let client = ringup_rpc::Client::new(cluster.node_addr(n).await.to_string());
+        let client = cluster.rpc(cluster.node_addr(n).await.to_string());
         if let Ok(Response::Stats(stats)) = client.call(Request::Stats, Duration::from_secs(2)).await {
             sum += figure(&stats);
         }
@@ -464,7 +464,7 @@ async fn a_version_stamped_too_far_ahead_is_refused() {
     let map = cluster.map_from(&[1]).await;
     let partition = map.partition_of("skew-shop");
     let node = map.replicas(partition)[0] as usize;
-    let client = ringup_rpc::Client::new(cluster.node_addr(node).await.to_string());
+    let client = cluster.rpc(cluster.node_addr(node).await.to_string());
     let write = |ahead_ms: u64| {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
         let version = ringup_proto::value::Version { hlc: (now + ahead_ms) << 16, origin: 9 };

@@ -158,7 +158,7 @@ async fn a_node_joins_and_is_decommissioned_under_load() {
         target: CollectionRef { epoch: map.epoch, partition: 0, shop: "s".into(), collection: "sales".into() },
         id: "r".into(),
     };
-    let answer = ringup_rpc::Client::new(addr.to_string()).call(get, Duration::from_secs(5)).await;
+    let answer = scene.cluster.rpc(addr.to_string()).call(get, Duration::from_secs(5)).await;
     assert!(matches!(answer, Ok(Response::Error(RpcError::NotReplica { .. }))), "{answer:?}");
     assert!(scene.cluster.stop_node(n).await, "the removed node stops on SIGTERM");
     scene.nodes.remove(&n);

@@ -314,7 +314,7 @@ fn member(state: &State, id: &str) -> Result<NodeId, ApiError> {
 /// Proposes a command through the metadata leader, then waits (a little)
 /// until this router's map holds it, so that `GET /v1/cluster` right after
 /// the answer shows the change; the map's refusals become 4xx answers.
-async fn propose(state: &State, command: MapCommand) -> Result<u64, ApiError> {
+pub(crate) async fn propose(state: &State, command: MapCommand) -> Result<u64, ApiError> {
     let epoch = state.view.propose(command, PROPOSE_TIMEOUT).await.map_err(|e| match e {
         RpcError::Refused(refusal) => refused(refusal),
         other => ApiError::unavailable("metadata_unavailable", format!("the change was not made: {other}")),
@@ -330,7 +330,8 @@ fn refused(e: MapError) -> ApiError {
         MapError::IdTaken(_) => ApiError::conflict("id_taken", message),
         MapError::TooFewNodes { .. } => ApiError::conflict("too_few_nodes", message),
         MapError::Conflict(_) | MapError::Unchanged => ApiError::conflict("change_conflict", message),
-        MapError::UnknownNode(_) => ApiError::not_found(message),
+        MapError::UnknownNode(_) | MapError::UnknownToken(_) => ApiError::not_found(message),
+        MapError::InvalidToken(_) => ApiError::bad_request("invalid_token", message),
         MapError::NotBootstrapped => ApiError::no_map(),
         MapError::AlreadyBootstrapped
         | MapError::InvalidBootstrap(_)

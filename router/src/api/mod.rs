@@ -1,14 +1,17 @@
 //! The HTTP API: routes, shared state and the JSON fallbacks.
 //!
 //! One file per handler family: [`records`] for shops, [`query`] for
-//! analysts, [`cluster`] for admins, [`ops`] for health and metrics.
+//! analysts, [`cluster`] and [`tokens`] for admins, [`ops`] for health and
+//! metrics; [`auth`] checks every request's token first.
 
+pub mod auth;
 pub mod body;
 pub mod cluster;
 pub mod error;
 pub mod ops;
 pub mod query;
 pub mod records;
+pub mod tokens;
 
 use std::sync::Arc;
 
@@ -41,6 +44,8 @@ pub struct AppState {
     pub admission: Admission,
     /// The limits of a report.
     pub reports: ReportLimits,
+    /// How requests are authenticated.
+    pub auth: auth::Auth,
 }
 
 /// The shared state as handlers take it.
@@ -63,6 +68,8 @@ fn table() -> Vec<(&'static str, MethodRouter<Arc<AppState>>)> {
         ("/v1/cluster/nodes/{id}", delete(cluster::decommission)),
         ("/v1/cluster/nodes/{id}/remove", post(cluster::remove)),
         ("/v1/cluster/migrations/abort", post(cluster::abort)),
+        ("/v1/tokens", get(tokens::list).post(tokens::create)),
+        ("/v1/tokens/{id}", delete(tokens::revoke)),
         ("/healthz", get(ops::healthz)),
         ("/readyz", get(ops::readyz)),
         ("/metrics", get(ops::metrics)),
@@ -79,6 +86,7 @@ pub fn routes(state: Arc<AppState>) -> Router {
     table()
         .into_iter()
         .fold(Router::new(), |router, (path, handlers)| router.route(path, handlers))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::check))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), admit))

@@ -51,7 +51,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let authority = uri.authority().with_context(|| format!("--router {router} names no host"))?.to_string();
     super::health::router(&router, Duration::from_secs(5)).await.context("the router is not ready")?;
     let timeout = Duration::from_millis(args.timeout_ms);
-    let target = Ringup { router, authority, consistency: consistency.to_string(), timeout };
+    let authorization = super::token::from_env()?
+        .map(|t| hyper::http::HeaderValue::from_str(&format!("Bearer {t}")))
+        .transpose()
+        .context("the token is not a valid header")?;
+    let target = Ringup { router, authority, consistency: consistency.to_string(), timeout, authorization };
     ringup_bench::run(&args.load, target).await?;
     Ok(())
 }
@@ -64,6 +68,8 @@ struct Ringup {
     authority: String,
     consistency: String,
     timeout: Duration,
+    /// `Bearer …`, sent with every request when a token is set.
+    authorization: Option<hyper::http::HeaderValue>,
 }
 
 impl Target for Ringup {
@@ -109,13 +115,15 @@ impl Connection {
 
     /// Sends a request; the JSON answer and its size, or the kind of failure.
     async fn send(&mut self, method: Method, path: String, body: Option<Vec<u8>>) -> Result<(Value, u64), String> {
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(method)
             .uri(path)
             .header(header::HOST, &self.target.authority)
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .expect("a well-formed request");
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(authorization) = &self.target.authorization {
+            request = request.header(header::AUTHORIZATION, authorization);
+        }
+        let request = request.body(Full::new(Bytes::from(body.unwrap_or_default()))).expect("a well-formed request");
         let timeout = self.target.timeout;
         let exchange = async {
             let sender = self.sender().await?;

@@ -25,6 +25,9 @@ pub struct HealthArgs {
     /// How long to wait for the answer, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     pub timeout_ms: u64,
+    /// The certificates to ping a node with.
+    #[command(flatten)]
+    pub tls: ringup_rpc::TlsArgs,
 }
 
 /// Runs the check and prints its outcome.
@@ -32,7 +35,8 @@ pub async fn run(args: HealthArgs) -> anyhow::Result<()> {
     let timeout = Duration::from_millis(args.timeout_ms);
     match args.node {
         Some(addr) => {
-            let (id, epoch) = node(&addr, timeout).await?;
+            let tls = args.tls.load().map_err(anyhow::Error::msg)?;
+            let (id, epoch) = node(&addr, tls, timeout).await?;
             println!("node {id} at {addr} is serving, with cluster map epoch {epoch}");
         }
         None => {
@@ -45,8 +49,8 @@ pub async fn run(args: HealthArgs) -> anyhow::Result<()> {
 
 /// Pings the node at `addr`: its id and map epoch, if it answers and holds
 /// a cluster map.
-pub async fn node(addr: &str, timeout: Duration) -> anyhow::Result<(NodeId, u64)> {
-    match Client::new(addr).call(Request::Ping, timeout).await {
+pub async fn node(addr: &str, tls: Option<ringup_rpc::Tls>, timeout: Duration) -> anyhow::Result<(NodeId, u64)> {
+    match Client::with_tls(addr, tls).call(Request::Ping, timeout).await {
         Ok(Response::Pong { node, epoch }) if epoch > 0 => Ok((node, epoch)),
         Ok(Response::Pong { node, .. }) => bail!("node {node} at {addr} answers but has no cluster map yet"),
         Ok(other) => bail!("the node at {addr} answered a ping with {other:?}"),

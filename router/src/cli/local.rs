@@ -19,7 +19,7 @@ use nix::unistd::Pid;
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
-use super::status;
+use super::{certs, status};
 
 /// How long processes get to stop after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -49,6 +49,14 @@ pub struct LocalArgs {
     /// Do not push sample data.
     #[arg(long)]
     pub no_sample: bool,
+    /// Plain TCP between the processes instead of mutual TLS (for
+    /// measuring what TLS costs; not for real data).
+    #[arg(long, env = "RINGUP_INSECURE_NO_TLS")]
+    pub insecure_no_tls: bool,
+    /// Store values in clear instead of sealed under `data-keys` (for
+    /// measuring what encryption costs; not for real data).
+    #[arg(long, env = "RINGUP_INSECURE_NO_ENCRYPTION")]
+    pub insecure_no_encryption: bool,
 }
 
 /// Where every process of a local cluster listens and keeps its files.
@@ -68,6 +76,12 @@ pub struct Layout {
     pub node_args: Vec<String>,
     /// More flags for the router.
     pub router_args: Vec<String>,
+    /// Mutual TLS on the internal RPC, with certificates made in `certs/`
+    /// (plain TCP when false).
+    pub rpc_tls: bool,
+    /// Encryption at rest under the key file `data-keys` (made if missing;
+    /// values in clear when false).
+    pub encryption: bool,
 }
 
 impl Layout {
@@ -82,13 +96,70 @@ impl Layout {
         format!("http://{}", self.router)
     }
 
+    /// Where the CA and every process's certificate are.
+    pub fn certs_dir(&self) -> PathBuf {
+        self.dir.join("certs")
+    }
+
+    /// The TLS flags of a process, its certificate made if missing; none
+    /// without [`Self::rpc_tls`].
+    fn tls_flags(&self, name: &str, kind: certs::Kind) -> anyhow::Result<Vec<String>> {
+        if !self.rpc_tls {
+            return Ok(vec!["--insecure-no-tls".into()]);
+        }
+        let hosts = ["127.0.0.1".to_string(), "localhost".to_string()];
+        let (files, _) = certs::ensure(&self.certs_dir(), name, kind, &hosts)?;
+        Ok([("--tls-ca", files.ca), ("--tls-cert", files.cert), ("--tls-key", files.key)]
+            .into_iter()
+            .flat_map(|(flag, path)| [flag.to_string(), path.display().to_string()])
+            .collect())
+    }
+
+    /// The nodes' data key file.
+    pub fn data_key_file(&self) -> PathBuf {
+        self.dir.join("data-keys")
+    }
+
+    /// The encryption flags of a node, the key file made if missing.
+    fn encryption_flags(&self) -> anyhow::Result<Vec<String>> {
+        if !self.encryption {
+            return Ok(vec!["--insecure-no-encryption".into()]);
+        }
+        let file = self.data_key_file();
+        if !file.exists() {
+            super::key::add_key(&file)?;
+        }
+        Ok(vec!["--data-key-file".into(), file.display().to_string()])
+    }
+
+    /// What a tool speaking to the nodes directly dials with: a client
+    /// certificate of the cluster's CA, or plain TCP.
+    pub fn client_tls(&self) -> anyhow::Result<Option<ringup_rpc::Tls>> {
+        if !self.rpc_tls {
+            return Ok(None);
+        }
+        let (files, _) = certs::ensure(&self.certs_dir(), "cli", certs::Kind::Client, &[])?;
+        Ok(Some(ringup_rpc::Tls::load(files)?))
+    }
+
+    /// The file holding the cluster's root admin token.
+    pub fn admin_token_file(&self) -> PathBuf {
+        self.dir.join(super::token::ADMIN_TOKEN_FILE)
+    }
+
+    /// The cluster's root admin token: read from [`Self::admin_token_file`],
+    /// or made and written there (readable by its owner only) the first time.
+    pub fn admin_token(&self) -> anyhow::Result<String> {
+        super::token::ensure_root_token(&self.admin_token_file())
+    }
+
     /// The command that starts node `id` (1-based) at its usual address.
-    pub fn node(&self, id: usize) -> Command {
+    pub fn node(&self, id: usize) -> anyhow::Result<Command> {
         self.node_at(id, self.nodes[id - 1])
     }
 
     /// The command that starts node `id` (1-based) listening on `addr`.
-    pub fn node_at(&self, id: usize, addr: SocketAddr) -> Command {
+    pub fn node_at(&self, id: usize, addr: SocketAddr) -> anyhow::Result<Command> {
         let initial: Vec<String> = self.nodes.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
         let mut cmd = Command::new(self.bin_dir.join("ringup-node"));
         cmd.arg("--id").arg(id.to_string());
@@ -98,28 +169,34 @@ impl Layout {
         if let Some(partitions) = self.partitions {
             cmd.arg("--partitions").arg(partitions.to_string());
         }
+        cmd.args(self.tls_flags(&format!("node-{id}"), certs::Kind::Node)?);
+        cmd.args(self.encryption_flags()?);
         cmd.args(&self.node_args);
-        cmd
+        Ok(cmd)
     }
 
     /// The command that starts a node that waits to be added: no id, no
     /// initial nodes, data in `node-{name}`.
-    pub fn waiting_node(&self, name: usize, addr: SocketAddr) -> Command {
+    pub fn waiting_node(&self, name: usize, addr: SocketAddr) -> anyhow::Result<Command> {
         let mut cmd = Command::new(self.bin_dir.join("ringup-node"));
         cmd.arg("--listen").arg(addr.to_string());
         cmd.arg("--data-dir").arg(self.dir.join(format!("node-{name}")));
+        cmd.args(self.tls_flags(&format!("node-{name}"), certs::Kind::Node)?);
+        cmd.args(self.encryption_flags()?);
         cmd.args(&self.node_args);
-        cmd
+        Ok(cmd)
     }
 
     /// The command that starts the router.
-    pub fn router(&self) -> Command {
+    pub fn router(&self) -> anyhow::Result<Command> {
         let seeds: Vec<String> = self.nodes.iter().map(ToString::to_string).collect();
         let mut cmd = Command::new(self.bin_dir.join("ringup-router"));
         cmd.arg("--listen").arg(self.router.to_string());
         cmd.arg("--nodes").arg(seeds.join(","));
+        cmd.arg("--admin-token-file").arg(self.admin_token_file());
+        cmd.args(self.tls_flags("router", certs::Kind::Client)?);
         cmd.args(&self.router_args);
-        cmd
+        Ok(cmd)
     }
 }
 
@@ -229,23 +306,27 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         node_args: Vec::new(),
         router_args: Vec::new(),
         partitions: None,
+        rpc_tls: !args.insecure_no_tls,
+        encryption: !args.insecure_no_encryption,
     };
+    let token = layout.admin_token()?;
+    let http = super::token::client_with(Some(&token), Some(Duration::from_secs(30)))?;
     // Listening before any process starts: a SIGTERM while the cluster is
     // still starting stops it too, instead of killing this process and
     // leaving the nodes and the router running.
     let shutdown = ringup_rpc::process::listen_for_shutdown().context("cannot listen for SIGTERM")?;
     tokio::pin!(shutdown);
     let mut nodes = (1..=args.nodes)
-        .map(|id| Process::start(&format!("node-{id}"), layout.node(id), &layout.dir.join(format!("node-{id}.log"))))
+        .map(|id| Process::start(&format!("node-{id}"), layout.node(id)?, &layout.dir.join(format!("node-{id}.log"))))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let mut router = Process::start("router", layout.router(), &layout.dir.join("router.log"))?;
+    let mut router = Process::start("router", layout.router()?, &layout.dir.join("router.log"))?;
     println!("starting {} nodes and a router in {} ...", args.nodes, layout.dir.display());
 
     let started = {
         let mut watched: Vec<&mut Process> = nodes.iter_mut().chain(std::iter::once(&mut router)).collect();
         let start = async {
             wait_ready(&layout.router_url(), &mut watched, READY_TIMEOUT).await?;
-            show(&layout, !args.no_sample).await
+            show(&layout, &http, !args.no_sample).await
         };
         tokio::select! {
             shown = start => Some(shown),
@@ -270,10 +351,10 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
 }
 
 /// Pushes sample data and prints how to use the cluster and its status.
-async fn show(layout: &Layout, sample: bool) -> anyhow::Result<()> {
+async fn show(layout: &Layout, http: &reqwest::Client, sample: bool) -> anyhow::Result<()> {
     let url = layout.router_url();
     if sample {
-        let written = push_sample(&url).await?;
+        let written = push_sample(http, &url).await?;
         println!("pushed {written} sample records for 3 shops into collection \"sales\"");
     }
     println!();
@@ -283,28 +364,32 @@ async fn show(layout: &Layout, sample: bool) -> anyhow::Result<()> {
         println!("  node {}:  {addr}  (data {}/node-{})", i + 1, layout.dir.display(), i + 1);
     }
     println!("  logs:    {}/*.log", layout.dir.display());
+    println!("  admin token: {}  (in {})", layout.admin_token()?, layout.admin_token_file().display());
     println!();
-    println!("Try:");
+    println!("Every /v1 request needs a token. Try:");
+    println!("  export RINGUP_TOKEN=$(cat {})", layout.admin_token_file().display());
+    let auth = "-H \"authorization: Bearer $RINGUP_TOKEN\"";
     println!(
-        "  curl -s -X POST {url}/v1/shops/demo-shop/sales -H 'content-type: application/json' \\\n    -d '[{{\"id\":\"o-1\",\"amount\":12.5,\"sku\":\"A-1\"}},{{\"id\":\"o-2\",\"amount\":3,\"sku\":\"B-7\"}}]'"
+        "  curl -s {auth} -X POST {url}/v1/shops/demo-shop/sales -H 'content-type: application/json' \\\n    -d '[{{\"id\":\"o-1\",\"amount\":12.5,\"sku\":\"A-1\"}},{{\"id\":\"o-2\",\"amount\":3,\"sku\":\"B-7\"}}]'"
     );
-    println!("  curl -s {url}/v1/shops/demo-shop/sales/o-1");
-    println!("  curl -s '{url}/v1/shops/demo-shop/sales?limit=10'");
-    println!("  curl -s {url}/v1/shops/demo-shop/sales/_count");
-    println!("  curl -s -X DELETE {url}/v1/shops/demo-shop/sales/o-2");
-    println!("  curl -s {url}/v1/cluster");
+    println!("  curl -s {auth} {url}/v1/shops/demo-shop/sales/o-1");
+    println!("  curl -s {auth} '{url}/v1/shops/demo-shop/sales?limit=10'");
+    println!("  curl -s {auth} {url}/v1/shops/demo-shop/sales/_count");
+    println!("  curl -s {auth} -X DELETE {url}/v1/shops/demo-shop/sales/o-2");
+    println!("  curl -s {auth} {url}/v1/cluster");
+    println!("  ringup token create --role shop --shop demo-shop   # a token for one shop");
     println!();
     println!("$ ringup status");
-    print!("{}", status::render(&all_live(&url, LIVE_TIMEOUT).await?));
+    print!("{}", status::render(&all_live(http, &url, LIVE_TIMEOUT).await?));
     Ok(())
 }
 
 /// The cluster status once the router sees every node live, or as it is
 /// after `timeout`.
-async fn all_live(router_url: &str, timeout: Duration) -> anyhow::Result<Value> {
+async fn all_live(http: &reqwest::Client, router_url: &str, timeout: Duration) -> anyhow::Result<Value> {
     let deadline = Instant::now() + timeout;
     loop {
-        let cluster = status::fetch(router_url).await?;
+        let cluster = status::fetch_with(http, router_url).await?;
         let nodes = cluster["nodes"].as_array().cloned().unwrap_or_default();
         if nodes.iter().all(|n| n["live"] == true) || Instant::now() > deadline {
             return Ok(cluster);
@@ -314,8 +399,7 @@ async fn all_live(router_url: &str, timeout: Duration) -> anyhow::Result<Value> 
 }
 
 /// Writes a few sales for a few shops; returns how many were acknowledged.
-pub async fn push_sample(router_url: &str) -> anyhow::Result<usize> {
-    let client = reqwest::Client::new();
+pub async fn push_sample(client: &reqwest::Client, router_url: &str) -> anyhow::Result<usize> {
     let mut written = 0;
     for shop in ["shop-amsterdam", "shop-berlin", "shop-lisbon"] {
         let batch: Vec<Value> = (1..=10)

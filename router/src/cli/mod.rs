@@ -1,12 +1,15 @@
 //! The `ringup` admin and developer CLI.
 
 pub mod bench;
+pub mod certs;
 pub mod health;
+pub mod key;
 pub mod local;
 pub mod node;
 pub mod query;
 pub mod repair;
 pub mod status;
+pub mod token;
 
 use clap::{Parser, Subcommand};
 
@@ -39,6 +42,12 @@ pub enum Command {
     Repair(repair::RepairArgs),
     /// Run a SQL report across every shop and print the result.
     Query(query::QueryArgs),
+    /// Create, list or revoke API tokens.
+    Token(token::TokenArgs),
+    /// Make the cluster's CA and certificates for mutual TLS on the internal RPC.
+    Certs(certs::CertsArgs),
+    /// Make or extend the data key file for encryption at rest.
+    Key(key::KeyArgs),
 }
 
 /// Runs the CLI.
@@ -51,5 +60,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Node(args) => node::run(args).await,
         Command::Repair(args) => repair::run(args).await,
         Command::Query(args) => query::run(args).await,
+        Command::Token(args) => token::run(args).await,
+        Command::Certs(args) => certs::run(args),
+        Command::Key(args) => key::run(args),
     }
 }

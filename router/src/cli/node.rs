@@ -73,7 +73,7 @@ pub enum Action {
 /// Runs `ringup node`.
 pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let base = args.router.trim_end_matches('/').to_string();
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+    let http = super::token::http(Some(Duration::from_secs(30)))?;
     let (method, path, body, wait, what) = match &args.action {
         Action::Add { addr, id, wait } => {
             let mut body = json!({ "addr": addr });

@@ -28,7 +28,7 @@ pub struct QueryArgs {
 pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
     let url = format!("{}/v1/query?consistency={}", args.router.trim_end_matches('/'), args.consistency);
     let accept = if args.csv { "text/csv" } else { "application/json" };
-    let response = reqwest::Client::new()
+    let response = super::token::http(None)?
         .post(&url)
         .header(reqwest::header::ACCEPT, accept)
         .json(&serde_json::json!({ "sql": args.sql }))
@@ -37,6 +37,11 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot reach the router at {}", args.router))?;
     let status = response.status();
     let text = response.text().await.context("cannot read the router's answer")?;
+    if status == reqwest::StatusCode::UNAUTHORIZED {
+        anyhow::bail!(
+            "the router answered {status}: set RINGUP_TOKEN (or RINGUP_TOKEN_FILE) to an analyst or admin token"
+        );
+    }
     if !status.is_success() {
         let body: Value = serde_json::from_str(&text).unwrap_or_default();
         anyhow::bail!("the router answered {status}: {}", body["error"]["message"].as_str().unwrap_or(&text));

@@ -28,16 +28,16 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `GET /v1/cluster` from the router.
+/// `GET /v1/cluster` from the router, with the token from the environment.
 pub async fn fetch(router: &str) -> anyhow::Result<Value> {
+    fetch_with(&super::token::http(None)?, router).await
+}
+
+/// `GET /v1/cluster` from the router through `http`.
+pub async fn fetch_with(http: &reqwest::Client, router: &str) -> anyhow::Result<Value> {
     let url = format!("{}/v1/cluster", router.trim_end_matches('/'));
-    let response = reqwest::get(&url).await.with_context(|| format!("cannot reach the router at {router}"))?;
-    let status = response.status();
-    let body: Value = response.json().await.context("the router's answer is not JSON")?;
-    if !status.is_success() {
-        anyhow::bail!("the router answered {status}: {}", body["error"]["message"].as_str().unwrap_or("no message"));
-    }
-    Ok(body)
+    let response = http.get(&url).send().await.with_context(|| format!("cannot reach the router at {router}"))?;
+    super::token::answer(response).await
 }
 
 /// The cluster as a table.
