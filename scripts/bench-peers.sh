@@ -2,7 +2,11 @@
 # Runs one load against ringup and the stores a team would pick instead,
 # one after another, and prints the comparison:
 #
-#   ringup         3 nodes, RF=3, QUORUM, through the router (`ringup bench`)
+#   ringup         3 nodes, RF=3, QUORUM, through the router (`ringup bench`),
+#                  tokens, mutual TLS between the processes and values
+#                  sealed at rest, as `ringup local` starts it
+#   ringup plain   the same without TLS and encryption (--insecure-no-tls
+#                  --insecure-no-encryption): what security costs
 #   redis cluster  3 masters with 2 replicas each, appendonly yes,
 #                  appendfsync everysec; a pipeline per batch and WAIT 1
 #   postgresql     a (shop, id, ts, jsonb) table, a multi-row
@@ -166,6 +170,17 @@ ringup_bench=("$bin_dir/ringup" bench --router "$router" --consistency quorum "$
 measure_all ringup "${ringup_bench[@]}"
 stop_all
 
+# ringup again, plain TCP and values in clear (tokens still checked).
+"$bin_dir/ringup" local --dir "$work/ringup-plain" --nodes 3 --base-port "$node_base" \
+  --router-listen "127.0.0.1:$router_port" --bin-dir "$bin_dir" --no-sample \
+  --insecure-no-tls --insecure-no-encryption >"$work/ringup-plain.log" 2>&1 &
+pids+=($!)
+step "ringup plain: starting 3 nodes and a router without TLS and encryption"
+wait_for 90 "$bin_dir/ringup" health --router "$router"
+export RINGUP_TOKEN_FILE="$work/ringup-plain/admin-token"
+measure_all ringup-plain "${ringup_bench[@]}" --note "no TLS, no encryption"
+stop_all
+
 # Redis Cluster: 9 servers, 3 masters with 2 replicas each.
 step "redis: starting 9 servers"
 redis_nodes=()
@@ -218,11 +233,13 @@ shape="batches of ${load[3]} records of ~${load[5]} B from ${load[1]} shops, ${l
   echo "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo);" \
     "$(redis-server --version | awk '{ print "redis " $3 }' | tr -d 'v='), $("$pg_bin/postgres" --version | awk '{ print "postgresql " $3 }')"
   echo
-  "$bin_dir/ringup-peers" table --op write --title "writes: $shape" "$work"/write-{ringup,redis,postgres,rocksdb}.json
+  "$bin_dir/ringup-peers" table --op write --title "writes: $shape" "$work"/write-{ringup,ringup-plain,redis,postgres,rocksdb}.json
   echo
-  "$bin_dir/ringup-peers" table --op get --title "reads: GET by id, $shape preloaded" "$work"/get-{ringup,redis,postgres,rocksdb}.json
+  "$bin_dir/ringup-peers" table --op get --title "reads: GET by id, $shape preloaded" \
+    "$work"/get-{ringup,ringup-plain,redis,postgres,rocksdb}.json
   echo
   "$bin_dir/ringup-peers" table --op get --latency \
-    --title "latency: GET p50/p99 at half of each system's maximum GET rate" "$work"/latency-{ringup,redis,postgres,rocksdb}.json
+    --title "latency: GET p50/p99 at half of each system's maximum GET rate" \
+    "$work"/latency-{ringup,ringup-plain,redis,postgres,rocksdb}.json
 } | tee "$work/tables.txt"
 step "done in $((SECONDS - started)) s"

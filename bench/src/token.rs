@@ -5,15 +5,18 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 /// The token the CLI sends: `RINGUP_TOKEN`, else the file named by
-/// `RINGUP_TOKEN_FILE`, else the local cluster's `admin-token` (under
-/// `RINGUP_LOCAL_DIR`, by default `.ringup/local`) if it exists.
+/// `RINGUP_TOKEN_FILE`, else by `RINGUP_ADMIN_TOKEN_FILE` (a router's root
+/// token, as in the router's container), else the local cluster's
+/// `admin-token` (under `RINGUP_LOCAL_DIR`, by default `.ringup/local`) if
+/// it exists.
 pub fn token_from_env() -> anyhow::Result<Option<String>> {
     if let Ok(token) = std::env::var("RINGUP_TOKEN")
         && !token.trim().is_empty()
     {
         return Ok(Some(token.trim().to_string()));
     }
-    let (path, named) = match std::env::var_os("RINGUP_TOKEN_FILE") {
+    let named = std::env::var_os("RINGUP_TOKEN_FILE").or_else(|| std::env::var_os("RINGUP_ADMIN_TOKEN_FILE"));
+    let (path, named) = match named {
         Some(path) => (PathBuf::from(path), true),
         None => {
             let dir =

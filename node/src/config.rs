@@ -176,6 +176,11 @@ pub struct Config {
     /// the data directory can then read every record.
     #[arg(long, env = "RINGUP_INSECURE_NO_ENCRYPTION")]
     pub insecure_no_encryption: bool,
+
+    /// MiB per second the reseal pass reads: after a data key is added, it
+    /// seals every value anew under it, in the background. 0 turns it off.
+    #[arg(long, env = "RINGUP_RESEAL_MIB_PER_SEC", default_value_t = 8)]
+    pub reseal_mib_per_sec: u64,
 }
 
 impl Config {

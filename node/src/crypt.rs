@@ -191,6 +191,12 @@ impl DataKeys {
         out
     }
 
+    /// The key a blob is sealed under; `None` for one in clear.
+    pub fn blob_key(blob: &[u8]) -> Option<u32> {
+        (blob.first() == Some(&BLOB) && blob.len() >= 1 + 4 + NONCE_LEN + TAG_LEN)
+            .then(|| u32::from_be_bytes(blob[1..5].try_into().expect("4 bytes")))
+    }
+
     /// A blob opened; `None` if it is not a sealed blob (kept in clear
     /// before encryption was turned on).
     pub fn open_blob(&self, blob: &[u8]) -> Result<Option<Vec<u8>>, CryptError> {

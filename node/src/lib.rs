@@ -27,6 +27,7 @@ pub mod raft;
 pub mod refill;
 pub mod repair;
 pub mod report;
+pub mod reseal;
 pub mod service;
 pub mod storage;
 
@@ -185,6 +186,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         tokio::spawn(formed);
     }
 
+    reseal::spawn(storage.clone(), config.reseal_mib_per_sec << 20, stop_rx.clone());
     tokio::spawn(Arc::new(Mover::new(parts.clone())).run(stop_rx.clone()));
     tokio::spawn(Refiller::new(parts).run(stop_rx.clone()));
     let hint_stop = stop_rx.clone();

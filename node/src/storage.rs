@@ -169,6 +169,9 @@ struct Changes {
     hints: Vec<(Vec<u8>, Vec<u8>)>,
     /// Hint keys to remove.
     hints_done: Vec<Vec<u8>>,
+    /// Record values to replace if they are still the stored ones: key,
+    /// stored value, the same record sealed under the newest data key.
+    reseals: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)>,
 }
 
 /// One job waiting for the writer thread.
@@ -180,7 +183,8 @@ struct WriteJob {
 impl WriteJob {
     fn bytes(&self) -> usize {
         let c = &self.changes;
-        c.records.iter().chain(&c.hints).map(|(k, v)| k.len() + v.len()).sum()
+        let resealed: usize = c.reseals.iter().map(|(k, _, v)| k.len() + v.len()).sum();
+        c.records.iter().chain(&c.hints).map(|(k, v)| k.len() + v.len()).sum::<usize>() + resealed
     }
 }
 
@@ -206,6 +210,19 @@ pub struct Chunk {
     /// Its last key.
     pub last: Option<Vec<u8>>,
     /// Whether nothing follows in the range.
+    pub done: bool,
+}
+
+/// What [`Storage::stale_values`] found.
+#[derive(Debug, Default)]
+pub struct StaleValues {
+    /// Key, stored value, and the value sealed under the newest key.
+    pub values: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)>,
+    /// The last key read, to go on after.
+    pub last: Option<Vec<u8>>,
+    /// Bytes read.
+    pub bytes: usize,
+    /// Whether the whole family was read.
     pub done: bool,
 }
 
@@ -502,6 +519,81 @@ impl Storage {
     /// it, durably.
     pub async fn delete_partition(&self, partition: PartitionId) -> Result<(), StorageError> {
         self.write_job(Changes { deletes: vec![partition_range(partition)], ..Changes::default() }).await
+    }
+
+    /// The next values, in key order after `after`, that are not sealed
+    /// under the newest data key (older keys, or in clear): key, stored
+    /// value and the value sealed anew; at most `max` of them, from at most
+    /// `max_bytes` read. Also the last key read, and whether the whole
+    /// family was read. Nothing when no keys are held.
+    pub async fn stale_values(
+        &self,
+        after: Option<Vec<u8>>,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<StaleValues, StorageError> {
+        let Some(keys) = self.keys.clone() else { return Ok(StaleValues { done: true, ..StaleValues::default() }) };
+        let this = self.clone();
+        blocking(move || {
+            let start = after.map_or_else(Vec::new, |mut key| {
+                key.push(0);
+                key
+            });
+            let mut found = StaleValues { done: true, ..StaleValues::default() };
+            this.for_each_in(CF_DATA, (start, vec![0xFF; 64]), |key, value| {
+                found.last = Some(key.to_vec());
+                found.bytes += key.len() + value.len();
+                let current = Header::parse(value).map(|h| h.key_id == Some(keys.current())).unwrap_or(true);
+                if !current {
+                    let opened = keys.open(value).map_err(crypt_error)?;
+                    let sealed = keys.seal(opened.into_owned()).map_err(crypt_error)?;
+                    found.values.push((key.to_vec(), value.to_vec(), sealed));
+                }
+                let more = found.values.len() < max && found.bytes < max_bytes;
+                if !more {
+                    found.done = false;
+                }
+                Ok(more)
+            })?;
+            Ok(found)
+        })
+        .await
+    }
+
+    /// Replaces each value that is still the stored one with the value
+    /// sealed anew, in the writer thread, so that no write is lost.
+    pub async fn reseal(&self, reseals: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)>) -> Result<(), StorageError> {
+        self.write_job(Changes { reseals, ..Changes::default() }).await
+    }
+
+    /// How many hints are sealed under each data key (`None`: in clear).
+    pub fn hint_keys(&self) -> Result<std::collections::BTreeMap<Option<u32>, u64>, StorageError> {
+        let mut out = std::collections::BTreeMap::new();
+        self.for_each_in(CF_HINTS, (Vec::new(), vec![0xFF; 17]), |_, value| {
+            *out.entry(DataKeys::blob_key(value)).or_insert(0) += 1;
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// Forgets the key checks of every key but `keep`: once no value or
+    /// hint here is sealed under them, the key file may drop them.
+    pub fn retire_key_checks(&self, keep: &[u32]) -> Result<Vec<u32>, StorageError> {
+        let Some(bytes) = self.get_meta(MetaKey::DataKeyChecks)? else { return Ok(Vec::new()) };
+        let mut checks: std::collections::BTreeMap<u32, Vec<u8>> = bincode::deserialize(&bytes)
+            .map_err(|e| StorageError::Corrupt { what: "data key checks", reason: e.to_string() })?;
+        let retired: Vec<u32> = checks.keys().copied().filter(|id| !keep.contains(id)).collect();
+        if !retired.is_empty() {
+            checks.retain(|id, _| keep.contains(id));
+            let bytes = bincode::serialize(&checks).expect("a map of blobs serializes");
+            self.put_meta(&[(MetaKey::DataKeyChecks, Some(bytes))])?;
+        }
+        Ok(retired)
+    }
+
+    /// The data keys, if values are sealed.
+    pub fn data_keys(&self) -> Option<&Arc<DataKeys>> {
+        self.keys.as_ref()
     }
 
     /// Keeps hints (key and value in the `hints` family), durably under the
@@ -956,7 +1048,8 @@ fn write_loop(
         let raise = || {
             let mut keys = group.iter().flat_map(|job| {
                 let c = &job.changes;
-                c.drops.iter().chain(&c.deletes).chain(&c.records).map(|(k, _)| k.as_slice())
+                let resealed = c.reseals.iter().map(|(k, _, _)| k.as_slice());
+                c.drops.iter().chain(&c.deletes).chain(&c.records).map(|(k, _)| k.as_slice()).chain(resealed)
             });
             generations.raise(&mut keys);
         };
@@ -979,6 +1072,13 @@ fn commit(db: &rocksdb::DB, group: &[WriteJob], opts: &WriteOptions) -> Result<(
     let cf = db.cf_handle(CF_DATA).expect("created at open");
     let hints = db.cf_handle(CF_HINTS).expect("created at open");
     let mut batch = WriteBatch::default();
+    // Before every merge of the group, so that a write in the group lands
+    // on top of the resealed value instead of under it.
+    for (key, stored, sealed) in group.iter().flat_map(|job| &job.changes.reseals) {
+        if db.get_cf(cf, key)?.as_deref() == Some(stored.as_slice()) {
+            batch.put_cf(cf, key, sealed);
+        }
+    }
     for job in group {
         let c = &job.changes;
         // Before this group's merges: a write to the same key in the group
@@ -1073,6 +1173,59 @@ mod tests {
         let e = Storage::open(dir.path(), FsyncPolicy::Group).err().expect("format 1 is refused");
         assert!(matches!(e, StorageError::Format { found: 1, expected: 2 }), "{e}");
         assert!(e.to_string().contains("data format 1"), "{e}");
+    }
+
+    fn data_keys(lines: &str) -> Option<Arc<DataKeys>> {
+        Some(Arc::new(DataKeys::parse(lines).unwrap()))
+    }
+
+    /// Key 1, then keys 1 and 2: the reseal pass moves every value to key
+    /// 2, never undoes a write that came between its read and its replace,
+    /// and then lets key 1 go.
+    #[tokio::test]
+    async fn the_reseal_pass_moves_values_to_the_newest_key_without_undoing_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (one, two) = (format!("1 {}\n", "11".repeat(32)), format!("2 {}\n", "22".repeat(32)));
+        {
+            let storage = Storage::open_with(dir.path(), FsyncPolicy::Group, data_keys(&one)).unwrap();
+            storage.merge_records(vec![(key("a"), value(1, 10)), (key("b"), value(1, 20))]).await.unwrap();
+            let stored = storage.db.get_cf(storage.cf(CF_DATA), key("a").encode()).unwrap().unwrap();
+            assert_eq!(Header::parse(&stored).unwrap().key_id, Some(1));
+            assert!(storage.stale_values(None, 10, 1 << 20).await.unwrap().values.is_empty());
+            storage.stop_background_work();
+        }
+        let storage = Storage::open_with(dir.path(), FsyncPolicy::Group, data_keys(&format!("{one}{two}"))).unwrap();
+        let found = storage.stale_values(None, 10, 1 << 20).await.unwrap();
+        assert!(found.done);
+        assert_eq!(found.values.iter().map(|(k, _, _)| record_id(k).unwrap()).collect::<Vec<_>>(), ["a", "b"]);
+        // A write to b after the pass read it: its replace must not undo it.
+        storage.merge_records(vec![(key("b"), value(2, 21))]).await.unwrap();
+        storage.reseal(found.values).await.unwrap();
+        assert_eq!(storage.get_record(key("a")).await.unwrap(), Some(value(1, 10)));
+        assert_eq!(storage.get_record(key("b")).await.unwrap(), Some(value(2, 21)), "the newer write stays");
+        for id in ["a", "b"] {
+            let stored = storage.db.get_cf(storage.cf(CF_DATA), key(id).encode()).unwrap().unwrap();
+            assert_eq!(Header::parse(&stored).unwrap().key_id, Some(2), "{id} is sealed under key 2");
+        }
+        assert!(storage.stale_values(None, 10, 1 << 20).await.unwrap().values.is_empty());
+        assert_eq!(storage.retire_key_checks(&[2]).unwrap(), vec![1]);
+        storage.stop_background_work();
+        drop(storage);
+        // Key 1 may now leave the file.
+        let storage = Storage::open_with(dir.path(), FsyncPolicy::Group, data_keys(&two)).unwrap();
+        assert_eq!(storage.get_record(key("b")).await.unwrap(), Some(value(2, 21)));
+    }
+
+    #[tokio::test]
+    async fn a_key_file_without_a_used_key_or_none_at_all_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = format!("1 {}\n", "11".repeat(32));
+        drop(Storage::open_with(dir.path(), FsyncPolicy::Group, data_keys(&one)).unwrap());
+        let other = format!("1 {}\n", "33".repeat(32));
+        let e = Storage::open_with(dir.path(), FsyncPolicy::Group, data_keys(&other)).err().expect("another key 1");
+        assert!(e.to_string().contains("data key 1 does not open"), "{e}");
+        let e = Storage::open(dir.path(), FsyncPolicy::Group).err().expect("no key file");
+        assert!(e.to_string().contains("--data-key-file"), "{e}");
     }
 
     #[tokio::test]

@@ -28,7 +28,10 @@ pub fn read(paths: &[PathBuf]) -> anyhow::Result<Vec<Value>> {
 fn label(settings: &Value) -> String {
     let s = |key: &str| settings[key].to_string().trim_matches('"').to_string();
     match settings["target"].as_str() {
-        Some("ringup") => format!("ringup, router, {}", s("consistency")),
+        Some("ringup") => {
+            let note = settings["note"].as_str().map(|n| format!(" ({n})")).unwrap_or_default();
+            format!("ringup{note}, router, {}", s("consistency"))
+        }
         Some("redis-cluster") => format!("redis cluster, WAIT {}", s("wait_replicas")),
         Some("postgresql") => "postgresql".to_string(),
         Some("rocksdb") => format!("rocksdb ceiling, {} of {}", s("quorum"), s("replicas")),

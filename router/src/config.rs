@@ -57,6 +57,15 @@ pub struct RouterConfig {
     #[arg(long, env = "RINGUP_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
 
+    /// A certificate chain (PEM) to serve the HTTP API over TLS with; with
+    /// `--http-tls-key`. Plain HTTP without both.
+    #[arg(long, env = "RINGUP_HTTP_TLS_CERT")]
+    pub http_tls_cert: Option<std::path::PathBuf>,
+
+    /// The private key (PEM) of `--http-tls-cert`.
+    #[arg(long, env = "RINGUP_HTTP_TLS_KEY")]
+    pub http_tls_key: Option<std::path::PathBuf>,
+
     /// Mutual TLS on the RPC to the nodes.
     #[command(flatten)]
     pub tls: ringup_rpc::TlsArgs,

@@ -30,6 +30,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod coordinator;
+pub mod https;
 pub mod latency;
 pub mod metrics;
 pub mod records;
@@ -80,8 +81,19 @@ pub async fn run(config: RouterConfig, shutdown: impl Future<Output = ()> + Send
         reports: config.report_limits(),
         auth,
     });
-    tracing::info!(listen = %config.listen, nodes = ?config.nodes, "router started");
-    axum::serve(listener, api::routes(state)).with_graceful_shutdown(shutdown).await?;
+    let app = api::routes(state);
+    match (&config.http_tls_cert, &config.http_tls_key) {
+        (Some(cert), Some(key)) => {
+            let acceptor = https::acceptor(cert, key)?;
+            tracing::info!(listen = %config.listen, nodes = ?config.nodes, "router started, serving HTTPS");
+            https::serve(listener, acceptor, app, shutdown).await;
+        }
+        (None, None) => {
+            tracing::info!(listen = %config.listen, nodes = ?config.nodes, "router started");
+            axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+        }
+        _ => anyhow::bail!("--http-tls-cert and --http-tls-key go together"),
+    }
     follower.abort();
     pinger.abort();
     tracing::info!("router stopped");

@@ -20,9 +20,10 @@ use serde_json::Value;
 use tempfile::TempDir;
 use tokio::sync::Mutex;
 
-/// Node flags that the harness turns into the layout's settings: plain TCP
-/// for every process, values in clear on every node.
-const INSECURE: [&str; 2] = ["--insecure-no-tls", "--insecure-no-encryption"];
+/// Flags that the harness turns into the layout's settings: plain TCP for
+/// every process, values in clear on every node (node flags), the API over
+/// HTTPS (a router flag).
+const HARNESS_FLAGS: [&str; 3] = ["--insecure-no-tls", "--insecure-no-encryption", "--https"];
 
 /// How long a stopped process gets before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(15);
@@ -77,14 +78,14 @@ impl TestCluster {
             nodes: ports.into_iter().map(|p| SocketAddr::from(([127, 0, 0, 1], p))).collect(),
             router: SocketAddr::from(([127, 0, 0, 1], router)),
             partitions,
-            node_args: node_args.iter().filter(|a| !INSECURE.contains(a)).map(ToString::to_string).collect(),
-            router_args: router_args.iter().filter(|a| !INSECURE.contains(a)).map(ToString::to_string).collect(),
+            node_args: node_args.iter().filter(|a| !HARNESS_FLAGS.contains(a)).map(ToString::to_string).collect(),
+            router_args: router_args.iter().filter(|a| !HARNESS_FLAGS.contains(a)).map(ToString::to_string).collect(),
             rpc_tls: !node_args.contains(&"--insecure-no-tls"),
             encryption: !node_args.contains(&"--insecure-no-encryption"),
+            https: router_args.contains(&"--https"),
         };
         let token = layout.admin_token().expect("cannot write the admin token");
-        let http =
-            ringup_router::cli::token::client_with(Some(&token), Some(Duration::from_secs(30))).expect("http client");
+        let http = layout.http_client(Some(&token), Some(Duration::from_secs(30))).expect("http client");
         let nodes = Mutex::new((0..n).map(|_| None).collect());
         let addrs = Mutex::new(layout.nodes.clone());
         let tls = layout.client_tls().expect("cannot make the harness's client certificate");
@@ -120,7 +121,7 @@ impl TestCluster {
         let mut nodes = self.nodes.lock().await;
         let mut router = self.router.lock().await;
         let mut watched: Vec<&mut Process> = nodes.iter_mut().flatten().chain(router.as_mut()).collect();
-        if let Err(e) = wait_ready(&url, &mut watched, READY_TIMEOUT).await {
+        if let Err(e) = wait_ready(&self.http, &url, &mut watched, READY_TIMEOUT).await {
             drop(watched);
             drop((nodes, router));
             panic!("the cluster did not become ready: {e:#}\n{}", self.logs().await);

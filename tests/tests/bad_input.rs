@@ -197,8 +197,9 @@ async fn post_chunked(cluster: &TestCluster, body: Vec<u8>) -> (bool, String) {
     let stream = tokio::net::TcpStream::connect(cluster.layout.router).await.expect("connect to the router");
     let (mut read, mut write) = stream.into_split();
     let head = format!(
-        "POST {BATCH} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n",
-        cluster.layout.router
+        "POST {BATCH} HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n",
+        cluster.layout.router,
+        cluster.admin_token()
     );
     let sender = tokio::spawn(async move {
         write.write_all(head.as_bytes()).await?;

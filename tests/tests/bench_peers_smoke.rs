@@ -1,5 +1,6 @@
 //! `scripts/bench-peers.sh --smoke`: the peer comparison still works end to
-//! end. It starts ringup, a Redis Cluster and PostgreSQL on loopback, sends
+//! end. It starts ringup (secured, then plain), a Redis Cluster and
+//! PostgreSQL on loopback, sends
 //! each (and the RocksDB ceiling) 40 writes, 40 GETs, and 40 GETs at a
 //! fixed rate of half the rate the GETs reached (open loop), with 4
 //! clients, and prints the three tables: writes, reads, and latency at half
@@ -11,9 +12,15 @@ use std::process::Command;
 
 use serde_json::Value;
 
-const SYSTEMS: [&str; 4] = ["ringup", "redis", "postgres", "rocksdb"];
+const SYSTEMS: [&str; 5] = ["ringup", "ringup-plain", "redis", "postgres", "rocksdb"];
 /// How each system's rows start in the tables, in the order of `SYSTEMS`.
-const ROWS: [&str; 4] = ["ringup, router, quorum", "redis cluster, WAIT 1", "postgresql", "rocksdb ceiling, 2 of 3"];
+const ROWS: [&str; 5] = [
+    "ringup, router, quorum",
+    "ringup (no TLS, no encryption), router, quorum",
+    "redis cluster, WAIT 1",
+    "postgresql",
+    "rocksdb ceiling, 2 of 3",
+];
 /// The title of the third table.
 const LATENCY_TITLE: &str = "latency: GET p50/p99 at half of each system's maximum GET rate";
 const REQUESTS: u64 = 40;

@@ -20,6 +20,7 @@ const MIX: [&str; 4] = ["--gets", "20", "--lists", "10"];
 async fn bench(cluster: &TestCluster, extra: &[&str]) -> Value {
     let out = tokio::process::Command::new(ringup_tests::bin_dir().join("ringup"))
         .args(["bench", "--json", "--quiet", "--router", &cluster.url("")])
+        .env("RINGUP_TOKEN_FILE", cluster.layout.admin_token_file())
         .args(["--shops", &SHOPS.to_string(), "--batch", &BATCH.to_string(), "--requests", &REQUESTS.to_string()])
         .args(["--concurrency", "4", "--consistency", "all", "--seed", "7"])
         .args(extra)

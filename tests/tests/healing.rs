@@ -493,16 +493,20 @@ async fn a_version_stamped_too_far_ahead_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_data_directory_of_another_cluster_is_refused() {
     let _serial = SERIAL.lock().await;
-    let ours = TestCluster::start_sized(3, Some(PARTITIONS)).await;
-    let theirs = TestCluster::start_sized(3, Some(PARTITIONS)).await;
+    // Plain TCP: with TLS, the clusters' CAs would already keep the node
+    // from speaking to the other cluster; the cluster id is checked here.
+    let ours = TestCluster::start_with(3, Some(PARTITIONS), &["--insecure-no-tls"]).await;
+    let theirs = TestCluster::start_with(3, Some(PARTITIONS), &["--insecure-no-tls"]).await;
     assert!(ours.stop_node(3).await);
     // Node 3's directory, started as node 3 of the other cluster.
     let addr = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port");
     let initial = format!("1={},2={},3={addr}", theirs.node_addr(1).await, theirs.node_addr(2).await);
     let mut node = tokio::process::Command::new(ringup_tests::bin_dir().join("ringup-node"));
-    node.args(["--id", "3", "--listen", &addr.to_string(), "--initial-nodes", &initial])
+    node.args(["--id", "3", "--listen", &addr.to_string(), "--initial-nodes", &initial, "--insecure-no-tls"])
         .arg("--data-dir")
         .arg(ours.layout.dir.join("node-3"))
+        .arg("--data-key-file")
+        .arg(ours.layout.data_key_file())
         .kill_on_drop(true);
     let out =
         tokio::time::timeout(Duration::from_secs(30), node.output()).await.expect("the node exits").expect("runs");

@@ -186,3 +186,33 @@ async fn after_a_key_rotation_old_and_new_records_read_back() {
     assert!(said.contains("data key 1"), "the error names the missing key:\n{said}");
     println!("a key file without key 1 is refused: {}", said.lines().last().unwrap_or_default());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_api_serves_https_when_given_a_certificate() {
+    let cluster = TestCluster::start_with_router(3, None, &[], &["--https"]).await;
+    let base = cluster.url("");
+    assert!(base.starts_with("https://"), "{base}");
+    // The harness's client trusts the cluster's CA.
+    let (status, body) = cluster.post_json("/v1/shops/tls/sales", &json!([{"id": "h1", "n": 1}])).await;
+    assert_eq!(status, 200, "{body}");
+
+    // curl, trusting the CA, with the admin token.
+    let ca = cluster.layout.certs_dir().join("ca.pem");
+    let auth = format!("authorization: Bearer {}", cluster.admin_token());
+    let url = cluster.url("/v1/shops/tls/sales/h1");
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--fail-with-body", "--cacert"])
+        .arg(&ca)
+        .args(["-H", &auth, &url])
+        .output()
+        .expect("curl runs");
+    let record: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert_eq!(record["n"], 1, "curl over HTTPS: {}", String::from_utf8_lossy(&out.stderr));
+
+    // A client that does not trust the CA, and plain HTTP, are refused.
+    let untrusting = reqwest::Client::new().get(cluster.url("/healthz")).send().await;
+    assert!(untrusting.is_err(), "a certificate of an unknown CA is not accepted: {untrusting:?}");
+    let plain = reqwest::Client::new().get(base.replacen("https://", "http://", 1) + "healthz").send().await;
+    assert!(plain.is_err() || !plain.unwrap().status().is_success(), "plain HTTP gets no answer");
+    assert!(cluster.stop_all().await.is_empty(), "the HTTPS router stops on SIGTERM");
+}

@@ -50,14 +50,14 @@ pub fn token_string(id: &str, secret: &str) -> String {
 
 /// `POST /v1/tokens`: `201` with the token, shown only here.
 pub async fn create(state: State, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let asked: NewToken = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_json",
-            format!(
-                "the body must be {{\"role\": \"shop\"|\"analyst\"|\"admin\", \"shop\": \"…\", \"name\": \"…\"}}: {e}"
-            ),
-        )
-    })?;
+    const SHAPE: &str = r#"the body must be {"role": "shop"|"analyst"|"admin", "shop": "…", "name": "…"}"#;
+    if let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(&body)
+        && let Some((key, _)) = fields.iter().find(|(_, v)| v.is_null())
+    {
+        return Err(ApiError::bad_request("invalid_json", format!("{SHAPE}: {key:?} is null; leave it out instead")));
+    }
+    let asked: NewToken =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid_json", format!("{SHAPE}: {e}")))?;
     let role: Role = asked.role.parse().map_err(|e: String| ApiError::bad_request("invalid_role", e))?;
     let (id, secret) = generate(16);
     let entry = TokenEntry {

@@ -34,6 +34,10 @@ pub struct BenchArgs {
     /// How long one request may take, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     pub timeout_ms: u64,
+    /// A note on the cluster's set-up, kept in the JSON summary and shown
+    /// in the peer comparison's tables (e.g. "no TLS, no encryption").
+    #[arg(long)]
+    pub note: Option<String>,
     /// The load.
     #[command(flatten)]
     pub load: LoadArgs,
@@ -55,7 +59,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .map(|t| hyper::http::HeaderValue::from_str(&format!("Bearer {t}")))
         .transpose()
         .context("the token is not a valid header")?;
-    let target = Ringup { router, authority, consistency: consistency.to_string(), timeout, authorization };
+    let consistency = consistency.to_string();
+    let target = Ringup { router, authority, consistency, timeout, authorization, note: args.note.clone() };
     ringup_bench::run(&args.load, target).await?;
     Ok(())
 }
@@ -70,13 +75,14 @@ struct Ringup {
     timeout: Duration,
     /// `Bearer …`, sent with every request when a token is set.
     authorization: Option<hyper::http::HeaderValue>,
+    note: Option<String>,
 }
 
 impl Target for Ringup {
     type Client = Connection;
 
     fn describe(&self) -> Value {
-        json!({ "target": "ringup", "router": self.router, "consistency": self.consistency })
+        json!({ "target": "ringup", "router": self.router, "consistency": self.consistency, "note": self.note })
     }
 
     fn lists(&self) -> bool {

@@ -1,10 +1,13 @@
 //! `ringup certs`: the cluster's CA and the certificates of its processes,
-//! for mutual TLS on the internal RPC (see `ringup_rpc::Tls`).
+//! for mutual TLS on the internal RPC (see `ringup_rpc::Tls`), and for the
+//! router's HTTPS.
 //!
 //! A directory holds `ca.pem` and `ca.key` (the CA, which signs), and for
 //! each process `NAME.pem` and `NAME.key`. A node's certificate is issued
 //! for [`NODE_NAME`] (what every client checks) and any extra hosts, and
-//! may serve and dial; a client's (a router's, the CLI's) may only dial.
+//! may serve and dial; a client's (a router's, the CLI's) may only dial; a
+//! server's (the router's HTTPS) is issued for its hosts only and cannot
+//! pose as a node.
 //! Keys are ECDSA P-256, files holding keys are readable by their owner
 //! only, and certificates are valid for [`VALID_DAYS`] days.
 //!
@@ -39,8 +42,13 @@ pub struct CertsArgs {
     /// only dial nodes.
     #[arg(long, value_delimiter = ',')]
     pub clients: Vec<String>,
-    /// Extra host names or IP addresses written into every node
-    /// certificate made now (clients check only the name ringup-node).
+    /// HTTPS server certificates to make, by name (e.g. api), for the
+    /// router's --http-tls-cert: issued for --hosts only.
+    #[arg(long, value_delimiter = ',')]
+    pub servers: Vec<String>,
+    /// Host names or IP addresses written into every node and server
+    /// certificate made now (node clients check only the name ringup-node;
+    /// HTTPS clients check these).
     #[arg(long, value_delimiter = ',')]
     pub hosts: Vec<String>,
     /// Also make a root admin token in `admin-token` (for the routers'
@@ -60,12 +68,15 @@ pub enum Kind {
     Node,
     /// Dials the internal RPC only.
     Client,
+    /// Serves HTTPS for its hosts; no part in the internal RPC.
+    Server,
 }
 
 /// Runs `ringup certs`.
 pub fn run(args: CertsArgs) -> anyhow::Result<()> {
-    if args.nodes.is_empty() && args.clients.is_empty() && !args.admin_token && !args.data_keys {
-        bail!("name at least one certificate to make: --nodes node1,node2,... or --clients router,...");
+    let none = args.nodes.is_empty() && args.clients.is_empty() && args.servers.is_empty();
+    if none && !args.admin_token && !args.data_keys {
+        bail!("name at least one certificate to make: --nodes node1,..., --clients router,..., --servers api,...");
     }
     let mut made = Vec::new();
     for name in &args.nodes {
@@ -73,6 +84,9 @@ pub fn run(args: CertsArgs) -> anyhow::Result<()> {
     }
     for name in &args.clients {
         made.extend(ensure(&args.dir, name, Kind::Client, &[])?.1);
+    }
+    for name in &args.servers {
+        made.extend(ensure(&args.dir, name, Kind::Server, &args.hosts)?.1);
     }
     if args.admin_token {
         let path = args.dir.join(super::token::ADMIN_TOKEN_FILE);
@@ -143,6 +157,7 @@ fn leaf_params(name: &str, kind: Kind, hosts: &[String]) -> anyhow::Result<Certi
     let sans: Vec<String> = match kind {
         Kind::Node => std::iter::once(NODE_NAME.to_string()).chain(hosts.iter().cloned()).collect(),
         Kind::Client => Vec::new(),
+        Kind::Server => hosts.to_vec(),
     };
     let mut params = CertificateParams::new(sans).context("a host is not a valid DNS name or IP address")?;
     params.distinguished_name.push(DnType::CommonName, name);
@@ -150,6 +165,7 @@ fn leaf_params(name: &str, kind: Kind, hosts: &[String]) -> anyhow::Result<Certi
     params.extended_key_usages = match kind {
         Kind::Node => vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
         Kind::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+        Kind::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
     };
     params.use_authority_key_identifier_extension = true;
     validity(&mut params);

@@ -61,7 +61,7 @@ pub async fn node(addr: &str, tls: Option<ringup_rpc::Tls>, timeout: Duration) -
 /// Asks the router at `url` whether it is ready: its map epoch if so.
 pub async fn router(url: &str, timeout: Duration) -> anyhow::Result<u64> {
     let url = format!("{}/readyz", url.trim_end_matches('/'));
-    let client = reqwest::Client::builder().timeout(timeout).build()?;
+    let client = super::token::client_with(None, Some(timeout))?;
     let response = client.get(&url).send().await.with_context(|| format!("cannot reach {url}"))?;
     let status = response.status();
     let body: Value = response.json().await.unwrap_or_default();

@@ -57,6 +57,10 @@ pub struct LocalArgs {
     /// measuring what encryption costs; not for real data).
     #[arg(long, env = "RINGUP_INSECURE_NO_ENCRYPTION")]
     pub insecure_no_encryption: bool,
+    /// Serve the router's API over HTTPS, with a certificate for 127.0.0.1
+    /// and localhost from the cluster's CA (`certs/ca.pem` verifies it).
+    #[arg(long)]
+    pub https: bool,
 }
 
 /// Where every process of a local cluster listens and keeps its files.
@@ -82,6 +86,9 @@ pub struct Layout {
     /// Encryption at rest under the key file `data-keys` (made if missing;
     /// values in clear when false).
     pub encryption: bool,
+    /// The router serves HTTPS, with a certificate for 127.0.0.1 and
+    /// localhost from the cluster's CA (`certs/api.pem`).
+    pub https: bool,
 }
 
 impl Layout {
@@ -93,7 +100,25 @@ impl Layout {
 
     /// The router's base URL.
     pub fn router_url(&self) -> String {
-        format!("http://{}", self.router)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}", self.router)
+    }
+
+    /// An HTTP client of the router sending `token`, trusting the cluster's
+    /// CA when the router serves HTTPS.
+    pub fn http_client(&self, token: Option<&str>, timeout: Option<Duration>) -> anyhow::Result<reqwest::Client> {
+        let ca = match self.https {
+            true => Some(self.api_certificate()?.ca),
+            false => None,
+        };
+        super::token::client_trusting(token, timeout, ca.as_deref())
+    }
+
+    /// The router's HTTPS certificate, made if missing: for 127.0.0.1 and
+    /// localhost, from the cluster's CA.
+    fn api_certificate(&self) -> anyhow::Result<ringup_rpc::TlsFiles> {
+        let hosts = ["127.0.0.1".to_string(), "localhost".to_string()];
+        Ok(certs::ensure(&self.certs_dir(), "api", certs::Kind::Server, &hosts)?.0)
     }
 
     /// Where the CA and every process's certificate are.
@@ -195,6 +220,10 @@ impl Layout {
         cmd.arg("--nodes").arg(seeds.join(","));
         cmd.arg("--admin-token-file").arg(self.admin_token_file());
         cmd.args(self.tls_flags("router", certs::Kind::Client)?);
+        if self.https {
+            let files = self.api_certificate()?;
+            cmd.arg("--http-tls-cert").arg(files.cert).arg("--http-tls-key").arg(files.key);
+        }
         cmd.args(&self.router_args);
         Ok(cmd)
     }
@@ -268,8 +297,12 @@ impl Process {
 
 /// Polls `/readyz` until the router answers 200, or fails after `timeout`,
 /// or as soon as one of `watch` exits.
-pub async fn wait_ready(router_url: &str, watch: &mut [&mut Process], timeout: Duration) -> anyhow::Result<()> {
-    let client = reqwest::Client::new();
+pub async fn wait_ready(
+    client: &reqwest::Client,
+    router_url: &str,
+    watch: &mut [&mut Process],
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Ok(r) = client.get(format!("{router_url}/readyz")).timeout(Duration::from_secs(1)).send().await
@@ -308,9 +341,10 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         partitions: None,
         rpc_tls: !args.insecure_no_tls,
         encryption: !args.insecure_no_encryption,
+        https: args.https,
     };
     let token = layout.admin_token()?;
-    let http = super::token::client_with(Some(&token), Some(Duration::from_secs(30)))?;
+    let http = layout.http_client(Some(&token), Some(Duration::from_secs(30)))?;
     // Listening before any process starts: a SIGTERM while the cluster is
     // still starting stops it too, instead of killing this process and
     // leaving the nodes and the router running.
@@ -325,7 +359,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     let started = {
         let mut watched: Vec<&mut Process> = nodes.iter_mut().chain(std::iter::once(&mut router)).collect();
         let start = async {
-            wait_ready(&layout.router_url(), &mut watched, READY_TIMEOUT).await?;
+            wait_ready(&http, &layout.router_url(), &mut watched, READY_TIMEOUT).await?;
             show(&layout, &http, !args.no_sample).await
         };
         tokio::select! {
@@ -368,7 +402,16 @@ async fn show(layout: &Layout, http: &reqwest::Client, sample: bool) -> anyhow::
     println!();
     println!("Every /v1 request needs a token. Try:");
     println!("  export RINGUP_TOKEN=$(cat {})", layout.admin_token_file().display());
-    let auth = "-H \"authorization: Bearer $RINGUP_TOKEN\"";
+    let auth = match layout.https {
+        true => format!(
+            "--cacert {} -H \"authorization: Bearer $RINGUP_TOKEN\"",
+            layout.certs_dir().join("ca.pem").display()
+        ),
+        false => "-H \"authorization: Bearer $RINGUP_TOKEN\"".to_string(),
+    };
+    if layout.https {
+        println!("  export RINGUP_CA_FILE={}   # for the ringup commands", layout.certs_dir().join("ca.pem").display());
+    }
     println!(
         "  curl -s {auth} -X POST {url}/v1/shops/demo-shop/sales -H 'content-type: application/json' \\\n    -d '[{{\"id\":\"o-1\",\"amount\":12.5,\"sku\":\"A-1\"}},{{\"id\":\"o-2\",\"amount\":3,\"sku\":\"B-7\"}}]'"
     );

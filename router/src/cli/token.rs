@@ -74,8 +74,20 @@ pub fn from_env() -> anyhow::Result<Option<String>> {
     ringup_bench::token_from_env()
 }
 
-/// An HTTP client that sends `token` with every request.
+/// An HTTP client that sends `token` with every request, and trusts the
+/// CA certificate in the file `RINGUP_CA_FILE` names, if any, for an
+/// HTTPS router.
 pub fn client_with(token: Option<&str>, timeout: Option<Duration>) -> anyhow::Result<reqwest::Client> {
+    let ca = std::env::var_os("RINGUP_CA_FILE").map(std::path::PathBuf::from);
+    client_trusting(token, timeout, ca.as_deref())
+}
+
+/// [`client_with`], trusting the CA certificate in `ca`.
+pub fn client_trusting(
+    token: Option<&str>,
+    timeout: Option<Duration>,
+    ca: Option<&std::path::Path>,
+) -> anyhow::Result<reqwest::Client> {
     let mut headers = HeaderMap::new();
     if let Some(token) = token {
         let mut value = HeaderValue::from_str(&format!("Bearer {token}")).context("the token is not a valid header")?;
@@ -83,6 +95,10 @@ pub fn client_with(token: Option<&str>, timeout: Option<Duration>) -> anyhow::Re
         headers.insert(AUTHORIZATION, value);
     }
     let mut builder = reqwest::Client::builder().default_headers(headers);
+    if let Some(ca) = ca {
+        let pem = std::fs::read(ca).with_context(|| format!("cannot read the CA certificate {}", ca.display()))?;
+        builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
+    }
     if let Some(timeout) = timeout {
         builder = builder.timeout(timeout);
     }

@@ -1,0 +1,108 @@
+//! The reseal pass: after a data key is added, re-encrypts every stored
+//! value under the newest key, in the background and at a bounded rate.
+//!
+//! Each pass reads the records in key order and hands the values sealed
+//! under an older key (or stored in clear before encryption was turned on)
+//! to the writer thread, sealed anew; the writer replaces a value only if
+//! it is still the one read, so a write meanwhile is never undone. A pass
+//! that finds nothing left under older keys, with no hint sealed under
+//! them either, retires their key checks: from then on this node starts
+//! without them, and they can leave its key file once every node's log has
+//! said so.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::storage::Storage;
+
+/// How long from one pass's start to the next, at least.
+const INTERVAL: Duration = Duration::from_secs(30);
+/// Values handed to the writer thread at once.
+const BATCH: usize = 512;
+/// Bytes read per step of a pass.
+const STEP_BYTES: usize = 4 << 20;
+
+/// Runs passes until `stop` turns true. `bytes_per_sec` bounds what a pass
+/// reads.
+pub async fn run(storage: Storage, bytes_per_sec: u64, mut stop: watch::Receiver<bool>) {
+    let Some(keys) = storage.data_keys().cloned() else { return };
+    if bytes_per_sec == 0 {
+        return;
+    }
+    loop {
+        let started = Instant::now();
+        match pass(&storage, bytes_per_sec, &mut stop).await {
+            Ok(Some(resealed)) => retire(&storage, keys.current(), resealed),
+            Ok(None) => return,
+            Err(e) => tracing::warn!(error = %e, "the reseal pass failed; trying again later"),
+        }
+        let wait = INTERVAL.saturating_sub(started.elapsed());
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+    }
+}
+
+/// One pass over every record: how many values it sealed anew; `None` if
+/// stopped.
+async fn pass(
+    storage: &Storage,
+    bytes_per_sec: u64,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<Option<u64>, crate::storage::StorageError> {
+    let (mut after, mut resealed) = (None, 0u64);
+    loop {
+        let step = Instant::now();
+        let found = storage.stale_values(after.take(), BATCH, STEP_BYTES).await?;
+        let n = found.values.len() as u64;
+        if n > 0 {
+            storage.reseal(found.values).await?;
+            resealed += n;
+        }
+        if found.done {
+            return Ok(Some(resealed));
+        }
+        after = found.last;
+        // Paced: a step of `bytes` takes at least bytes / rate.
+        let least = Duration::from_secs_f64(found.bytes as f64 / bytes_per_sec as f64);
+        tokio::select! {
+            _ = tokio::time::sleep(least.saturating_sub(step.elapsed())) => {}
+            _ = stop.changed() => return Ok(None),
+        }
+    }
+}
+
+/// After a pass: if it resealed nothing, nothing older remains, so the
+/// older keys' checks go once no hint needs them either.
+fn retire(storage: &Storage, current: u32, resealed: u64) {
+    if resealed > 0 {
+        tracing::info!(resealed, key = current, "sealed values anew under the newest data key");
+        return;
+    }
+    let hints_older = match storage.hint_keys() {
+        Ok(by_key) => by_key.into_iter().filter(|(k, _)| *k != Some(current)).map(|(_, n)| n).sum::<u64>(),
+        Err(e) => return tracing::warn!(error = %e, "cannot count the hints' keys"),
+    };
+    if hints_older > 0 {
+        return;
+    }
+    match storage.retire_key_checks(&[current]) {
+        Ok(retired) if !retired.is_empty() => tracing::info!(
+            ?retired,
+            key = current,
+            "no value or hint here is sealed under the older data keys any more; this node starts without them"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot retire the older data keys' checks"),
+    }
+}
+
+/// The node's reseal pass, started with the node.
+pub fn spawn(storage: Storage, bytes_per_sec: u64, stop: watch::Receiver<bool>) {
+    tokio::spawn(run(storage, bytes_per_sec, stop));
+}
