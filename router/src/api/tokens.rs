@@ -105,6 +105,6 @@ fn describe(t: &TokenEntry) -> Value {
         "role": t.role.as_str(),
         "shop": t.shop,
         "name": t.name,
-        "created": chrono::DateTime::from_timestamp_millis(t.created_ms).map(|d| d.to_rfc3339()),
+        "created": chrono::DateTime::from_timestamp_millis(t.created_ms).map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
     })
 }

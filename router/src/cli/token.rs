@@ -143,19 +143,19 @@ pub async fn run(args: TokenArgs) -> anyhow::Result<()> {
                 answer(http.post(format!("{base}/v1/tokens")).json(&body).send().await.with_context(reach)?).await?;
             println!("{}", created["token"].as_str().unwrap_or_default());
             eprintln!(
-                "created token {} ({}{}); its secret is shown only this once",
+                "created token {} (role {}{}); its secret is shown only this once",
                 created["id"].as_str().unwrap_or("?"),
                 created["role"].as_str().unwrap_or("?"),
-                created["shop"].as_str().map(|s| format!(" of shop {s}")).unwrap_or_default()
+                created["shop"].as_str().map(|s| format!(", shop {s}")).unwrap_or_default()
             );
         }
         Action::List => {
             let listed = answer(http.get(format!("{base}/v1/tokens")).send().await.with_context(reach)?).await?;
-            println!("{:<18} {:<8} {:<24} {:<26} NAME", "ID", "ROLE", "SHOP", "CREATED");
+            println!("{:<18} {:<8} {:<24} {:<21} NAME", "ID", "ROLE", "SHOP", "CREATED");
             for t in listed["tokens"].as_array().into_iter().flatten() {
                 let text = |k: &str| t[k].as_str().unwrap_or("-").to_string();
                 println!(
-                    "{:<18} {:<8} {:<24} {:<26} {}",
+                    "{:<18} {:<8} {:<24} {:<21} {}",
                     text("id"),
                     text("role"),
                     text("shop"),
