@@ -228,6 +228,8 @@ impl Service {
             healing: self.healing_stats(),
             reports: self.node.columns.stats(),
             engine: self.node.storage.engine_stats(),
+            data_key: self.node.storage.data_keys().map(|k| k.current()),
+            values_resealed: self.node.storage.resealed(),
         }
     }
 

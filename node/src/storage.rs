@@ -265,6 +265,8 @@ pub struct Storage {
     /// Seals values and hints on their way in and opens them on their way
     /// out; `None` stores them in clear.
     keys: Option<Arc<DataKeys>>,
+    /// Values handed to [`Storage::reseal`] so far.
+    resealed: Arc<AtomicU64>,
 }
 
 /// Slots of [`Generations`]: partitions share one when their ids are equal
@@ -386,7 +388,8 @@ impl Storage {
             .name("storage-writer".into())
             .spawn(move || write_loop(&thread_db, &thread_generations, jobs, fsync))
             .expect("cannot start the storage writer thread");
-        let storage = Self { db, opts: Arc::new(db_opts), writer, generations, keys };
+        let resealed = Arc::default();
+        let storage = Self { db, opts: Arc::new(db_opts), writer, generations, keys, resealed };
         storage.check_format()?;
         storage.check_keys()?;
         Ok(storage)
@@ -563,7 +566,15 @@ impl Storage {
     /// Replaces each value that is still the stored one with the value
     /// sealed anew, in the writer thread, so that no write is lost.
     pub async fn reseal(&self, reseals: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)>) -> Result<(), StorageError> {
-        self.write_job(Changes { reseals, ..Changes::default() }).await
+        let n = reseals.len() as u64;
+        self.write_job(Changes { reseals, ..Changes::default() }).await?;
+        self.resealed.fetch_add(n, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Values handed to [`Storage::reseal`] since the node started.
+    pub fn resealed(&self) -> u64 {
+        self.resealed.load(Ordering::Relaxed)
     }
 
     /// How many hints are sealed under each data key (`None`: in clear).
@@ -1171,7 +1182,7 @@ mod tests {
             storage.put_meta(&[(MetaKey::DataFormat, None)]).unwrap();
         }
         let e = Storage::open(dir.path(), FsyncPolicy::Group).err().expect("format 1 is refused");
-        assert!(matches!(e, StorageError::Format { found: 1, expected: 2 }), "{e}");
+        assert!(matches!(e, StorageError::Format { found: 1, expected: 3 }), "{e}");
         assert!(e.to_string().contains("data format 1"), "{e}");
     }
 

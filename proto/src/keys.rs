@@ -21,8 +21,10 @@ use thiserror::Error;
 use crate::ring::PartitionId;
 
 /// The version of the on-disk data layout: 2 since a collection's records
-/// of all shops lie together (format 1 put the shop first).
-pub const DATA_FORMAT: u32 = 2;
+/// of all shops lie together (format 1 put the shop first); 3 since the
+/// cluster map in the Raft state holds the API tokens and values may be
+/// sealed at rest.
+pub const DATA_FORMAT: u32 = 3;
 
 /// The key of one record in the `data` column family.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]

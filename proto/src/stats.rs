@@ -32,6 +32,11 @@ pub struct NodeStats {
     pub reports: ReportStats,
     /// The storage engine's figures.
     pub engine: EngineStats,
+    /// The data key sealing new values; `None` when values are stored in
+    /// clear.
+    pub data_key: Option<u32>,
+    /// Values the reseal pass sealed anew under the newest data key.
+    pub values_resealed: u64,
 }
 
 /// What a node's hints and anti-entropy have done since it started.

@@ -3,7 +3,8 @@
 //!
 //! One task follows the map with a long-poll on the epoch against any node
 //! that answers; a coordinator told of a newer epoch by a node asks that
-//! node directly. Another task pings every member each second. The router
+//! node directly. Another task pings every member each second, on
+//! connections of its own (see [`ClusterView`]'s `pings`). The router
 //! keeps nothing else: restart it and it learns everything again.
 
 use std::collections::BTreeMap;
@@ -37,6 +38,11 @@ pub struct Liveness {
 /// The cluster as this router sees it.
 pub struct ClusterView {
     pool: Arc<Pool>,
+    /// Connections of their own for the liveness pings, with the same TLS:
+    /// a ping queued behind megabytes of batches on a busy data connection
+    /// would time out, and its timeout would close that connection and
+    /// fail the batches with it.
+    pings: Pool,
     seeds: Vec<String>,
     map: watch::Sender<Option<Arc<ClusterMap>>>,
     /// Held only to read or update entries, never across an `.await`.
@@ -46,7 +52,8 @@ pub struct ClusterView {
 impl ClusterView {
     /// A view that will learn the map from `seeds`.
     pub fn new(pool: Arc<Pool>, seeds: Vec<String>) -> Self {
-        Self { pool, seeds, map: watch::Sender::new(None), liveness: Mutex::default() }
+        let pings = Pool::with_tls(pool.tls().cloned());
+        Self { pool, pings, seeds, map: watch::Sender::new(None), liveness: Mutex::default() }
     }
 
     /// The connection pool shared with the coordinator.
@@ -205,7 +212,7 @@ impl ClusterView {
             let Some(map) = self.map() else { continue };
             let pings =
                 map.members.values().filter(|m| !map.is_gone(m.id)).map(|m| {
-                    let client = self.pool.get(&m.addr);
+                    let client = self.pings.get(&m.addr);
                     async move {
                         (m.id, matches!(client.call(Request::Ping, PING_TIMEOUT).await, Ok(Response::Pong { .. })))
                     }

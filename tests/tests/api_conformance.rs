@@ -126,7 +126,7 @@ const FAMILIES: [(&str, &str); 13] = [
 ];
 
 /// The nodes' families the OpenAPI file lists, with their types.
-const NODE_FAMILIES: [(&str, &str); 43] = [
+const NODE_FAMILIES: [(&str, &str); 45] = [
     ("up", "gauge"),
     ("report_partitions_from_segments", "counter"),
     ("report_partitions_scanned", "counter"),
@@ -152,6 +152,8 @@ const NODE_FAMILIES: [(&str, &str); 43] = [
     ("anti_entropy_unagreed_partitions", "gauge"),
     ("anti_entropy_last_pass_age_seconds", "gauge"),
     ("tombstones_dropped", "counter"),
+    ("values_resealed", "counter"),
+    ("data_key", "gauge"),
     ("write_batches", "counter"),
     ("records_written", "counter"),
     ("point_reads", "counter"),

@@ -153,26 +153,13 @@ async fn after_a_key_rotation_old_and_new_records_read_back() {
     assert_eq!(cluster.post_json("/v1/shops/rot/sales", &batch("old")).await.0, 200);
     assert!(cluster.stop_all().await.is_empty());
 
+    // A key file with a new key but without key 1, which sealed the old
+    // records: node 1 says so and does not start.
     let keys = cluster.layout.data_key_file();
     let before = std::fs::read_to_string(&keys).unwrap();
     assert_eq!(ringup_router::cli::key::add_key(&keys).unwrap(), 2);
-    cluster.start_all().await;
-    assert_eq!(cluster.post_json("/v1/shops/rot/sales", &batch("new")).await.0, 200);
-    for tag in ["old", "new"] {
-        for i in 0..40 {
-            let (status, record) = cluster.get(&format!("/v1/shops/rot/sales/{tag}-{i:02}?consistency=all")).await;
-            assert_eq!((status.as_u16(), record["tag"].as_str(), record["n"].as_i64()), (200, Some(tag), Some(i)));
-        }
-    }
-    let (_, count) = cluster.call(Method::GET, "/v1/shops/rot/sales/_count?consistency=all", None, vec![]).await;
-    assert_eq!(count["count"], 80);
-    assert!(cluster.stop_all().await.is_empty());
-
-    // A key file without key 1, which sealed the old records: node 1 says so
-    // and does not start.
-    let after = std::fs::read_to_string(&keys).unwrap();
-    let only_new: String =
-        after.lines().filter(|l| !before.contains(*l) || l.starts_with('#')).map(|l| format!("{l}\n")).collect();
+    let rotated = std::fs::read_to_string(&keys).unwrap();
+    let only_new: String = rotated.lines().filter(|l| !before.contains(*l)).map(|l| format!("{l}\n")).collect();
     std::fs::write(&keys, only_new).unwrap();
     let log = cluster.layout.dir.join("node-1-refused.log");
     let mut node = Process::start("node-1", cluster.layout.node(1).unwrap(), &log).unwrap();
@@ -185,6 +172,47 @@ async fn after_a_key_rotation_old_and_new_records_read_back() {
     assert!(!node.exited().unwrap().success());
     assert!(said.contains("data key 1"), "the error names the missing key:\n{said}");
     println!("a key file without key 1 is refused: {}", said.lines().last().unwrap_or_default());
+
+    // The rotated file, keys 1 and 2: new writes are sealed under key 2,
+    // and both read back.
+    std::fs::write(&keys, rotated).unwrap();
+    cluster.start_all().await;
+    assert_eq!(cluster.post_json("/v1/shops/rot/sales", &batch("new")).await.0, 200);
+    for tag in ["old", "new"] {
+        for i in 0..40 {
+            let (status, record) = cluster.get(&format!("/v1/shops/rot/sales/{tag}-{i:02}?consistency=all")).await;
+            assert_eq!((status.as_u16(), record["tag"].as_str(), record["n"].as_i64()), (200, Some(tag), Some(i)));
+        }
+    }
+    let (_, count) = cluster.call(Method::GET, "/v1/shops/rot/sales/_count?consistency=all", None, vec![]).await;
+    assert_eq!(count["count"], 80);
+
+    // The reseal pass moves the 40 old records on each of the 3 replicas to
+    // key 2; every node seals with key 2.
+    let started = Instant::now();
+    let (resealed, keys_in_use) = loop {
+        let metrics = cluster.http().get(cluster.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        let series = |name: &str| -> Vec<f64> {
+            metrics
+                .lines()
+                .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+                .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+                .collect()
+        };
+        let resealed: f64 = series("ringup_node_values_resealed_total").iter().sum();
+        if resealed >= 120.0 || started.elapsed() > Duration::from_secs(30) {
+            break (resealed, series("ringup_node_data_key"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(resealed, 120.0, "40 old records on each of 3 replicas sealed anew");
+    assert_eq!(keys_in_use, vec![2.0; 3], "every node seals with key 2");
+    for i in 0..40 {
+        let (status, record) = cluster.get(&format!("/v1/shops/rot/sales/old-{i:02}?consistency=all")).await;
+        assert_eq!((status.as_u16(), record["n"].as_i64()), (200, Some(i)), "resealed records read back");
+    }
+    println!("after the rotation: 80 records read back, {resealed} values sealed anew under key 2");
+    assert!(cluster.stop_all().await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

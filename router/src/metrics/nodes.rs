@@ -27,7 +27,7 @@ struct HintLabels {
 type Read = fn(&NodeStats) -> u64;
 
 /// The counters: name, help, figure.
-fn counters() -> [(&'static str, &'static str, Read); 23] {
+fn counters() -> [(&'static str, &'static str, Read); 24] {
     [
         ("report_partitions_from_segments", "Partitions report scans read from column segments", |s| {
             s.reports.from_segments
@@ -55,6 +55,7 @@ fn counters() -> [(&'static str, &'static str, Read); 23] {
         ("anti_entropy_pulled_records", "Records anti-entropy pulled from other replicas", |s| s.healing.pulled),
         ("anti_entropy_read_bytes", "Bytes anti-entropy scanned and pulled", |s| s.healing.bytes),
         ("tombstones_dropped", "Tombstones dropped after their grace", |s| s.healing.tombstones_dropped),
+        ("values_resealed", "Values the reseal pass sealed anew under the newest data key", |s| s.values_resealed),
         ("write_batches", "Record batches merged into the node's storage", |s| s.write_batches),
         ("records_written", "Records merged into the node's storage", |s| s.records_written),
         ("point_reads", "Point reads the node served", |s| s.point_reads),
@@ -68,7 +69,7 @@ fn counters() -> [(&'static str, &'static str, Read); 23] {
 }
 
 /// The gauges: name, help, figure.
-fn gauges() -> [(&'static str, &'static str, Read); 16] {
+fn gauges() -> [(&'static str, &'static str, Read); 17] {
     [
         ("report_segments", "Column segments the node holds for reports", |s| s.reports.segments),
         ("report_segment_bytes", "Bytes of the column segments the node holds", |s| s.reports.segment_bytes),
@@ -85,6 +86,9 @@ fn gauges() -> [(&'static str, &'static str, Read); 16] {
         }),
         ("anti_entropy_pass_partitions", "Partitions the anti-entropy pass in flight covers", |s| s.healing.pass_total),
         ("raft_term", "The metadata group's term as the node knows it", |s| s.raft_term),
+        ("data_key", "The data key sealing new values; 0 when values are stored in clear", |s| {
+            s.data_key.map_or(0, u64::from)
+        }),
         ("raft_leader", "The metadata group's leader as the node knows it; 0 for none", |s| s.raft_leader.unwrap_or(0)),
         ("rocksdb_sst_bytes", "Bytes of RocksDB's SST files", |s| s.engine.sst_bytes),
         ("rocksdb_memtable_bytes", "Bytes held by RocksDB's memtables", |s| s.engine.memtable_bytes),
