@@ -83,16 +83,24 @@ pub fn sales(shops: usize, max_per_shop: u64, seed: u64) -> Vec<Sale> {
     out
 }
 
-/// Writes `sales` into `collection` at QUORUM, one batch per shop.
+/// Writes `sales` into `collection` at ALL, one batch per shop: every
+/// replica holds them once this returns, so a report at ONE, whichever
+/// replica it reads, sees them all.
 pub async fn write(cluster: &TestCluster, collection: &str, sales: &[Sale]) {
+    write_at(cluster, collection, sales, "all").await;
+}
+
+/// [`write`] at the consistency level `level`.
+pub async fn write_at(cluster: &TestCluster, collection: &str, sales: &[Sale], level: &str) {
     let mut by_shop: std::collections::BTreeMap<&str, Vec<Value>> = Default::default();
     for s in sales {
         by_shop.entry(&s.shop).or_default().push(s.json());
     }
     for (shop, batch) in by_shop {
         let n = batch.len();
-        let (status, body) =
-            cluster.post_json(&format!("/v1/shops/{shop}/{collection}?consistency=quorum"), &Value::Array(batch)).await;
+        let (status, body) = cluster
+            .post_json(&format!("/v1/shops/{shop}/{collection}?consistency={level}"), &Value::Array(batch))
+            .await;
         assert!(status == 200 && body["written"] == json!(n), "writing {shop}: {status} {body}");
     }
 }

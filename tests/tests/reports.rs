@@ -322,7 +322,7 @@ async fn a_quorum_report_includes_every_write_acknowledged_at_quorum() {
     // Written at QUORUM by nodes 1 and 2 alone.
     let missed: Vec<Sale> =
         reports::sales(30, 20, 32).into_iter().map(|s| Sale { id: format!("late-{}", s.id), ..s }).collect();
-    reports::write(&cluster, "sales", &missed).await;
+    reports::write_at(&cluster, "sales", &missed, "quorum").await;
     cluster.start_node(3).await;
     cluster.wait_node_serving(3).await;
     let total = before.len() + missed.len();
