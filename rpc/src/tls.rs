@@ -90,11 +90,6 @@ impl Tls {
         Ok(Self { files: Arc::new(files), current: Arc::new(Mutex::new((Arc::new(loaded), Instant::now()))) })
     }
 
-    /// The files in use.
-    pub fn files(&self) -> &TlsFiles {
-        &self.files
-    }
-
     /// The configuration to use now, read again if the files changed.
     fn loaded(&self) -> Arc<Loaded> {
         let (held, checked) = {
