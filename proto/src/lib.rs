@@ -28,6 +28,7 @@ pub mod migration;
 pub mod names;
 pub mod placement;
 pub mod query;
+pub mod redial;
 pub mod ring;
 pub mod rpc;
 pub mod stats;

@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use futures::future::{BoxFuture, FutureExt, Shared};
 use ringup_proto::frame::{self, Body};
+use ringup_proto::redial::{Decision, Redial};
 use ringup_proto::rpc::{Envelope, Request, Response};
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -89,16 +91,32 @@ impl Conn {
     }
 }
 
+/// A dial in flight, which every caller that needs the connection awaits.
+/// It runs in a task of its own, so a caller that gives up does not stop it.
+type Dial = Shared<BoxFuture<'static, Result<Arc<Conn>, CallError>>>;
+
+/// How a client opens a TCP stream to its peer's address: resolving the
+/// name and connecting. [`TcpStream::connect`] unless a test says otherwise.
+pub type Connect = Arc<dyn Fn(String) -> BoxFuture<'static, std::io::Result<TcpStream>> + Send + Sync>;
+
+/// The connection to a peer, and the dialing of the next one.
+#[derive(Default)]
+struct Link {
+    conn: Option<Arc<Conn>>,
+    redial: Redial,
+    /// The dial in flight, while `redial` says one is.
+    dial: Option<Dial>,
+}
+
 /// A client of one peer. Cheap to share; reconnects on demand.
 pub struct Client {
     addr: String,
     next_id: AtomicU64,
-    /// Held only to look at or replace the connection, never across an `.await`.
-    conn: Mutex<Option<Arc<Conn>>>,
-    /// Held while dialing, across the connect's `.await`: an async mutex.
-    dialing: tokio::sync::Mutex<()>,
+    /// Held only to look at or change the link, never across an `.await`.
+    link: Arc<Mutex<Link>>,
     /// Mutual TLS, or plain TCP when `None`.
     tls: Option<Tls>,
+    connect: Connect,
 }
 
 impl Client {
@@ -111,8 +129,15 @@ impl Client {
     /// A client of the peer at `addr` over mutual TLS, or plain TCP when
     /// `tls` is `None`.
     pub fn with_tls(addr: impl Into<String>, tls: Option<Tls>) -> Self {
+        let connect: Connect = Arc::new(|addr| TcpStream::connect(addr).boxed());
+        Self::with_connect(addr, tls, connect)
+    }
+
+    /// A client that opens its streams with `connect`: for tests that need
+    /// a peer whose name never resolves, say.
+    pub fn with_connect(addr: impl Into<String>, tls: Option<Tls>, connect: Connect) -> Self {
         let addr = addr.into();
-        Self { addr, next_id: AtomicU64::new(1), conn: Mutex::new(None), dialing: Default::default(), tls }
+        Self { addr, next_id: AtomicU64::new(1), link: Arc::default(), tls, connect }
     }
 
     /// The peer's address.
@@ -165,52 +190,102 @@ impl Client {
         rx.await.map_err(|_| closed())
     }
 
-    /// The open connection, or a new one. One caller dials at a time;
-    /// the others wait for it and share the connection it made.
+    /// The open connection, or a new one. One dial is in flight at a time
+    /// and every caller that needs the connection meanwhile awaits it;
+    /// after a failed dial, callers fail at once until the backoff of
+    /// [`Redial`] has passed.
     async fn connection(&self) -> Result<Arc<Conn>, CallError> {
-        if let Some(conn) = self.open_conn() {
-            return Ok(conn);
-        }
-        let _dialing = self.dialing.lock().await;
-        if let Some(conn) = self.open_conn() {
-            return Ok(conn);
-        }
-        let unreachable = |reason: String| CallError::Unreachable { addr: self.addr.clone(), reason };
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr))
-            .await
-            .map_err(|_| unreachable("connect timed out".into()))?
-            .map_err(|e| unreachable(e.to_string()))?;
-        stream.set_nodelay(true).ok();
-        let conn = match &self.tls {
-            None => {
-                let (read, write) = stream.into_split();
-                Arc::new(open(read, write))
+        let dial = {
+            let mut link = self.link.lock().expect("link poisoned");
+            if let Some(conn) = link.conn.as_ref().filter(|c| c.is_open()) {
+                return Ok(conn.clone());
             }
-            Some(tls) => {
-                let (connector, name) = tls.connector();
-                let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(name, stream))
-                    .await
-                    .map_err(|_| unreachable("the TLS handshake timed out".into()))?
-                    .map_err(|e| unreachable(format!("TLS: {e}")))?;
-                let (read, write) = tokio::io::split(stream);
-                Arc::new(open(read, write))
+            match link.redial.need(now()) {
+                Decision::Dial => {
+                    let dial = self.start_dial();
+                    link.dial = Some(dial.clone());
+                    dial
+                }
+                Decision::Join => link.dial.clone().expect("a dial in flight"),
+                Decision::Refuse { reason, retry_in } => {
+                    let reason = format!("{reason} (the next dial in {} ms)", retry_in.as_millis());
+                    return Err(CallError::Unreachable { addr: self.addr.clone(), reason });
+                }
             }
         };
-        *self.conn.lock().expect("conn poisoned") = Some(conn.clone());
-        Ok(conn)
+        dial.await
     }
 
-    fn open_conn(&self) -> Option<Arc<Conn>> {
-        self.conn.lock().expect("conn poisoned").as_ref().filter(|c| c.is_open()).cloned()
+    /// Spawns a dial that records its outcome in the link when it ends.
+    fn start_dial(&self) -> Dial {
+        let (addr, tls, connect, link) = (self.addr.clone(), self.tls.clone(), self.connect.clone(), self.link.clone());
+        let task = tokio::spawn(async move {
+            let outcome = dial(&addr, tls.as_ref(), &connect).await;
+            let mut link = link.lock().expect("link poisoned");
+            link.dial = None;
+            match &outcome {
+                Ok(conn) => {
+                    link.conn = Some(conn.clone());
+                    link.redial.dialed(now(), Ok(()));
+                }
+                Err(e) => {
+                    let reason = match e {
+                        CallError::Unreachable { reason, .. } => reason.clone(),
+                        other => other.to_string(),
+                    };
+                    link.redial.dialed(now(), Err(reason));
+                }
+            }
+            outcome
+        });
+        let addr = self.addr.clone();
+        async move {
+            task.await
+                .unwrap_or_else(|e| Err(CallError::Unreachable { addr, reason: format!("the dial stopped: {e}") }))
+        }
+        .boxed()
+        .shared()
     }
 
     /// Stops handing out `conn` (if it is still the current connection).
     fn forget_conn(&self, conn: &Arc<Conn>) {
-        let mut current = self.conn.lock().expect("conn poisoned");
-        if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
-            *current = None;
+        let mut link = self.link.lock().expect("link poisoned");
+        if link.conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            link.conn = None;
         }
     }
+}
+
+/// The clock the dial backoff counts on: tokio's, so that tests with a
+/// paused clock control it.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// Opens a connection to `addr`: TCP, then TLS when set up.
+async fn dial(addr: &str, tls: Option<&Tls>, connect: &Connect) -> Result<Arc<Conn>, CallError> {
+    let unreachable = |reason: String| CallError::Unreachable { addr: addr.to_string(), reason };
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect(addr.to_string()))
+        .await
+        .map_err(|_| unreachable("connect timed out".into()))?
+        .map_err(|e| unreachable(e.to_string()))?;
+    stream.set_nodelay(true).ok();
+    let conn = match tls {
+        None => {
+            let (read, write) = stream.into_split();
+            open(read, write)
+        }
+        Some(tls) => {
+            let (connector, name) = tls.connector();
+            let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(name, stream))
+                .await
+                .map_err(|_| unreachable("the TLS handshake timed out".into()))?
+                .map_err(|e| unreachable(format!("TLS: {e}")))?;
+            let (read, write) = tokio::io::split(stream);
+            open(read, write)
+        }
+    };
+    Ok(Arc::new(conn))
 }
 
 /// Removes a call's entry from the pending map when the call ends.

@@ -28,7 +28,7 @@ pub mod process;
 mod server;
 mod tls;
 
-pub use client::{CallError, Client, Pool};
+pub use client::{CallError, Client, Connect, Pool};
 pub use server::{Handler, Limits, serve, serve_tls, serve_with};
 pub use tls::{NODE_NAME, Tls, TlsArgs, TlsError, TlsFiles};
 

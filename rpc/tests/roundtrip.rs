@@ -1,12 +1,15 @@
 //! A client and a server over loopback: many calls share one connection,
 //! a bad frame closes the connection without harming the server, and a
-//! dead peer is reported as unreachable.
+//! dead peer is reported as unreachable, and dialed once per backoff
+//! rather than once per call.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use futures::FutureExt;
 use ringup_proto::rpc::{Request, Response, RpcError};
-use ringup_rpc::{CallError, Client, Handler, serve};
+use ringup_rpc::{CallError, Client, Connect, Handler, serve};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -167,4 +170,69 @@ async fn a_short_timeout_on_a_quiet_connection_keeps_it() {
     let slow = client.call(Request::GetMap { known_epoch: 0, wait_ms: 300 }, Duration::from_millis(100)).await;
     assert!(matches!(slow, Err(CallError::Timeout(_))), "{slow:?}");
     assert!(matches!(client.call(Request::Ping, TIMEOUT).await, Ok(Response::Pong { .. })));
+}
+
+#[tokio::test(start_paused = true)]
+async fn callers_that_give_up_on_a_dial_do_not_start_one_each() {
+    // A peer whose name never resolves, as a stopped container's may not:
+    // each dial is counted and, like a system lookup on a thread of its
+    // own, goes on whatever its callers do.
+    let dials = Arc::new(AtomicUsize::new(0));
+    let count = dials.clone();
+    let connect: Connect = Arc::new(move |_| {
+        count.fetch_add(1, Ordering::SeqCst);
+        futures::future::pending().boxed()
+    });
+    let client = Arc::new(Client::with_connect("node1:7001", None, connect));
+    // 8 writers call for 10 s, each call giving up after 50 ms, as a
+    // coordinator's calls to a replica that is away do.
+    let writers: Vec<_> = (0..8)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let end = tokio::time::Instant::now() + Duration::from_secs(10);
+                let mut calls = 0;
+                while tokio::time::Instant::now() < end {
+                    let answer = client.call(Request::Ping, Duration::from_millis(50)).await;
+                    assert!(matches!(answer, Err(CallError::Timeout(_) | CallError::Unreachable { .. })), "{answer:?}");
+                    calls += 1;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                calls
+            })
+        })
+        .collect();
+    let mut calls = 0;
+    for writer in writers {
+        calls += writer.await.unwrap();
+    }
+    let dials = dials.load(Ordering::SeqCst);
+    assert!(calls >= 1000, "{calls} calls");
+    // A dial gives up after a second: at most one a second, whatever the
+    // number of calls.
+    assert!(dials <= 10, "{calls} calls started {dials} dials");
+}
+
+#[tokio::test]
+async fn calls_right_after_a_refused_dial_fail_at_once_without_dialing() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    drop(listener);
+    let dials = Arc::new(AtomicUsize::new(0));
+    let count = dials.clone();
+    let connect: Connect = Arc::new(move |addr| {
+        count.fetch_add(1, Ordering::SeqCst);
+        TcpStream::connect(addr).boxed()
+    });
+    let client = Client::with_connect(addr, None, connect);
+    for _ in 0..20 {
+        let answer = client.call(Request::Ping, TIMEOUT).await;
+        assert!(matches!(answer, Err(CallError::Unreachable { .. })), "{answer:?}");
+    }
+    assert_eq!(dials.load(Ordering::SeqCst), 1, "20 calls within the first backoff");
+    let refused = client.call(Request::Ping, TIMEOUT).await.unwrap_err().to_string();
+    assert!(refused.contains("refused") && refused.contains("next dial in"), "{refused}");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let _ = client.call(Request::Ping, TIMEOUT).await;
+    assert_eq!(dials.load(Ordering::SeqCst), 2, "a call after the backoff dials again");
 }

@@ -162,6 +162,12 @@ impl DockerCluster {
         self.on(service, &["kill", "--signal", "KILL"]).await;
     }
 
+    /// Stops `service`'s container as `docker compose stop` does: SIGTERM,
+    /// and SIGKILL only after the grace period.
+    pub async fn stop(&self, service: &str) {
+        self.on(service, &["stop", "--time", "30"]).await;
+    }
+
     /// Starts `service`'s stopped container.
     pub async fn start(&self, service: &str) {
         self.on(service, &["start"]).await;

@@ -6,6 +6,7 @@
 //! script does); they are looked up beside the test executable.
 
 pub mod docker;
+pub mod healing;
 pub mod load;
 pub mod membership;
 pub mod reports;

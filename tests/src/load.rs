@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -51,6 +51,9 @@ pub struct Ledger {
     pub failures: Vec<String>,
     /// Batches sent again after a `503` with `Retry-After`.
     pub retried: usize,
+    /// Every attempt that was not acknowledged, retried or not: when its
+    /// answer came, and what it was.
+    pub misses: Vec<(Instant, String)>,
     /// Reads done after acknowledged batches.
     pub reads: usize,
     /// Reads that failed or returned less than the acknowledged value.
@@ -143,6 +146,11 @@ async fn write_batch(http: &reqwest::Client, base: &str, spec: LoadSpec, s: usiz
                 if status == 200 && body["written"] == json!(spec.batch) {
                     break Ok(());
                 }
+                ledger
+                    .lock()
+                    .await
+                    .misses
+                    .push((Instant::now(), format!("{} batch {round}: {status} {body}", shop(s))));
                 // A 503 asks the client to come back: the same batch is
                 // sent again, as a shop's client would (writes are
                 // idempotent).
@@ -154,7 +162,10 @@ async fn write_batch(http: &reqwest::Client, base: &str, spec: LoadSpec, s: usiz
                     _ => break Err(format!("{status} {body}")),
                 }
             }
-            Err(e) => break Err(e.to_string()),
+            Err(e) => {
+                ledger.lock().await.misses.push((Instant::now(), format!("{} batch {round}: {e}", shop(s))));
+                break Err(e.to_string());
+            }
         }
     };
     let acked = outcome.is_ok();

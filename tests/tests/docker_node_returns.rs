@@ -1,0 +1,68 @@
+//! The scenario of a node away for a minute, on the containers of
+//! `docker-compose.yml`: 8 writers push QUORUM batches of 20 records into
+//! 100 shops; at 10 s `node1`'s container is stopped (SIGTERM, as `docker
+//! compose stop` does), at 70 s it is started again, and at 90 s the load
+//! stops.
+//!
+//! Every QUORUM write must be acknowledged at the first attempt, while the
+//! node is away and after it is back: a single 503 fails the test, retried
+//! or not. Then every acknowledged record reads back at ALL with its newest
+//! value. Without a Docker daemon the test says so and is skipped.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ringup_tests::docker::{self, DockerCluster};
+use ringup_tests::load::{Ledger, Load, LoadSpec, lost_records};
+use tokio::sync::Mutex;
+
+const SPEC: LoadSpec = LoadSpec { shops: 100, writers: 8, batch: 20, level: "quorum", read_back: false };
+/// Load before the node is stopped.
+const BEFORE: Duration = Duration::from_secs(10);
+/// How long the node stays away.
+const AWAY: Duration = Duration::from_secs(60);
+/// Load after the node is started again.
+const AFTER: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_container_back_after_a_minute_away_fails_no_quorum_write() {
+    if let Some(reason) = docker::unavailable().await {
+        println!("SKIPPED docker_node_returns: {reason}; the container test did not run");
+        return;
+    }
+    let cluster = DockerCluster::up(&ringup_tests::bin_dir()).await;
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let started = Instant::now();
+    let load = Load::start(cluster.http(), &cluster.router_url, SPEC, &ledger);
+    tokio::time::sleep(BEFORE).await;
+    cluster.stop("node1").await;
+    let stopped = started.elapsed();
+    tokio::time::sleep(BEFORE + AWAY - stopped).await;
+    let back = Instant::now();
+    cluster.start("node1").await;
+    let serving = cluster.wait_serving("node1").await;
+    tokio::time::sleep(AFTER.saturating_sub(back.elapsed())).await;
+    load.stop().await;
+
+    let l = ledger.lock().await;
+    let lost = lost_records(cluster.http(), &cluster.router_url, &l.acked, "all").await;
+    let at = |t: Instant| t.duration_since(started).as_secs_f64();
+    println!(
+        "docker compose stop node1 at {:.1} s, start at {:.1} s (serving {:.1} s later): {} batches, {} record \
+         writes acknowledged, {} attempts not acknowledged ({} after the start), {} batches failed after retries; \
+         {} records read back at ALL, {} lost or stale",
+        stopped.as_secs_f64(),
+        at(back),
+        serving.as_secs_f64(),
+        l.batches,
+        l.acked_writes,
+        l.misses.len(),
+        l.misses.iter().filter(|(t, _)| *t >= back).count(),
+        l.failures.len(),
+        l.acked.len(),
+        lost.len(),
+    );
+    let misses: Vec<String> = l.misses.iter().take(10).map(|(t, what)| format!("at {:.1} s: {what}", at(*t))).collect();
+    assert!(misses.is_empty(), "QUORUM writes were not acknowledged:\n{}\n{}", misses.join("\n"), cluster.logs().await);
+    assert!(lost.is_empty(), "acknowledged records lost:\n{}", lost[..lost.len().min(10)].join("\n"));
+}
