@@ -27,7 +27,7 @@ while [ $# -gt 0 ]; do
 done
 if [ -z "$bin_dir" ]; then
   ensure_build_deps
-  cargo build --release --bins -p ringup-router -p ringup-node >&2
+  cargo build --release --bins -p ringup-router -p ringup-cli -p ringup-node >&2
   bin_dir="$CARGO_TARGET_DIR/release"
 fi
 

@@ -104,7 +104,7 @@ ensure_peers
 if [ -z "$bin_dir" ]; then
   ensure_build_deps
   step "building release binaries"
-  cargo build --release --bins -p ringup-router -p ringup-node -p ringup-peers
+  cargo build --release --bins -p ringup-router -p ringup-cli -p ringup-node -p ringup-peers
   bin_dir="$CARGO_TARGET_DIR/release"
 fi
 for p in $router_port $(seq "$node_base" $((node_base + 2))) $(seq "$redis_base" $((redis_base + 8))) $pg_port; do

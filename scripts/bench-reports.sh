@@ -34,7 +34,7 @@ ensure_build_deps
 ensure_postgres
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 step "building release binaries"
-cargo build --release --bins -p ringup-router -p ringup-node -p ringup-peers >&2
+cargo build --release --bins -p ringup-router -p ringup-cli -p ringup-node -p ringup-peers >&2
 bin="$CARGO_TARGET_DIR/release"
 py_env="$HOME/.cache/ringup-bench-py"
 if [ ! -x "$py_env/bin/python" ] || ! "$py_env/bin/python" -c 'import duckdb' 2>/dev/null; then

@@ -718,18 +718,16 @@ pub struct ColumnCache {
     pub built: std::sync::atomic::AtomicU64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct CacheInner {
-    entries: HashMap<(ringup_proto::ring::PartitionId, String), CacheEntry>,
+    entries: lru::LruCache<(ringup_proto::ring::PartitionId, String), CacheEntry>,
     bytes: usize,
-    clock: u64,
 }
 
 #[derive(Debug)]
 struct CacheEntry {
     generation: u64,
     segment: std::sync::Arc<Segment>,
-    used: u64,
 }
 
 /// What the cache holds, for metrics.
@@ -746,7 +744,7 @@ impl ColumnCache {
     pub fn new(budget: usize) -> Self {
         Self {
             budget,
-            inner: std::sync::Mutex::default(),
+            inner: std::sync::Mutex::new(CacheInner { entries: lru::LruCache::unbounded(), bytes: 0 }),
             from_segments: Default::default(),
             scanned: Default::default(),
             built: Default::default(),
@@ -770,17 +768,14 @@ impl ColumnCache {
         generation: u64,
     ) -> Option<std::sync::Arc<Segment>> {
         let mut inner = self.lock();
-        inner.clock += 1;
-        let clock = inner.clock;
         let key = (partition, collection.to_string());
-        let entry = inner.entries.get_mut(&key)?;
+        let entry = inner.entries.get(&key)?;
         if entry.generation == generation {
-            entry.used = clock;
             return Some(entry.segment.clone());
         }
         // Outdated for good (generations only grow): its memory goes now,
         // also when the partition has left this node.
-        let old = inner.entries.remove(&key).expect("just found");
+        let old = inner.entries.pop(&key).expect("just found");
         inner.bytes -= old.segment.bytes();
         None
     }
@@ -797,21 +792,18 @@ impl ColumnCache {
     ) {
         let bytes = segment.bytes();
         let mut inner = self.lock();
-        if let Some(old) = inner.entries.remove(&(partition, collection.to_string())) {
+        if let Some(old) = inner.entries.pop(&(partition, collection.to_string())) {
             inner.bytes -= old.segment.bytes();
         }
         if bytes > self.budget {
             return;
         }
         while inner.bytes + bytes > self.budget {
-            let Some(oldest) = inner.entries.iter().min_by_key(|(_, e)| e.used).map(|(k, _)| k.clone()) else { break };
-            let old = inner.entries.remove(&oldest).expect("just found");
+            let Some((_, old)) = inner.entries.pop_lru() else { break };
             inner.bytes -= old.segment.bytes();
         }
-        inner.clock += 1;
-        let used = inner.clock;
         inner.bytes += bytes;
-        inner.entries.insert((partition, collection.to_string()), CacheEntry { generation, segment, used });
+        inner.entries.push((partition, collection.to_string()), CacheEntry { generation, segment });
     }
 
     /// What it holds.

@@ -157,13 +157,13 @@ pub struct Config {
     pub column_cache_mib: usize,
 
     /// Seconds a tombstone is kept at least; it is dropped only once every
-    /// replica has agreed on it after that (see README, "Healing").
+    /// replica has agreed on it after that (see docs/operations.md, "Healing").
     #[arg(long, env = "RINGUP_TOMBSTONE_GRACE_SECS", default_value_t = 3600)]
     pub tombstone_grace_secs: u64,
 
     /// Mutual TLS on the internal RPC, served and dialled.
     #[command(flatten)]
-    pub tls: ringup_rpc::TlsArgs,
+    pub tls: ringup_process::TlsArgs,
 
     /// The data key file (lines `ID HEX`, made by `ringup key add`): record
     /// values and hints are sealed with AES-256-GCM under its highest key,

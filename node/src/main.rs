@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use ringup_node::config::Config;
-use ringup_rpc::process;
+use ringup_process as process;
 
 /// mimalloc: every RPC allocates and frees small buffers from several
 /// threads, where it costs about half of what glibc's malloc does.

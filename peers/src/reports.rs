@@ -6,7 +6,6 @@
 //! Shops get Zipf-like shares of the sales (shop k's share ∝ 1/(k+1)^0.9),
 //! over 90 days from 2026-01-01.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -140,21 +139,23 @@ pub async fn run(args: ReportsArgs) -> anyhow::Result<()> {
 
 fn csv(data: DataArgs, out: &PathBuf) -> anyhow::Result<()> {
     let file = std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
-    writeln!(w, "shop,id,ts,amount,qty,sku,region,status")?;
+    let mut w = csv::WriterBuilder::new().buffer_capacity(1 << 20).from_writer(file);
+    w.write_record(["shop", "id", "ts", "amount", "qty", "sku", "region", "status"])?;
     for s in sales(data) {
-        let ts = s.ts_ms as f64 / 1000.0;
-        writeln!(
-            w,
-            "{},sale-{},{ts:.3},{},{},SKU-{:04},{},{}",
-            shop_name(s.shop),
-            s.id,
-            s.amount,
-            s.qty,
-            s.sku,
+        let ts = format!("{:.3}", s.ts_ms as f64 / 1000.0);
+        let (id, sku) = (format!("sale-{}", s.id), format!("SKU-{:04}", s.sku));
+        let (amount, qty) = (s.amount.to_string(), s.qty.to_string());
+        let shop = shop_name(s.shop);
+        w.write_record([
+            shop.as_str(),
+            id.as_str(),
+            ts.as_str(),
+            amount.as_str(),
+            qty.as_str(),
+            sku.as_str(),
             s.region,
-            s.status
-        )?;
+            s.status,
+        ])?;
     }
     w.flush()?;
     Ok(())

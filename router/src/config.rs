@@ -68,7 +68,7 @@ pub struct RouterConfig {
 
     /// Mutual TLS on the RPC to the nodes.
     #[command(flatten)]
-    pub tls: ringup_rpc::TlsArgs,
+    pub tls: ringup_process::TlsArgs,
 
     /// The shortest speculative delay of a read, in ms: how long it waits
     /// at least for the replicas it asked before asking one more.

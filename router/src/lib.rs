@@ -22,12 +22,11 @@
 //!
 //! Reads ask only as many replicas as their level needs (one more if one
 //! fails or is slow, see [`latency`]), merge the answers by
-//! last-writer-wins, and repair stale replicas before answering. The [`cli`] module holds the
-//! `ringup` subcommands: `status` and `local`.
+//! last-writer-wins, and repair stale replicas before answering. The
+//! `ringup` CLI is a crate of its own, `ringup-cli`.
 
 pub mod admission;
 pub mod api;
-pub mod cli;
 pub mod config;
 pub mod coordinator;
 pub mod https;

@@ -18,19 +18,15 @@
 //! caller sees that as [`CallError::Closed`] and the next call reconnects.
 //! A server holds memory to its [`Limits`]: connections, requests per
 //! connection, and bytes of requests over all connections.
-//!
-//! [`process`] holds the set-up every server binary shares: logging and the
-//! shutdown signal.
 
 mod client;
 mod codec;
-pub mod process;
 mod server;
 mod tls;
 
 pub use client::{CallError, Client, Connect, Pool};
 pub use server::{Handler, Limits, serve, serve_tls, serve_with};
-pub use tls::{NODE_NAME, Tls, TlsArgs, TlsError, TlsFiles};
+pub use tls::{NODE_NAME, Tls, TlsError, TlsFiles};
 
 /// How many frames may wait to be written on one connection.
 const WRITE_QUEUE: usize = 1024;

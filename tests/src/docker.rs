@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use ringup_router::cli::health;
+use ringup_cli::health;
 use serde_json::Value;
 use tokio::process::Command;
 
@@ -105,8 +105,8 @@ impl DockerCluster {
         let init = cluster.container("init").await;
         docker(&["cp", &format!("{init}:/secrets/."), &cluster.secrets.path().display().to_string()]).await;
         let token = std::fs::read_to_string(cluster.secrets.path().join("admin-token")).expect("init wrote the token");
-        cluster.http = ringup_router::cli::token::client_with(Some(token.trim()), Some(Duration::from_secs(10)))
-            .expect("http client");
+        cluster.http =
+            ringup_cli::token::client_with(Some(token.trim()), Some(Duration::from_secs(10))).expect("http client");
         let dir = cluster.secrets.path();
         let files =
             ringup_rpc::TlsFiles { ca: dir.join("ca.pem"), cert: dir.join("cli.pem"), key: dir.join("cli.key") };

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
-use ringup_router::cli::local::{Layout, Process, wait_ready};
+use ringup_cli::local::{Layout, Process, wait_ready};
 use serde_json::Value;
 use tempfile::TempDir;
 use tokio::sync::Mutex;
@@ -85,9 +85,32 @@ impl TestCluster {
             encryption: !node_args.contains(&"--insecure-no-encryption"),
             https: router_args.contains(&"--https"),
         };
+        Self::start_layout(layout, dir).await
+    }
+
+    /// Starts again the cluster of an earlier run that `dir` holds (its
+    /// data, admin token and data key file), on the addresses it ran on:
+    /// plain TCP between the processes, values sealed, the API over HTTP.
+    pub async fn start_in(dir: TempDir, nodes: Vec<SocketAddr>, router: SocketAddr) -> Self {
+        let layout = Layout {
+            dir: dir.path().to_path_buf(),
+            bin_dir: bin_dir(),
+            nodes,
+            router,
+            partitions: None,
+            node_args: Vec::new(),
+            router_args: Vec::new(),
+            rpc_tls: false,
+            encryption: true,
+            https: false,
+        };
+        Self::start_layout(layout, dir).await
+    }
+
+    async fn start_layout(layout: Layout, dir: TempDir) -> Self {
         let token = layout.admin_token().expect("cannot write the admin token");
         let http = layout.http_client(Some(&token), Some(Duration::from_secs(30))).expect("http client");
-        let nodes = Mutex::new((0..n).map(|_| None).collect());
+        let nodes = Mutex::new((0..layout.nodes.len()).map(|_| None).collect());
         let addrs = Mutex::new(layout.nodes.clone());
         let tls = layout.client_tls().expect("cannot make the harness's client certificate");
         let cluster = Self { layout, nodes, addrs, router: Mutex::new(None), http, tls, _dir: dir };

@@ -16,9 +16,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
+use ringup_cli::certs::{self, Kind};
+use ringup_cli::local::Process;
 use ringup_proto::rpc::{Request, Response};
-use ringup_router::cli::certs::{self, Kind};
-use ringup_router::cli::local::Process;
 use ringup_tests::TestCluster;
 use serde_json::{Value, json};
 
@@ -159,7 +159,7 @@ async fn after_a_key_rotation_old_and_new_records_read_back() {
     // records: node 1 says so and does not start.
     let keys = cluster.layout.data_key_file();
     let before = std::fs::read_to_string(&keys).unwrap();
-    assert_eq!(ringup_router::cli::key::add_key(&keys).unwrap(), 2);
+    assert_eq!(ringup_cli::key::add_key(&keys).unwrap(), 2);
     let rotated = std::fs::read_to_string(&keys).unwrap();
     let only_new: String = rotated.lines().filter(|l| !before.contains(*l)).map(|l| format!("{l}\n")).collect();
     std::fs::write(&keys, only_new).unwrap();

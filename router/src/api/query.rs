@@ -168,17 +168,13 @@ impl Serialize for Cell<'_> {
 /// The result as CSV (RFC 4180): a header line, then one line per row;
 /// NULL is an empty field.
 pub fn to_csv(table: &Table) -> String {
-    let mut out = String::new();
-    let line = |out: &mut String, fields: &mut dyn Iterator<Item = String>| {
-        let fields: Vec<String> = fields.map(|f| csv_field(&f)).collect();
-        out.push_str(&fields.join(","));
-        out.push_str("\r\n");
-    };
-    line(&mut out, &mut table.columns.iter().cloned());
-    for row in &table.rows {
-        line(&mut out, &mut row.iter().map(cell_text));
-    }
-    out
+    let mut out = csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).from_writer(Vec::new());
+    let written = out
+        .write_record(&table.columns)
+        .and_then(|()| table.rows.iter().try_for_each(|row| out.write_record(row.iter().map(cell_text))));
+    written.expect("writing CSV into memory cannot fail");
+    let bytes = out.into_inner().expect("flushing into memory cannot fail");
+    String::from_utf8(bytes).expect("CSV of strings is UTF-8")
 }
 
 /// A cell as text: what the JSON holds, without quotes; NULL is empty.
@@ -190,14 +186,6 @@ pub fn cell_text(cell: &Scalar) -> String {
         Scalar::Float(x) => x.to_string(),
         Scalar::Text(t) => t.clone(),
         Scalar::Ts(t) => format_timestamp(*t),
-    }
-}
-
-fn csv_field(text: &str) -> String {
-    if text.contains([',', '"', '\n', '\r']) || text.starts_with(' ') || text.ends_with(' ') {
-        format!("\"{}\"", text.replace('"', "\"\""))
-    } else {
-        text.to_string()
     }
 }
 

@@ -1,8 +1,8 @@
 //! The `ringup-router` binary.
 
 use clap::Parser;
+use ringup_process as process;
 use ringup_router::config::RouterConfig;
-use ringup_rpc::process;
 
 /// mimalloc: the router allocates and frees small buffers on every request
 /// from several threads, where it costs about half of what glibc's malloc does.

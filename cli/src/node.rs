@@ -141,7 +141,7 @@ async fn follow(base: &str, epoch: u64) -> anyhow::Result<()> {
             match &bars {
                 Bars::Terminal { .. } => bars.show(summary),
                 Bars::Plain if last_plain.elapsed() >= PLAIN_EVERY => {
-                    println!("{}", plain_line(summary, started.elapsed()));
+                    println!("{}", status::plain_line(summary, started.elapsed()));
                     last_plain = Instant::now();
                 }
                 Bars::Plain => {}
@@ -149,24 +149,6 @@ async fn follow(base: &str, epoch: u64) -> anyhow::Result<()> {
         }
         tokio::time::sleep(POLL).await;
     }
-}
-
-/// One progress line for logs.
-pub fn plain_line(summary: &Value, elapsed: Duration) -> String {
-    let done = summary["partitions_done"].as_u64().unwrap_or(0);
-    let remaining = summary["partitions_remaining"].as_u64().unwrap_or(0);
-    let eta = summary["eta_seconds"].as_u64().map_or("?".to_string(), |s| format!("{s}s"));
-    format!(
-        "{:>6.1}s  partitions {done}/{}  {} moved  {}/s  eta {eta}",
-        elapsed.as_secs_f64(),
-        done + remaining,
-        human_bytes(summary["bytes_moved"].as_u64().unwrap_or(0)),
-        human_bytes(summary["bytes_per_second"].as_u64().unwrap_or(0)),
-    )
-}
-
-fn human_bytes(n: u64) -> String {
-    indicatif::HumanBytes(n).to_string()
 }
 
 /// The progress display.
@@ -209,18 +191,5 @@ impl Bars {
             partitions.finish();
             bytes.finish();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_plain_line_shows_partitions_bytes_rate_and_eta() {
-        let summary = json!({"partitions_done": 10, "partitions_remaining": 246, "bytes_moved": 10 << 20,
-            "bytes_per_second": 2 << 20, "eta_seconds": 123});
-        let line = plain_line(&summary, Duration::from_secs(5));
-        assert_eq!(line, "   5.0s  partitions 10/256  10.00 MiB moved  2.00 MiB/s  eta 123s");
     }
 }

@@ -6,7 +6,7 @@
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
-use super::DEFAULT_ROUTER;
+use super::{DEFAULT_ROUTER, table};
 
 /// Arguments of `ringup repair`.
 #[derive(Debug, Args)]
@@ -50,10 +50,8 @@ pub async fn run(args: RepairArgs) -> anyhow::Result<()> {
 
 /// The healing of every node as a table.
 pub fn render(cluster: &Value) -> String {
-    let mut out = format!(
-        "{:<6} {:<5} {:<28} {:>8} {:>14} {:>12} {:>12}  {}\n",
-        "NODE", "LIVE", "HINTS PENDING", "PASSES", "LAST PASS AGO", "PASS", "UNCHECKED", "REFILL"
-    );
+    let header = ["NODE", "LIVE", "HINTS PENDING", "PASSES", "LAST PASS AGO", "PASS", "UNCHECKED", "REFILL"];
+    let mut out = table::plain(&header, &[3, 4, 5, 6]);
     for node in cluster["nodes"].as_array().into_iter().flatten().filter(|n| n["state"] != "removed") {
         let healing = &node["healing"];
         let ae = &healing["anti_entropy"];
@@ -79,19 +77,18 @@ pub fn render(cluster: &Value) -> String {
                 bytes(r["bytes"].as_u64().unwrap_or(0))
             ),
         };
-        out.push_str(&format!(
-            "{:<6} {:<5} {:<28} {:>8} {:>14} {:>12} {:>12}  {}\n",
+        out.add_row(vec![
             node["id"].to_string(),
-            if node["live"].as_bool() == Some(true) { "yes" } else { "no" },
+            if node["live"].as_bool() == Some(true) { "yes" } else { "no" }.to_string(),
             hints,
             ae["passes"].as_u64().map_or("?".into(), |p| p.to_string()),
             age,
             pass,
             unchecked,
-            refill
-        ));
+            refill,
+        ]);
     }
-    out
+    table::render(&out)
 }
 
 fn bytes(n: u64) -> String {

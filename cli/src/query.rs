@@ -5,7 +5,7 @@ use anyhow::Context;
 use clap::Args;
 use serde_json::Value;
 
-use super::DEFAULT_ROUTER;
+use super::{DEFAULT_ROUTER, table};
 
 /// Arguments of `ringup query`.
 #[derive(Debug, Args)]
@@ -77,27 +77,11 @@ pub fn render(body: &Value) -> String {
                 .collect()
         })
         .collect();
-    let widths: Vec<usize> = (0..columns.len())
-        .map(|i| {
-            let cells = rows.iter().filter_map(|r| r.get(i)).map(|(t, _)| t.chars().count());
-            cells.chain([columns[i].chars().count()]).max().unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    let header: Vec<String> = columns.iter().zip(&widths).map(|(c, w)| format!(" {c:^w$} ")).collect();
-    out.push_str(header.join("|").trim_end());
-    out.push('\n');
-    out.push_str(&widths.iter().map(|w| "-".repeat(w + 2)).collect::<Vec<_>>().join("+"));
-    out.push('\n');
+    let mut table = table::psql(&columns);
     for row in &rows {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|((t, number), w)| if *number { format!(" {t:>w$} ") } else { format!(" {t:<w$} ") })
-            .collect();
-        out.push_str(cells.join("|").trim_end());
-        out.push('\n');
+        table.add_row(row.iter().map(|(text, number)| table::cell(text, *number)));
     }
+    let mut out = table::render(&table);
     out.push_str(&format!("({} row{})\n", rows.len(), if rows.len() == 1 { "" } else { "s" }));
     out
 }

@@ -1,7 +1,7 @@
 //! The `ringup` CLI.
 
 use clap::Parser;
-use ringup_router::cli::{self, Cli};
+use ringup_cli::{self as cli, Cli};
 
 /// mimalloc, as in the servers: `ringup bench` is the load generator the
 /// peer comparison measures ringup with, and `ringup-peers` uses it too.

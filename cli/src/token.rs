@@ -9,8 +9,8 @@ use clap::{Args, Subcommand};
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use serde_json::{Value, json};
 
-use super::DEFAULT_ROUTER;
-use crate::api::tokens::{generate, token_string};
+use super::{DEFAULT_ROUTER, table};
+use ringup_router::api::tokens::{generate, token_string};
 
 /// Where `ringup local` keeps its admin token, under its directory.
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
@@ -151,18 +151,12 @@ pub async fn run(args: TokenArgs) -> anyhow::Result<()> {
         }
         Action::List => {
             let listed = answer(http.get(format!("{base}/v1/tokens")).send().await.with_context(reach)?).await?;
-            println!("{:<18} {:<8} {:<24} {:<21} NAME", "ID", "ROLE", "SHOP", "CREATED");
+            let mut tokens = table::plain(&["ID", "ROLE", "SHOP", "CREATED", "NAME"], &[]);
             for t in listed["tokens"].as_array().into_iter().flatten() {
                 let text = |k: &str| t[k].as_str().unwrap_or("-").to_string();
-                println!(
-                    "{:<18} {:<8} {:<24} {:<21} {}",
-                    text("id"),
-                    text("role"),
-                    text("shop"),
-                    text("created"),
-                    text("name")
-                );
+                tokens.add_row(vec![text("id"), text("role"), text("shop"), text("created"), text("name")]);
             }
+            print!("{}", table::render(&tokens));
         }
         Action::Revoke { id } => {
             let response = http.delete(format!("{base}/v1/tokens/{id}")).send().await.with_context(reach)?;

@@ -348,7 +348,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     // Listening before any process starts: a SIGTERM while the cluster is
     // still starting stops it too, instead of killing this process and
     // leaving the nodes and the router running.
-    let shutdown = ringup_rpc::process::listen_for_shutdown().context("cannot listen for SIGTERM")?;
+    let shutdown = ringup_process::listen_for_shutdown().context("cannot listen for SIGTERM")?;
     tokio::pin!(shutdown);
     let mut nodes = (1..=args.nodes)
         .map(|id| Process::start(&format!("node-{id}"), layout.node(id)?, &layout.dir.join(format!("node-{id}.log"))))

@@ -1,10 +1,12 @@
 //! `ringup status`: the cluster map as a table.
 
+use std::time::Duration;
+
 use anyhow::Context;
 use clap::Args;
 use serde_json::Value;
 
-use super::DEFAULT_ROUTER;
+use super::{DEFAULT_ROUTER, table};
 
 /// Arguments of `ringup status`.
 #[derive(Debug, Args)]
@@ -46,26 +48,23 @@ pub fn render(cluster: &Value) -> String {
         "cluster epoch {}, {} partitions, replication factor {}\n",
         cluster["epoch"], cluster["partitions"], cluster["replication_factor"]
     );
-    out.push_str(&format!(
-        "{:<6} {:<22} {:<9} {:<5} {:>18}\n",
-        "NODE", "ADDRESS", "STATE", "LIVE", "PARTITION-REPLICAS"
-    ));
+    let mut nodes = table::plain(&["NODE", "ADDRESS", "STATE", "LIVE", "PARTITION-REPLICAS"], &[4]);
     for node in cluster["nodes"].as_array().into_iter().flatten() {
-        out.push_str(&format!(
-            "{:<6} {:<22} {:<9} {:<5} {:>18}\n",
+        nodes.add_row(vec![
             node["id"].to_string(),
-            node["addr"].as_str().unwrap_or("?"),
-            node["state"].as_str().unwrap_or("?"),
-            if node["live"].as_bool() == Some(true) { "yes" } else { "no" },
+            node["addr"].as_str().unwrap_or("?").to_string(),
+            node["state"].as_str().unwrap_or("?").to_string(),
+            if node["live"].as_bool() == Some(true) { "yes" } else { "no" }.to_string(),
             node["partition_replicas"].to_string(),
-        ));
+        ]);
     }
+    out.push_str(&table::render(&nodes));
     let migrations = cluster["migrations"].as_array().map_or(0, Vec::len);
     out.push_str(&format!("migrations in flight: {migrations}\n"));
     let summary = &cluster["migration_summary"];
     if !summary.is_null() {
-        let elapsed = std::time::Duration::from_secs_f64(summary["elapsed_seconds"].as_f64().unwrap_or(0.0));
-        out.push_str(&format!("change in flight: {}\n", super::node::plain_line(summary, elapsed).trim_start()));
+        let elapsed = Duration::from_secs_f64(summary["elapsed_seconds"].as_f64().unwrap_or(0.0));
+        out.push_str(&format!("change in flight: {}\n", plain_line(summary, elapsed).trim_start()));
     }
     let shown = 10;
     for m in cluster["migrations"].as_array().into_iter().flatten().take(shown) {
@@ -84,6 +83,24 @@ pub fn render(cluster: &Value) -> String {
     out
 }
 
+/// One progress line for logs.
+pub fn plain_line(summary: &Value, elapsed: Duration) -> String {
+    let done = summary["partitions_done"].as_u64().unwrap_or(0);
+    let remaining = summary["partitions_remaining"].as_u64().unwrap_or(0);
+    let eta = summary["eta_seconds"].as_u64().map_or("?".to_string(), |s| format!("{s}s"));
+    format!(
+        "{:>6.1}s  partitions {done}/{}  {} moved  {}/s  eta {eta}",
+        elapsed.as_secs_f64(),
+        done + remaining,
+        human_bytes(summary["bytes_moved"].as_u64().unwrap_or(0)),
+        human_bytes(summary["bytes_per_second"].as_u64().unwrap_or(0)),
+    )
+}
+
+fn human_bytes(n: u64) -> String {
+    indicatif::HumanBytes(n).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,10 +110,18 @@ mod tests {
     fn renders_one_row_per_node() {
         let cluster = json!({"epoch": 1, "partitions": 1024, "replication_factor": 3, "migrations": [],
             "nodes": [{"id": 1, "addr": "127.0.0.1:7101", "state": "up", "live": true, "partition_replicas": 1024}]});
-        let table = render(&cluster);
-        assert!(table.starts_with("cluster epoch 1, 1024 partitions, replication factor 3\n"));
-        assert!(table.contains("127.0.0.1:7101"));
-        assert!(table.contains("yes"));
-        assert_eq!(table.lines().count(), 4);
+        let expected = "cluster epoch 1, 1024 partitions, replication factor 3\n\
+                        NODE  ADDRESS         STATE  LIVE  PARTITION-REPLICAS\n\
+                        1     127.0.0.1:7101  up     yes                 1024\n\
+                        migrations in flight: 0\n";
+        assert_eq!(render(&cluster), expected);
+    }
+
+    #[test]
+    fn a_plain_line_shows_partitions_bytes_rate_and_eta() {
+        let summary = json!({"partitions_done": 10, "partitions_remaining": 246, "bytes_moved": 10 << 20,
+            "bytes_per_second": 2 << 20, "eta_seconds": 123});
+        let line = plain_line(&summary, Duration::from_secs(5));
+        assert_eq!(line, "   5.0s  partitions 10/256  10.00 MiB moved  2.00 MiB/s  eta 123s");
     }
 }

@@ -27,7 +27,7 @@ pub struct HealthArgs {
     pub timeout_ms: u64,
     /// The certificates to ping a node with.
     #[command(flatten)]
-    pub tls: ringup_rpc::TlsArgs,
+    pub tls: ringup_process::TlsArgs,
 }
 
 /// Runs the check and prints its outcome.

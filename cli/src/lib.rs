@@ -9,6 +9,7 @@ pub mod node;
 pub mod query;
 pub mod repair;
 pub mod status;
+pub mod table;
 pub mod token;
 
 use clap::{Parser, Subcommand};
