@@ -10,6 +10,8 @@ ensure_postgres
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+echo "== import cycles"
+python3 scripts/module-graph.py --quiet
 echo "== cargo clippy"
 cargo clippy --release --workspace --all-targets -- -D warnings
 echo "== cargo build (binaries for the end-to-end tests)"

@@ -30,7 +30,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::report::{shop_and_id, with_vals};
+use crate::rows::{shop_and_id, with_vals};
 use ringup_proto::keys::{self, KeyError};
 use ringup_proto::query::plan::{AggFunc, Column as Col, Expr, Shape, TimeRange};
 use ringup_proto::query::{Accumulator, Plan, Row, Scalar, State, TooManyGroups, Val};

@@ -5,20 +5,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use ringup_proto::NodeId;
 use ringup_rpc::Limits;
 
-/// When the storage writer fsyncs the write-ahead log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum FsyncPolicy {
-    /// One fsync per group of batches that arrive together (the default).
-    Group,
-    /// One fsync per batch.
-    Always,
-    /// Never fsync: the WAL survives a process crash but not a power loss.
-    Never,
-}
+use crate::storage::FsyncPolicy;
 
 /// One of the nodes that form a fresh cluster: `ID=HOST:PORT`.
 #[derive(Debug, Clone, PartialEq, Eq)]

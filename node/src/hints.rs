@@ -22,7 +22,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use ringup_proto::NodeId;
@@ -32,9 +32,10 @@ use ringup_proto::rpc::{CollectionRef, Request, Response, RpcError};
 use ringup_proto::value::Header;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
-use crate::Parts;
+use crate::pace::Pacer;
+use crate::parts::Parts;
 use crate::storage::StorageError;
 
 /// How long a replica has to answer the ping before a replay.
@@ -45,6 +46,8 @@ const REPLAY_TIMEOUT: Duration = Duration::from_secs(5);
 const READ_BYTES: usize = 256 << 10;
 /// Hints replayed at once.
 const IN_FLIGHT: usize = 8;
+/// How often the replicas hints are held for are asked whether they answer.
+const ROUND_EVERY: Duration = Duration::from_secs(1);
 
 /// How hints are kept and replayed.
 #[derive(Debug, Clone, Copy)]
@@ -146,11 +149,12 @@ impl Hints {
         self.budget.lock().expect("budget poisoned").held().clone()
     }
 
-    /// Replays hints to replicas that answer, every second, until `stop`.
-    pub async fn run(&self, mut stop: watch::Receiver<bool>) {
-        while !*stop.borrow() {
+    /// Replays hints to replicas that answer, every [`ROUND_EVERY`], until
+    /// `stop`.
+    pub async fn run(&self, stop: CancellationToken) {
+        while !stop.is_cancelled() {
             for replica in self.pending().into_keys() {
-                if *stop.borrow() {
+                if stop.is_cancelled() {
                     return;
                 }
                 // A removed member's hints are dropped, unsent.
@@ -159,8 +163,8 @@ impl Hints {
                 }
             }
             tokio::select! {
-                _ = stop.changed() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = stop.cancelled() => {}
+                _ = self.node.clock.sleep(ROUND_EVERY) => {}
             }
         }
     }
@@ -176,6 +180,7 @@ impl Hints {
     async fn replay(&self, replica: NodeId) {
         let prefix = replica.to_be_bytes().to_vec();
         let mut after = None;
+        let mut pacer = Pacer::new(self.node.clock, self.settings.replay_bytes_per_sec);
         loop {
             let batch = match self.node.storage.hints(prefix.clone(), after.take(), READ_BYTES).await {
                 Ok(batch) if !batch.is_empty() => batch,
@@ -185,7 +190,6 @@ impl Hints {
                     return;
                 }
             };
-            let started = Instant::now();
             let bytes: u64 = batch.iter().map(|(_, v)| v.len() as u64).sum();
             after = batch.last().map(|(k, _)| k.clone());
             let sends = batch.into_iter().map(|(key, value)| async move {
@@ -211,7 +215,7 @@ impl Hints {
             if later {
                 return;
             }
-            self.pace(bytes, started).await;
+            pacer.pace(bytes).await;
         }
     }
 
@@ -227,7 +231,7 @@ impl Hints {
             (addr, map.write_targets(target.partition).contains(&replica), map.epoch)
         };
         let oldest_ms = records.iter().filter_map(|(_, v)| Header::read(v).ok()).map(|h| h.version.millis()).min();
-        let fresh = oldest_ms.is_none_or(|ms| hint_replayable(ms, crate::wall_ms(), self.settings.grace_ms));
+        let fresh = oldest_ms.is_none_or(|ms| hint_replayable(ms, self.node.clock.wall_ms(), self.settings.grace_ms));
         let Some(addr) = addr.filter(|_| takes_writes && fresh) else { return self.dropped() };
         target.epoch = epoch;
         let request = Request::Write { target, records };
@@ -251,15 +255,6 @@ impl Hints {
     fn dropped(&self) -> Replayed {
         self.counts.dropped.fetch_add(1, Ordering::Relaxed);
         Replayed::Dropped
-    }
-
-    /// Waits so that replays stay within their byte rate.
-    async fn pace(&self, bytes: u64, started: Instant) {
-        let rate = self.settings.replay_bytes_per_sec.max(1);
-        let due = Duration::from_secs_f64(bytes as f64 / rate as f64);
-        if let Some(wait) = due.checked_sub(started.elapsed()) {
-            tokio::time::sleep(wait).await;
-        }
     }
 }
 

@@ -17,18 +17,22 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use openraft::{BasicNode, ChangeMembers};
 use ringup_proto::NodeId;
+use ringup_proto::backoff::Backoff;
 use ringup_proto::cluster::{ClusterMap, MapCommand, MemberState};
+use ringup_proto::formation::{self, Follow, Group, Membership};
 use ringup_proto::migration::{Driver, Limits, Move, Observed, Stage, Streamed};
 use ringup_proto::ring::PartitionId;
 use ringup_proto::rpc::{Request, Response, RpcError};
-use ringup_rpc::Pool;
+use ringup_rpc::{Clock, Pool};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
-use crate::Parts;
+use crate::parts::Parts;
+use crate::propose;
 use crate::raft::{self, Raft};
 
 /// How long a chunk request may take.
@@ -41,33 +45,20 @@ const PAIRED_ATTEMPTS: u32 = 3;
 const DROP_DELAY: Duration = Duration::from_secs(1);
 /// How often the leader's driver looks at the map when nothing changes.
 const DRIVE_EVERY: Duration = Duration::from_millis(250);
-/// How many entries behind the leader's log a learner may be to become a
-/// voter.
-const CAUGHT_UP: u64 = 16;
 /// How long the leader waits for a node to say which epoch it has.
 const PING_TIMEOUT: Duration = Duration::from_millis(500);
-
-/// What the streams into this node have copied so far, by partition.
-#[derive(Debug, Default)]
-pub struct Progress {
-    streams: Mutex<BTreeMap<PartitionId, (u64, Streamed)>>,
-}
-
-impl Progress {
-    /// Every stream in flight: partition, the epoch that started its move,
-    /// and what has arrived.
-    pub fn snapshot(&self) -> Vec<(PartitionId, u64, Streamed)> {
-        self.streams.lock().expect("progress poisoned").iter().map(|(p, (e, s))| (*p, *e, *s)).collect()
-    }
-
-    pub(crate) fn set(&self, partition: PartitionId, started: u64, streamed: Streamed) {
-        self.streams.lock().expect("progress poisoned").insert(partition, (started, streamed));
-    }
-
-    pub(crate) fn clear(&self, partition: PartitionId) {
-        self.streams.lock().expect("progress poisoned").remove(&partition);
-    }
-}
+/// How long an adoption may take.
+const ADOPT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a mover looks at the map when it does not change.
+const LOOK_EVERY: Duration = Duration::from_secs(1);
+/// The wait before asking a source that is behind again.
+const BEHIND_WAIT: Duration = Duration::from_millis(100);
+/// The wait after a failed copy, by failures in a row.
+const COPY_RETRY: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
+/// The wait after a failed range deletion.
+const DROP_RETRY: Duration = Duration::from_secs(1);
+/// How often a range deletion looks whether the stream into it has ended.
+const STREAM_ENDED_EVERY: Duration = Duration::from_millis(50);
 
 /// Why a copy stopped.
 pub(crate) enum Copy {
@@ -179,9 +170,9 @@ impl Mover {
 
     /// Starts the work the map gives this node, whenever the map changes,
     /// until `stop` is raised.
-    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         let mut map = self.node.map.clone();
-        while !*stop.borrow() {
+        while !stop.is_cancelled() {
             let current = map.borrow_and_update().clone();
             self.reported
                 .lock()
@@ -194,8 +185,8 @@ impl Mover {
             }
             tokio::select! {
                 _ = map.changed() => {}
-                _ = stop.changed() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = stop.cancelled() => {}
+                _ = self.node.clock.sleep(LOOK_EVERY) => {}
             }
         }
     }
@@ -244,7 +235,8 @@ impl Mover {
     /// start of the range, until it succeeds or the move moves on; returns
     /// whether it reported.
     async fn stream(&self, partition: PartitionId, m: &Move) -> bool {
-        let started_at = Instant::now();
+        let clock = self.node.clock;
+        let started_at = clock.now();
         let mut attempt = 0;
         loop {
             if !self.still(partition, m.started_epoch, Stage::Streaming) {
@@ -266,7 +258,7 @@ impl Mover {
                     // The source is alive but has not applied the stage
                     // yet: wait for it, without giving up on it.
                     tracing::debug!(partition, error = %e, "the source is behind; waiting");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    clock.sleep(BEHIND_WAIT).await;
                 }
                 Ok(streamed) => {
                     tracing::info!(
@@ -274,19 +266,19 @@ impl Mover {
                         ?sources,
                         bytes = streamed.bytes,
                         records = streamed.records,
-                        ms = started_at.elapsed().as_millis() as u64,
+                        ms = (clock.now() - started_at).as_millis() as u64,
                         "partition copied"
                     );
                     let done =
                         MapCommand::StreamDone { partition, started: m.started_epoch, node: self.node.id, streamed };
-                    crate::report(&self.node, done).await;
+                    propose::report(&self.node, done).await;
                     self.node.progress.clear(partition);
                     return true;
                 }
                 Err(Copy::Failed(e)) => {
                     attempt += 1;
                     tracing::warn!(partition, ?sources, attempt, error = %e, "copying a partition failed; trying again");
-                    tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt.min(10)))).await;
+                    clock.sleep(COPY_RETRY.after(attempt)).await;
                 }
             }
         }
@@ -313,23 +305,24 @@ impl Mover {
     /// Drops `partition`'s range here once requests routed before the
     /// change have ended and no stream into it is running, then reports it.
     async fn drop_range(&self, partition: PartitionId, m: &Move) -> bool {
-        tokio::time::sleep(DROP_DELAY).await;
+        let clock = self.node.clock;
+        clock.sleep(DROP_DELAY).await;
         let stream = (partition, m.started_epoch, Work::Stream);
         while self.running.lock().expect("running poisoned").contains(&stream) {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            clock.sleep(STREAM_ENDED_EVERY).await;
         }
         loop {
             match self.node.storage.delete_partition(partition).await {
                 Ok(()) => break,
                 Err(e) => {
                     tracing::error!(partition, error = %e, "cannot drop a partition's range; trying again");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    clock.sleep(DROP_RETRY).await;
                 }
             }
         }
         tracing::info!(partition, stage = %m.stage, "partition range dropped");
-        crate::report(&self.node, MapCommand::CleanedUp { partition, started: m.started_epoch, node: self.node.id })
-            .await;
+        let cleaned = MapCommand::CleanedUp { partition, started: m.started_epoch, node: self.node.id };
+        propose::report(&self.node, cleaned).await;
         true
     }
 }
@@ -341,13 +334,14 @@ pub async fn lead(
     raft: Raft,
     id: NodeId,
     pool: Arc<Pool>,
+    clock: Clock,
     mut map: watch::Receiver<Arc<ClusterMap>>,
     limits: Limits,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
-    let clock = Instant::now();
+    let started = clock.now();
     let mut driver: Option<Driver> = None;
-    while !*stop.borrow() {
+    while !stop.is_cancelled() {
         if raft.current_leader().await != Some(id) {
             driver = None;
         } else {
@@ -356,8 +350,8 @@ pub async fn lead(
                 follow_members(&raft, &pool, &current).await;
                 let driver = driver.get_or_insert_with(|| Driver::new(limits));
                 let observed = Observed {
-                    now_ms: clock.elapsed().as_millis() as u64,
-                    wall_ms: crate::wall_ms() as i64,
+                    now_ms: (clock.now() - started).as_millis() as u64,
+                    wall_ms: clock.wall_ms() as i64,
                     applied: if current.moves.is_empty() { BTreeMap::new() } else { applied(&pool, &current).await },
                 };
                 let mut commands = driver.step(&current, &observed);
@@ -372,8 +366,8 @@ pub async fn lead(
         }
         tokio::select! {
             _ = map.changed() => {}
-            _ = stop.changed() => {}
-            _ = tokio::time::sleep(DRIVE_EVERY) => {}
+            _ = stop.cancelled() => {}
+            _ = clock.sleep(DRIVE_EVERY) => {}
         }
     }
 }
@@ -395,119 +389,83 @@ async fn applied(pool: &Pool, map: &ClusterMap) -> BTreeMap<NodeId, u64> {
         .collect()
 }
 
-/// One step towards a metadata group that follows the map: members not
-/// yet in it become learners (a waiting node is first given its id), the
-/// voters become the right number of up members, and removed members
-/// leave. Each membership change waits for the one before to commit.
+/// One step towards a metadata group that follows the map
+/// ([`formation::follow`]): a wiped member is taken out and refilled, new
+/// members are adopted and become learners, the voters change, removed
+/// members leave. Each membership change waits for the one before to
+/// commit.
 async fn follow_members(raft: &Raft, pool: &Pool, map: &ClusterMap) {
-    let metrics = raft.metrics().borrow().clone();
-    let stored = metrics.membership_config.clone();
-    let applied = metrics.last_applied.map(|l| l.index);
-    if stored.log_id().is_some_and(|l| applied.is_none_or(|a| a < l.index)) {
-        return;
-    }
-    let membership = stored.membership();
-    if membership.get_joint_config().len() > 1 {
-        return;
-    }
-    let known: BTreeSet<NodeId> = membership.nodes().map(|(n, _)| *n).collect();
-    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
-    if rejoin_wiped(raft, pool, map, &known, &voters).await {
-        return;
-    }
-
-    for member in map.members.values().filter(|m| m.state != MemberState::Removed && !known.contains(&m.id)) {
-        // A member adopted again after its data directory was wiped serves
-        // no reads before its map shows what it refills.
-        let reads_from = map.refills.get(&member.id).map_or(0, |r| r.epoch);
-        let adopt = Request::Adopt { id: member.id, reads_from };
-        let adopted = pool.get(&member.addr).call(adopt, Duration::from_secs(2)).await;
-        if !matches!(adopted, Ok(Response::Adopted)) {
-            tracing::debug!(node = member.id, answer = ?adopted, "the new member does not take its id yet");
-            continue;
+    let group = group_of(&raft.metrics().borrow());
+    let wiped = match group.settled {
+        true => waiting_members(pool, map, &group.known).await,
+        false => BTreeSet::new(),
+    };
+    match formation::follow(map, &group, &wiped) {
+        Follow::Nothing => {}
+        Follow::Rejoin { node, leave } => {
+            tracing::warn!(node, "a member came back with an empty data directory: it refills its partitions");
+            if let Err(e) = raft::propose(raft, MapCommand::Rejoin { id: node }).await {
+                tracing::warn!(node, error = %e, "cannot start the refill yet");
+                return;
+            }
+            if let Err(e) = raft.change_membership(changes(leave), false).await {
+                tracing::warn!(node, error = %e, "cannot take the wiped member out of the metadata group yet");
+            }
         }
-        let node = BasicNode { addr: member.addr.clone() };
-        if let Err(e) = raft.add_learner(member.id, node, false).await {
-            tracing::warn!(node = member.id, error = %e, "cannot add a learner yet");
-        }
-    }
-
-    let last_index = metrics.last_log_index.unwrap_or(0);
-    let matched =
-        |n: &NodeId| metrics.replication.as_ref().and_then(|r| r.get(n)).and_then(|m| *m).map(|l| l.index).unwrap_or(0);
-    let up: Vec<NodeId> =
-        map.members.values().filter(|m| m.state == MemberState::Up && known.contains(&m.id)).map(|m| m.id).collect();
-    let want = if up.len() >= 5 { 5 } else { up.len().min(3) };
-    let mut next: BTreeSet<NodeId> = voters.iter().copied().filter(|v| up.contains(v)).collect();
-    for candidate in &up {
-        if next.len() >= want {
-            break;
-        }
-        if !next.contains(candidate) && matched(candidate) + CAUGHT_UP >= last_index {
-            next.insert(*candidate);
-        }
-    }
-    while next.len() > want {
-        let drop = *next.iter().rev().find(|v| **v != raft_id(raft)).expect("more voters than one");
-        next.remove(&drop);
-    }
-    if !next.is_empty() && next != voters {
-        tracing::info!(from = ?voters, to = ?next, "changing the metadata group's voters");
-        if let Err(e) = raft.change_membership(ChangeMembers::ReplaceAllVoters(next), true).await {
-            tracing::warn!(error = %e, "cannot change the voters yet");
-        }
-        return;
-    }
-    let removed: BTreeSet<NodeId> = map
-        .members
-        .values()
-        .filter(|m| m.state == MemberState::Removed && known.contains(&m.id) && !voters.contains(&m.id))
-        .map(|m| m.id)
-        .collect();
-    if !removed.is_empty() {
-        tracing::info!(nodes = ?removed, "removing members from the metadata group");
-        if let Err(e) = raft.change_membership(ChangeMembers::RemoveNodes(removed), true).await {
-            tracing::warn!(error = %e, "cannot remove members from the metadata group yet");
+        Follow::Steps { adopt, change } => {
+            for (node, reads_from) in adopt {
+                let Some(addr) = map.addr(node).map(str::to_string) else { continue };
+                let adopted = pool.get(&addr).call(Request::Adopt { id: node, reads_from }, ADOPT_TIMEOUT).await;
+                if !matches!(adopted, Ok(Response::Adopted)) {
+                    tracing::debug!(node, answer = ?adopted, "the new member does not take its id yet");
+                    continue;
+                }
+                if let Err(e) = raft.add_learner(node, BasicNode { addr }, false).await {
+                    tracing::warn!(node, error = %e, "cannot add a learner yet");
+                }
+            }
+            if let Some(change) = change {
+                tracing::info!(from = ?group.voters, %change, "changing the metadata group's membership");
+                if let Err(e) = raft.change_membership(changes(change), true).await {
+                    tracing::warn!(error = %e, "cannot change the metadata group's membership yet");
+                }
+            }
         }
     }
 }
 
-/// Finds members of the metadata group that came back with an empty data
-/// directory (they answer `Hello` as waiting): proposes their refill
-/// ([`MapCommand::Rejoin`]) and takes them out of the group, so that they
-/// join again as new learners, with no votes to forget. Returns whether it
-/// changed anything; the adoption follows in a later step.
-async fn rejoin_wiped(
-    raft: &Raft,
-    pool: &Pool,
-    map: &ClusterMap,
-    known: &BTreeSet<NodeId>,
-    voters: &BTreeSet<NodeId>,
-) -> bool {
+/// The group as the leader's metrics show it.
+fn group_of(metrics: &openraft::RaftMetrics<NodeId, BasicNode>) -> Group {
+    let stored = &metrics.membership_config;
+    let applied = metrics.last_applied.map(|l| l.index);
+    let membership = stored.membership();
+    let committed = !stored.log_id().is_some_and(|l| applied.is_none_or(|a| a < l.index));
+    let replication = metrics.replication.iter().flatten();
+    Group {
+        me: metrics.id,
+        voters: membership.voter_ids().collect(),
+        known: membership.nodes().map(|(n, _)| *n).collect(),
+        settled: committed && membership.get_joint_config().len() <= 1,
+        matched: replication.map(|(n, l)| (*n, l.map_or(0, |l| l.index))).collect(),
+        last_index: metrics.last_log_index.unwrap_or(0),
+    }
+}
+
+/// The members of the group that answer `Hello` as waiting: they came back
+/// with an empty data directory.
+async fn waiting_members(pool: &Pool, map: &ClusterMap, known: &BTreeSet<NodeId>) -> BTreeSet<NodeId> {
     let members = map.members.values().filter(|m| m.state != MemberState::Removed && known.contains(&m.id));
     let hellos = members.map(|m| async move {
         let answer = pool.get(&m.addr).call(Request::Hello, PING_TIMEOUT).await;
         (m.id, matches!(answer, Ok(Response::Hello { waiting: true, .. })))
     });
-    let wiped: Vec<NodeId> =
-        futures::future::join_all(hellos).await.into_iter().filter(|(_, waiting)| *waiting).map(|(n, _)| n).collect();
-    let Some(&node) = wiped.first() else { return false };
-    tracing::warn!(node, "a member came back with an empty data directory: it refills its partitions");
-    if let Err(e) = raft::propose(raft, MapCommand::Rejoin { id: node }).await {
-        tracing::warn!(node, error = %e, "cannot start the refill yet");
-        return true;
-    }
-    let change = if voters.contains(&node) {
-        ChangeMembers::ReplaceAllVoters(voters.iter().copied().filter(|v| *v != node).collect())
-    } else {
-        ChangeMembers::RemoveNodes(BTreeSet::from([node]))
-    };
-    if let Err(e) = raft.change_membership(change, false).await {
-        tracing::warn!(node, error = %e, "cannot take the wiped member out of the metadata group yet");
-    }
-    true
+    futures::future::join_all(hellos).await.into_iter().filter(|(_, waiting)| *waiting).map(|(n, _)| n).collect()
 }
 
-fn raft_id(raft: &Raft) -> NodeId {
-    raft.metrics().borrow().id
+/// A membership change as openraft takes it.
+fn changes(change: Membership) -> ChangeMembers<NodeId, BasicNode> {
+    match change {
+        Membership::Voters(voters) => ChangeMembers::ReplaceAllVoters(voters),
+        Membership::Remove(nodes) => ChangeMembers::RemoveNodes(nodes),
+    }
 }

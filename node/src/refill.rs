@@ -16,10 +16,11 @@ use std::time::Duration;
 use ringup_proto::cluster::MapCommand;
 use ringup_proto::migration::Streamed;
 use ringup_proto::ring::PartitionId;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
-use crate::Parts;
 use crate::migrate::{Copy, Source, copy_partition};
+use crate::parts::Parts;
+use crate::propose;
 
 /// Partitions copied at once.
 const PARALLEL: usize = 4;
@@ -27,6 +28,8 @@ const PARALLEL: usize = 4;
 const CHUNK_TIMEOUT: Duration = Duration::from_secs(20);
 /// The pause after a round in which a partition could not be copied.
 const RETRY: Duration = Duration::from_secs(1);
+/// How often the map is looked at again when there is nothing to refill.
+const IDLE: Duration = Duration::from_secs(5);
 
 /// Copies the partitions the map says this node refills.
 pub struct Refiller {
@@ -43,19 +46,19 @@ impl Refiller {
     }
 
     /// Refills whatever the map names, until `stop` is raised.
-    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+    pub async fn run(mut self, stop: CancellationToken) {
         let mut map = self.node.map.clone();
-        while !*stop.borrow() {
+        while !stop.is_cancelled() {
             map.borrow_and_update();
             let pause = match self.round().await {
-                Round::Idle => Duration::from_secs(5),
+                Round::Idle => IDLE,
                 Round::Copied => Duration::ZERO,
                 Round::Failed => RETRY,
             };
             tokio::select! {
                 _ = map.changed(), if pause > Duration::ZERO => {}
-                _ = stop.changed() => {}
-                _ = tokio::time::sleep(pause) => {}
+                _ = stop.cancelled() => {}
+                _ = self.node.clock.sleep(pause) => {}
             }
         }
     }
@@ -99,7 +102,7 @@ impl Refiller {
             tracing::info!(partitions = ?done, bytes = copied.bytes, records = copied.records, "partitions refilled");
             self.reported.1.extend(done.iter().copied());
             let report = MapCommand::Refilled { id: self.node.id, epoch, partitions: done, copied };
-            crate::report(&self.node, report).await;
+            propose::report(&self.node, report).await;
         }
         if failed { Round::Failed } else { Round::Copied }
     }

@@ -18,20 +18,58 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ringup_proto::NodeId;
 use ringup_proto::merkle::{PartitionDigest, tombstone_droppable};
 use ringup_proto::ring::PartitionId;
 use ringup_proto::rpc::{Request, Response};
 use ringup_proto::value::Header;
+use ringup_rpc::CallError;
 use serde_bytes::ByteBuf;
-use tokio::sync::watch;
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
 
-use crate::Parts;
+use crate::pace::Pacer;
+use crate::parts::Parts;
+use crate::storage::StorageError;
 
 /// How long a peer has to answer a digest or a page of a pull.
 const PEER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a comparison with other replicas failed.
+#[derive(Debug, Error)]
+pub enum RepairError {
+    /// This node's copy could not be scanned, or what was pulled merged.
+    #[error("this node's copy: {0}")]
+    Storage(#[from] StorageError),
+    /// A replica did not answer as asked.
+    #[error("node {peer} answered a {asked} with {answer:?}")]
+    Answer {
+        /// The replica.
+        peer: NodeId,
+        /// What it was asked for.
+        asked: &'static str,
+        /// What came back.
+        answer: Result<Response, CallError>,
+    },
+    /// Fewer replicas than needed answered a reconciliation.
+    #[error("partition {partition}: {answered} of the {needed} other replicas needed answered ({})", list(.failures))]
+    TooFew {
+        /// The partition.
+        partition: PartitionId,
+        /// How many answered.
+        answered: usize,
+        /// How many were needed.
+        needed: usize,
+        /// Why the others did not.
+        failures: Vec<RepairError>,
+    },
+}
+
+fn list(errors: &[RepairError]) -> String {
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
 
 /// How anti-entropy runs.
 #[derive(Debug, Clone, Copy)]
@@ -105,37 +143,44 @@ impl Repairer {
     }
 
     /// Runs passes until `stop` is raised.
-    pub async fn run(&self, mut stop: watch::Receiver<bool>) {
+    pub async fn run(&self, stop: CancellationToken) {
         if !self.settings.enabled {
             return;
         }
         // Not at once: a node just started has hints replayed to it and
         // its peers just saw it come back; the first pass waits an interval.
-        tokio::select! {
-            _ = stop.changed() => return,
-            _ = tokio::time::sleep(self.settings.interval) => {}
-        }
-        while !*stop.borrow() {
-            let started = Instant::now();
-            let partitions = self.held();
-            self.update(|s| s.progress = (0, partitions.len() as u64));
-            for (i, partition) in partitions.iter().enumerate() {
-                if *stop.borrow() {
-                    return;
-                }
-                self.compare(*partition).await;
-                self.update(|s| s.progress.0 = i as u64 + 1);
-            }
-            self.update(|s| {
-                s.passes += 1;
-                s.last_pass_ms = Some(crate::wall_ms());
-            });
-            let rest = self.settings.interval.saturating_sub(started.elapsed());
+        let clock = self.node.clock;
+        let mut next = clock.now() + self.settings.interval;
+        loop {
             tokio::select! {
-                _ = stop.changed() => {}
-                _ = tokio::time::sleep(rest) => {}
+                _ = stop.cancelled() => return,
+                _ = clock.sleep_until(next) => {}
+            }
+            next = clock.now() + self.settings.interval;
+            if self.pass(&stop).await.is_none() {
+                return;
             }
         }
+    }
+
+    /// One pass over every partition held; `None` if stopped before its end.
+    pub async fn pass(&self, stop: &CancellationToken) -> Option<()> {
+        let partitions = self.held();
+        let mut pacer = Pacer::new(self.node.clock, self.settings.bytes_per_sec);
+        self.update(|s| s.progress = (0, partitions.len() as u64));
+        for (i, partition) in partitions.iter().enumerate() {
+            if stop.is_cancelled() {
+                return None;
+            }
+            self.compare(*partition, &mut pacer).await;
+            self.update(|s| s.progress.0 = i as u64 + 1);
+        }
+        let now_ms = self.node.clock.wall_ms();
+        self.update(|s| {
+            s.passes += 1;
+            s.last_pass_ms = Some(now_ms);
+        });
+        Some(())
     }
 
     fn update(&self, f: impl FnOnce(&mut RepairStatus)) {
@@ -157,8 +202,8 @@ impl Repairer {
 
     /// Compares one partition with the other replicas and pulls what
     /// differs; drops the tombstones found droppable.
-    async fn compare(&self, partition: PartitionId) {
-        let started_ms = crate::wall_ms();
+    async fn compare(&self, partition: PartitionId, pacer: &mut Pacer) {
+        let started_ms = self.node.clock.wall_ms();
         let agreed = self.agreed.lock().expect("agreed poisoned").get(&partition).copied();
         let grace = self.settings.grace_ms;
         let droppable = move |h: &Header| tombstone_droppable(h.version.millis(), started_ms, grace, agreed);
@@ -175,10 +220,10 @@ impl Repairer {
             replicas.filter_map(|n| Some((*n, map.addr(*n)?.to_string()))).collect()
         };
         // Each replica scans the partition once for the comparison.
-        self.pace(scanned.bytes * (1 + peers.len() as u64)).await;
+        pacer.pace(scanned.bytes * (1 + peers.len() as u64)).await;
         let mut all_agree = true;
         for (peer, addr) in &peers {
-            all_agree &= self.against(partition, *peer, addr, &scanned.digest).await;
+            all_agree &= self.against(partition, *peer, addr, &scanned.digest, pacer).await;
         }
         if all_agree {
             self.agreed.lock().expect("agreed poisoned").insert(partition, started_ms);
@@ -200,11 +245,18 @@ impl Repairer {
 
     /// Compares with one peer and pulls the buckets that differ; returns
     /// whether the peer agreed.
-    async fn against(&self, partition: PartitionId, peer: NodeId, addr: &str, ours: &PartitionDigest) -> bool {
-        match self.pull(partition, peer, addr, ours, true).await {
+    async fn against(
+        &self,
+        partition: PartitionId,
+        peer: NodeId,
+        addr: &str,
+        ours: &PartitionDigest,
+        pacer: &mut Pacer,
+    ) -> bool {
+        match self.pull(partition, peer, addr, ours, Some(pacer)).await {
             Ok(agreed) => agreed,
-            Err(why) => {
-                tracing::debug!(partition, peer, why, "anti-entropy with a replica failed");
+            Err(e) => {
+                tracing::debug!(partition, peer, error = %e, "anti-entropy with a replica failed");
                 false
             }
         }
@@ -213,11 +265,11 @@ impl Repairer {
     /// Before a report scans `partition` at a level above ONE: compares
     /// this copy with `others` other replicas and pulls what differs, at
     /// once (not paced). Fails unless that many replicas answered.
-    pub async fn reconcile(&self, partition: PartitionId, others: usize) -> Result<(), String> {
+    pub async fn reconcile(&self, partition: PartitionId, others: usize) -> Result<(), RepairError> {
         if others == 0 {
             return Ok(());
         }
-        let scanned = self.node.storage.digest_partition(partition, |_| false).await.map_err(|e| e.to_string())?;
+        let scanned = self.node.storage.digest_partition(partition, |_| false).await?;
         let peers: Vec<(NodeId, String)> = {
             let map = self.node.map.borrow();
             let replicas = map.readable(partition).into_iter().filter(|n| *n != self.node.id);
@@ -229,34 +281,32 @@ impl Repairer {
             if answered == others {
                 break;
             }
-            match self.pull(partition, *peer, addr, &scanned.digest, false).await {
+            match self.pull(partition, *peer, addr, &scanned.digest, None).await {
                 Ok(_) => answered += 1,
-                Err(why) => failures.push(format!("node {peer}: {why}")),
+                Err(e) => failures.push(e),
             }
         }
         if answered < others {
-            return Err(format!(
-                "partition {partition}: {answered} of the {others} other replicas needed answered ({})",
-                failures.join("; ")
-            ));
+            return Err(RepairError::TooFew { partition, answered, needed: others, failures });
         }
         Ok(())
     }
 
-    /// Compares with one peer and pulls the buckets that differ, paced
-    /// or not; returns whether the peer agreed, or why it could not.
+    /// Compares with one peer and pulls the buckets that differ, paced by
+    /// `pacer` if given; returns whether the peer agreed, or why it could
+    /// not.
     async fn pull(
         &self,
         partition: PartitionId,
         peer: NodeId,
         addr: &str,
         ours: &PartitionDigest,
-        paced: bool,
-    ) -> Result<bool, String> {
+        mut pacer: Option<&mut Pacer>,
+    ) -> Result<bool, RepairError> {
         let client = self.node.pool.get(addr);
         let theirs = match client.call(Request::PartitionDigest { partition }, PEER_TIMEOUT).await {
             Ok(Response::Digest(digest)) => digest,
-            other => return Err(format!("no digest: {other:?}")),
+            answer => return Err(RepairError::Answer { peer, asked: "digest", answer }),
         };
         let buckets = ours.differing(&theirs);
         if buckets.is_empty() {
@@ -267,7 +317,7 @@ impl Repairer {
             let request = Request::BucketEntries { partition, buckets: buckets.clone(), after: after.clone() };
             let (entries, done) = match client.call(request, PEER_TIMEOUT).await {
                 Ok(Response::Bucket { entries, done }) => (entries, done),
-                other => return Err(format!("a pull failed: {other:?}")),
+                answer => return Err(RepairError::Answer { peer, asked: "pull", answer }),
             };
             let bytes: u64 = entries.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
             after = entries.last().map(|(k, _)| k.to_vec());
@@ -286,14 +336,14 @@ impl Repairer {
             let records = merged.len() as u64;
             if let Err(e) = self.node.storage.merge_encoded(merged).await {
                 tracing::error!(partition, error = %e, "cannot merge what anti-entropy pulled");
-                return Err(format!("cannot merge what was pulled: {e}"));
+                return Err(e.into());
             }
             self.update(|s| {
                 s.pulled += records;
                 s.bytes += bytes;
             });
-            if paced {
-                self.pace(bytes).await;
+            if let Some(pacer) = pacer.as_deref_mut() {
+                pacer.pace(bytes).await;
             }
             if done || after.is_none() {
                 break;
@@ -301,11 +351,5 @@ impl Repairer {
         }
         tracing::debug!(partition, peer, buckets = buckets.len(), "pulled differing buckets");
         Ok(false)
-    }
-
-    /// Waits as long as `bytes` take at the budget.
-    async fn pace(&self, bytes: u64) {
-        let rate = self.settings.bytes_per_sec.max(1);
-        tokio::time::sleep(Duration::from_secs_f64(bytes as f64 / rate as f64)).await;
     }
 }

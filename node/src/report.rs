@@ -22,6 +22,7 @@ use ringup_proto::rpc::{Response, RpcError};
 use ringup_proto::value::{self, Header};
 
 use crate::columns::{self, ColumnCache, QUIET, Refused, Segment, SegmentBuilder};
+use crate::rows::{shop_and_id, with_vals};
 use crate::storage::{Storage, StorageError, blocking};
 
 /// Records read between two looks at the clock.
@@ -266,20 +267,6 @@ fn add_record(
     })
 }
 
-/// Calls `f` with `n` NULL values to fill: on the stack up to 8, else on
-/// the heap.
-pub(crate) fn with_vals<'a, T>(n: usize, f: impl FnOnce(&mut [Val<'a>]) -> T) -> T {
-    let mut stack = [Val::Null; 8];
-    let mut heap = Vec::new();
-    let vals: &mut [Val<'a>] = if n <= stack.len() {
-        &mut stack[..n]
-    } else {
-        heap.resize(n, Val::Null);
-        &mut heap
-    };
-    f(vals)
-}
-
 /// Reads the plan's fields from a stored value into `fields`.
 fn read_fields<'a>(plan: &Plan, bytes: &'a [u8], fields: &mut [Val<'a>]) -> Result<(), Skip> {
     if !plan.fields.is_empty() {
@@ -300,24 +287,6 @@ fn read_fields<'a>(plan: &Plan, bytes: &'a [u8], fields: &mut [Val<'a>]) -> Resu
         }
     }
     Ok(())
-}
-
-/// The shop and id of a key within a collection's range, borrowed unless
-/// they hold escaped zero bytes.
-pub(crate) fn shop_and_id(key: &[u8], prefix_len: usize) -> Result<(Cow<'_, str>, Cow<'_, str>), KeyError> {
-    let rest = key.get(prefix_len..).ok_or(KeyError::Truncated)?;
-    let plain = |s: &[u8]| !s.contains(&0);
-    // Without escapes a string ends at the first 0x00 0x00.
-    if let Some(end) = rest.windows(2).position(|w| w == [0, 0]) {
-        let (shop, tail) = (&rest[..end], &rest[end + 2..]);
-        if plain(shop) && tail.len() >= 2 && tail.ends_with(&[0, 0]) && plain(&tail[..tail.len() - 2]) {
-            let shop = std::str::from_utf8(shop).map_err(|_| KeyError::NotUtf8)?;
-            let id = std::str::from_utf8(&tail[..tail.len() - 2]).map_err(|_| KeyError::NotUtf8)?;
-            return Ok((Cow::Borrowed(shop), Cow::Borrowed(id)));
-        }
-    }
-    let (shop, id) = keys::shop_and_id(key, prefix_len)?;
-    Ok((Cow::Owned(shop), Cow::Owned(id)))
 }
 
 #[cfg(test)]

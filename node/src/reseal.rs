@@ -10,11 +10,13 @@
 //! without them, and they can leave its key file once every node's log has
 //! said so.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::sync::watch;
+use ringup_rpc::Clock;
+use tokio_util::sync::CancellationToken;
 
-use crate::storage::Storage;
+use crate::pace::Pacer;
+use crate::storage::{Storage, StorageError};
 
 /// How long from one pass's start to the next, at least.
 const INTERVAL: Duration = Duration::from_secs(30);
@@ -23,41 +25,32 @@ const BATCH: usize = 512;
 /// Bytes read per step of a pass.
 const STEP_BYTES: usize = 4 << 20;
 
-/// Runs passes until `stop` turns true. `bytes_per_sec` bounds what a pass
-/// reads.
-pub async fn run(storage: Storage, bytes_per_sec: u64, mut stop: watch::Receiver<bool>) {
+/// Runs passes until `stop` is cancelled. `bytes_per_sec` bounds what a
+/// pass reads; 0 runs none.
+pub async fn run(storage: Storage, clock: Clock, bytes_per_sec: u64, stop: CancellationToken) {
     let Some(keys) = storage.data_keys().cloned() else { return };
     if bytes_per_sec == 0 {
         return;
     }
     loop {
-        let started = Instant::now();
-        match pass(&storage, bytes_per_sec, &mut stop).await {
+        let next = clock.now() + INTERVAL;
+        match pass(&storage, Pacer::new(clock, bytes_per_sec), &stop).await {
             Ok(Some(resealed)) => retire(&storage, keys.current(), resealed),
             Ok(None) => return,
             Err(e) => tracing::warn!(error = %e, "the reseal pass failed; trying again later"),
         }
-        let wait = INTERVAL.saturating_sub(started.elapsed());
         tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = stop.changed() => return,
-        }
-        if *stop.borrow() {
-            return;
+            _ = clock.sleep_until(next) => {}
+            _ = stop.cancelled() => return,
         }
     }
 }
 
 /// One pass over every record: how many values it sealed anew; `None` if
 /// stopped.
-async fn pass(
-    storage: &Storage,
-    bytes_per_sec: u64,
-    stop: &mut watch::Receiver<bool>,
-) -> Result<Option<u64>, crate::storage::StorageError> {
+async fn pass(storage: &Storage, mut pacer: Pacer, stop: &CancellationToken) -> Result<Option<u64>, StorageError> {
     let (mut after, mut resealed) = (None, 0u64);
     loop {
-        let step = Instant::now();
         let found = storage.stale_values(after.take(), BATCH, STEP_BYTES).await?;
         let n = found.values.len() as u64;
         if n > 0 {
@@ -68,11 +61,9 @@ async fn pass(
             return Ok(Some(resealed));
         }
         after = found.last;
-        // Paced: a step of `bytes` takes at least bytes / rate.
-        let least = Duration::from_secs_f64(found.bytes as f64 / bytes_per_sec as f64);
         tokio::select! {
-            _ = tokio::time::sleep(least.saturating_sub(step.elapsed())) => {}
-            _ = stop.changed() => return Ok(None),
+            _ = pacer.pace(found.bytes as u64) => {}
+            _ = stop.cancelled() => return Ok(None),
         }
     }
 }
@@ -100,9 +91,4 @@ fn retire(storage: &Storage, current: u32, resealed: u64) {
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "cannot retire the older data keys' checks"),
     }
-}
-
-/// The node's reseal pass, started with the node.
-pub fn spawn(storage: Storage, bytes_per_sec: u64, stop: watch::Receiver<bool>) {
-    tokio::spawn(run(storage, bytes_per_sec, stop));
 }

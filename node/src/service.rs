@@ -15,8 +15,8 @@ use ringup_proto::value::Header;
 use ringup_rpc::Handler;
 use serde_bytes::ByteBuf;
 
-use crate::Parts;
 use crate::hints::Hints;
+use crate::parts::Parts;
 use crate::raft;
 use crate::repair::Repairer;
 use crate::storage::{CHUNK_BYTES, SCAN_BYTES};
@@ -171,7 +171,7 @@ impl Service {
                         .repair
                         .reconcile(partition, reconcile as usize)
                         .await
-                        .map_err(RpcError::Unavailable)?;
+                        .map_err(|e| RpcError::Unavailable(e.to_string()))?;
                 }
                 Served::count(&self.served.scans, partitions.len());
                 let budget = Duration::from_millis(budget_ms).min(MAX_QUERY_BUDGET);
@@ -194,7 +194,7 @@ impl Service {
     /// than allowed: last-writer-wins would let it win for that long.
     /// `newest` is the batch's newest version clock, as [`verify`] read it.
     fn check_clock(&self, newest: Option<u64>) -> Result<(), RpcError> {
-        let now = crate::wall_ms();
+        let now = self.node.clock.wall_ms();
         match newest.map(|hlc| ahead_ms(hlc, now)) {
             Some(ahead_ms) if ahead_ms > self.healing.max_skew_ms => {
                 Served::count(&self.served.skew_refusals, 1);

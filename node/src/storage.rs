@@ -38,7 +38,6 @@ use rocksdb::{
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::FsyncPolicy;
 use crate::crypt::{CryptError, DataKeys};
 
 const CF_DATA: &str = "data";
@@ -63,6 +62,17 @@ pub const SCAN_BYTES: usize = 16 << 20;
 /// How far a range scan reads ahead of the block it is in.
 const SCAN_READAHEAD: usize = 2 << 20;
 
+/// When the storage writer fsyncs the write-ahead log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FsyncPolicy {
+    /// One fsync per group of batches that arrive together (the default).
+    Group,
+    /// One fsync per batch.
+    Always,
+    /// Never fsync: the WAL survives a process crash but not a power loss.
+    Never,
+}
+
 /// A storage failure. Fatal to the request, not to the node.
 #[derive(Debug, Error)]
 pub enum StorageError {
@@ -82,7 +92,7 @@ pub enum StorageError {
     Stopped,
     /// A scratch file could not be written or read.
     #[error("scratch file: {0}")]
-    Io(String),
+    Io(#[from] std::io::Error),
     /// The directory holds data in a layout this build does not read.
     #[error(
         "the data directory holds data format {found} and this build reads format {expected} only; \
@@ -96,7 +106,13 @@ pub enum StorageError {
     },
     /// The data keys do not fit the directory, or a value does not open.
     #[error("encryption at rest: {0}")]
-    Keys(String),
+    Keys(#[from] CryptError),
+    /// The directory holds sealed values and the node was given no keys.
+    #[error(
+        "encryption at rest: this data directory holds values sealed under data keys {0:?}: give the key file \
+         (--data-key-file)"
+    )]
+    KeysMissing(Vec<u32>),
 }
 
 impl StorageError {
@@ -107,7 +123,10 @@ impl StorageError {
             StorageError::Rocks(_) => StorageFault::Engine,
             StorageError::Corrupt { .. } => StorageFault::Corrupt,
             StorageError::Stopped => StorageFault::Stopped,
-            StorageError::Io(_) | StorageError::Format { .. } | StorageError::Keys(_) => StorageFault::Engine,
+            StorageError::Io(_)
+            | StorageError::Format { .. }
+            | StorageError::Keys(_)
+            | StorageError::KeysMissing(_) => StorageFault::Engine,
         }
     }
 }
@@ -407,13 +426,9 @@ impl Storage {
             if stored.is_empty() {
                 return Ok(());
             }
-            return Err(StorageError::Keys(format!(
-                "this data directory holds values sealed under data keys {:?}: give the key file \
-                 (--data-key-file)",
-                stored.keys().collect::<Vec<_>>()
-            )));
+            return Err(StorageError::KeysMissing(stored.keys().copied().collect()));
         };
-        let checked = keys.verify_checks(stored.clone()).map_err(|e| StorageError::Keys(e.to_string()))?;
+        let checked = keys.verify_checks(stored.clone())?;
         if checked != stored {
             let bytes = bincode::serialize(&checked).expect("a map of blobs serializes");
             self.put_meta(&[(MetaKey::DataKeyChecks, Some(bytes))])?;
@@ -776,7 +791,7 @@ impl Storage {
             chunk.done = bytes < max_bytes || items.next().is_none();
             if chunk.records > 0 {
                 writer.finish()?;
-                chunk.sst = std::fs::read(&path).map_err(io_error)?;
+                chunk.sst = std::fs::read(&path)?;
                 let _ = std::fs::remove_file(&path);
             }
             Ok(chunk)
@@ -790,7 +805,7 @@ impl Storage {
     pub async fn ingest_chunk(&self, sst: Vec<u8>, scratch: &Path) -> Result<(), StorageError> {
         let (this, path) = (self.clone(), scratch.join(format!("ingest-{}.sst", unique())));
         blocking(move || {
-            std::fs::write(&path, &sst).map_err(io_error)?;
+            std::fs::write(&path, &sst)?;
             let mut opts = rocksdb::IngestExternalFileOptions::default();
             opts.set_move_files(true);
             this.generations.begin_all();
@@ -1124,12 +1139,8 @@ fn lww_merge(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) -> 
 fn crypt_error(e: CryptError) -> StorageError {
     match e {
         CryptError::Value(e) => StorageError::Corrupt { what: "record value", reason: e.to_string() },
-        other => StorageError::Keys(other.to_string()),
+        other => StorageError::Keys(other),
     }
-}
-
-fn io_error(e: std::io::Error) -> StorageError {
-    StorageError::Io(e.to_string())
 }
 
 /// A name part no other scratch file of this process has.

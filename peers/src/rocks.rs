@@ -17,7 +17,7 @@ use clap::Args;
 use futures::stream::{FuturesUnordered, StreamExt};
 use ringup_bench::workload::Sale;
 use ringup_bench::{Client, LoadArgs, Target};
-use ringup_node::config::FsyncPolicy;
+use ringup_node::storage::FsyncPolicy;
 use ringup_node::storage::Storage;
 use ringup_proto::keys::RecordKey;
 use ringup_proto::ring::{DEFAULT_PARTITIONS, Ring};

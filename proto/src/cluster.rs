@@ -13,8 +13,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::auth::TokenEntry;
-use crate::heal::Refill;
-use crate::migration::{Change, Finished, Move, Stage, Streamed};
+use crate::moves::{Change, Finished, Move, Refill, Stage, Streamed};
 use crate::placement::{NodeId, Placement};
 use crate::ring::{PartitionId, Ring};
 

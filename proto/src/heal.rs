@@ -28,26 +28,10 @@
 
 use std::collections::BTreeSet;
 
-use serde::{Deserialize, Serialize};
-
 use crate::cluster::{ClusterMap, MapError, MemberState};
-use crate::migration::Streamed;
+pub use crate::moves::{Refill, Streamed};
 use crate::placement::NodeId;
 use crate::ring::PartitionId;
-
-/// A member's refill after its data directory was wiped.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Refill {
-    /// The epoch of the `Rejoin` that started it: sources serve its streams
-    /// only once their map has reached it.
-    pub epoch: u64,
-    /// The partitions it still refills.
-    pub partitions: BTreeSet<PartitionId>,
-    /// How many it had to refill.
-    pub total: u32,
-    /// What it has copied so far.
-    pub copied: Streamed,
-}
 
 /// Who keeps the hints of a write that met its level but missed some
 /// replicas: the first replica that took it, for each replica that did not

@@ -16,15 +16,18 @@
 //!    [`value::merge`]: last writer wins.
 
 pub mod auth;
+pub mod backoff;
 pub mod cluster;
 pub mod consistency;
 pub mod coordinator;
+pub mod formation;
 pub mod frame;
 pub mod heal;
 pub mod hlc;
 pub mod keys;
 pub mod merkle;
 pub mod migration;
+pub mod moves;
 pub mod names;
 pub mod placement;
 pub mod query;

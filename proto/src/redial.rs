@@ -14,11 +14,11 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-/// The backoff after the first failed dial; each further failure doubles
-/// it, up to [`MAX_BACKOFF`].
-pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-/// The longest wait between two dials of a peer that stays away.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
+use crate::backoff::Backoff;
+
+/// The wait after failed dials in a row: 100 ms after the first, doubling
+/// up to 1 s between two dials of a peer that stays away.
+pub const BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
 
 /// One peer's dialing state.
 #[derive(Debug, Clone, Default)]
@@ -77,18 +77,12 @@ impl Redial {
             }
             Err(reason) => {
                 self.failures = self.failures.saturating_add(1);
-                let backoff = backoff(self.failures);
+                let backoff = BACKOFF.after(self.failures);
                 self.state = State::Failed { until: now + backoff, reason };
                 backoff
             }
         }
     }
-}
-
-/// The wait after `failures` failed dials in a row (at least one).
-fn backoff(failures: u32) -> Duration {
-    let doublings = failures.saturating_sub(1).min(16);
-    (FIRST_BACKOFF * 2u32.pow(doublings)).min(MAX_BACKOFF)
 }
 
 impl fmt::Display for Redial {

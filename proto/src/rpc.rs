@@ -473,9 +473,4 @@ impl RpcError {
             | RpcError::QueryDeadline => Recovery::GiveUp,
         }
     }
-
-    /// Whether asking again (after refreshing the map, or elsewhere) may work.
-    pub fn is_retryable(&self) -> bool {
-        self.recovery() != Recovery::GiveUp
-    }
 }

@@ -35,18 +35,17 @@ use ringup_proto::cluster::ClusterMap;
 use ringup_proto::consistency::Consistency;
 use ringup_proto::coordinator::fanout::{Event, Fanout, Mode, Step, preference};
 use ringup_proto::coordinator::read::{self, Repair, RepairStep, Reply};
-use ringup_proto::frame::Body;
+use ringup_proto::frame::{Body, FrameError};
 use ringup_proto::heal;
 use ringup_proto::hlc::{self, DEFAULT_MAX_SKEW_MS, Hlc};
 use ringup_proto::rpc::{CollectionRef, Request, Response, RpcError};
-use ringup_proto::value::{self, Header, StoredRecord, Version};
-use ringup_rpc::CallError;
+use ringup_proto::value::{self, Header, StoredRecord, ValueError, Version};
+use ringup_rpc::{CallError, Clock};
 use serde_bytes::ByteBuf;
 use thiserror::Error;
 
 use crate::latency::Latencies;
 use crate::metrics::{CallOutcome, CoordinatorCounters, HintOutcome};
-use crate::now_ms;
 use crate::view::ClusterView;
 
 /// How many times a request is routed afresh after a stale-epoch refusal.
@@ -78,10 +77,10 @@ pub enum CoordError {
     },
     /// A stored value failed to decode.
     #[error("corrupt value from a replica: {0}")]
-    Corrupt(String),
+    Corrupt(#[from] ValueError),
     /// The request cannot be serialized (too large for a frame).
     #[error("the request cannot be sent: {0}")]
-    Encode(String),
+    Encode(#[from] FrameError),
 }
 
 /// Where to read or write: one shop's collection.
@@ -117,8 +116,10 @@ pub struct Coordinator {
     /// Rotates the order among replicas of the same speed.
     turn: AtomicUsize,
     origin: u64,
+    /// What the versions' wall-clock part is read from.
+    clock: Clock,
     /// Held only to tick, never across an `.await`.
-    clock: Mutex<Hlc>,
+    hlc: Mutex<Hlc>,
     counters: CoordinatorCounters,
     /// Spaces out the warnings of requests that fail their level.
     failure_log: Throttle,
@@ -132,9 +133,9 @@ struct Throttle {
 }
 
 impl Throttle {
-    /// Whether a second has passed since the last time it said yes.
-    fn due(&self) -> bool {
-        let now = now_ms() as u64;
+    /// Whether a second has passed since the last time it said yes, at
+    /// wall-clock time `now` (ms).
+    fn due(&self, now: u64) -> bool {
         let last = self.last_ms.load(Ordering::Relaxed);
         now >= last + 1000 && self.last_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
     }
@@ -156,7 +157,8 @@ impl Coordinator {
             latencies: Arc::new(Latencies::new()),
             turn: AtomicUsize::new(0),
             origin: rand::random(),
-            clock: Mutex::new(Hlc::new()),
+            clock: Clock::system(),
+            hlc: Mutex::new(Hlc::new()),
             counters: CoordinatorCounters::default(),
             failure_log: Throttle::default(),
         }
@@ -167,9 +169,14 @@ impl Coordinator {
         Self { counters, ..self }
     }
 
+    /// The same coordinator, reading the time from `clock`.
+    pub fn on_clock(self, clock: Clock) -> Self {
+        Self { clock, ..self }
+    }
+
     /// A fresh version for a write.
     pub fn stamp(&self) -> Version {
-        let hlc = self.clock.lock().expect("clock poisoned").tick(now_ms() as u64);
+        let hlc = self.hlc.lock().expect("hlc poisoned").tick(self.clock.wall_ms());
         Version { hlc, origin: self.origin }
     }
 
@@ -194,8 +201,8 @@ impl Coordinator {
     /// not observed (it came from a clock set wrong), so this router's
     /// stamps do not follow it.
     fn observe(&self, version: Version) {
-        let now = now_ms() as u64;
-        if !self.clock.lock().expect("clock poisoned").observe(version.hlc, now, DEFAULT_MAX_SKEW_MS) {
+        let now = self.clock.wall_ms();
+        if !self.hlc.lock().expect("hlc poisoned").observe(version.hlc, now, DEFAULT_MAX_SKEW_MS) {
             let ahead_ms = hlc::ahead_ms(version.hlc, now);
             tracing::warn!(ahead_ms, origin = version.origin, "a stored version lies ahead of this router's clock");
         }
@@ -245,10 +252,10 @@ impl Coordinator {
         let Some(newest) = resolution.newest else {
             return Ok(None);
         };
-        let record = StoredRecord::decode_verified(&newest).map_err(|e| CoordError::Corrupt(e.to_string()))?;
+        let record = StoredRecord::decode_verified(&newest).map_err(CoordError::from)?;
         self.observe(record.version);
         let fix = Request::Write { target: routed.target, records: vec![(id.to_string(), ByteBuf::from(newest))] };
-        let fix = Body::encode(&fix).map_err(|e| CoordError::Encode(e.to_string()))?;
+        let fix = Body::encode(&fix).map_err(CoordError::from)?;
         let mut stale = None;
         loop {
             step = match step {
@@ -294,7 +301,7 @@ impl Coordinator {
             });
             let (merged, bound) = merge_pages(pages.collect(), ask, |held, new| value::merge(held, new) == &new[..]);
             for (id, bytes) in merged {
-                let record = StoredRecord::decode_verified(&bytes).map_err(|e| CoordError::Corrupt(e.to_string()))?;
+                let record = StoredRecord::decode_verified(&bytes)?;
                 self.observe(record.version);
                 if !record.tombstone {
                     page.push((id, record));
@@ -375,7 +382,7 @@ impl Coordinator {
         let mut attempt = 0;
         loop {
             let target = request.target_mut().expect("only data requests are routed").clone();
-            let body = Body::encode(&request).map_err(|e| CoordError::Encode(e.to_string()))?;
+            let body = Body::encode(&request)?;
             let sets = Sets::of(&map, target.partition, mode);
             let replicas = sets.order.clone();
             match self.round(&map, &sets, level, mode, &body).await {
@@ -506,7 +513,7 @@ impl Coordinator {
                     if !waited.is_empty() {
                         why.push(format!("nodes {waited:?}: no answer in {:?}", started.elapsed()));
                     }
-                    if self.failure_log.due() {
+                    if self.failure_log.due(self.clock.wall_ms()) {
                         tracing::warn!(?level, acked, why = why.join("; "), "a request did not meet its level");
                     }
                     return Round::Failed { acked, stale };

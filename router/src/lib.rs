@@ -38,10 +38,9 @@ pub mod view;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use ringup_rpc::Pool;
+use ringup_rpc::{Clock, Pool};
 use tokio::net::TcpListener;
 
 use crate::api::AppState;
@@ -66,12 +65,14 @@ pub async fn run(config: RouterConfig, shutdown: impl Future<Output = ()> + Send
     if rpc_tls.is_none() {
         tracing::warn!("the RPC to the nodes is plain TCP (--insecure-no-tls)");
     }
-    let view = Arc::new(ClusterView::new(Arc::new(Pool::with_tls(rpc_tls)), config.nodes.clone()));
+    let clock = Clock::system();
+    let view = Arc::new(ClusterView::new(Arc::new(Pool::with_tls(rpc_tls)), config.nodes.clone()).on_clock(clock));
     let follower = tokio::spawn(view.clone().follow());
     let pinger = tokio::spawn(view.clone().watch_liveness());
     let metrics = Metrics::new();
     let coordinator = Coordinator::with_speculation(view.clone(), config.request_timeout(), config.speculation())
-        .counting(metrics.coordinator());
+        .counting(metrics.coordinator())
+        .on_clock(clock);
     let state = Arc::new(AppState {
         coordinator,
         view,
@@ -79,6 +80,7 @@ pub async fn run(config: RouterConfig, shutdown: impl Future<Output = ()> + Send
         admission: config.admission(),
         reports: config.report_limits(),
         auth,
+        clock,
     });
     let app = api::routes(state);
     match (&config.http_tls_cert, &config.http_tls_key) {
@@ -97,9 +99,4 @@ pub async fn run(config: RouterConfig, shutdown: impl Future<Output = ()> + Send
     pinger.abort();
     tracing::info!("router stopped");
     Ok(())
-}
-
-/// Wall-clock time in epoch milliseconds.
-pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }

@@ -9,13 +9,14 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ringup_proto::NodeId;
 use ringup_proto::cluster::{ClusterMap, MapCommand};
 use ringup_proto::rpc::{Request, Response, RpcError};
-use ringup_rpc::{Client, Pool};
+use ringup_rpc::{Client, Clock, Pool};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// How long one map long-poll waits on a node.
 const LONG_POLL: Duration = Duration::from_secs(10);
@@ -25,6 +26,11 @@ const PING_EVERY: Duration = Duration::from_secs(1);
 const PING_TIMEOUT: Duration = Duration::from_millis(800);
 /// How many nodes one proposal asks, redirects included.
 const MAX_PROPOSE_HOPS: usize = 12;
+/// How long a node without a map, or one that failed, rests before the
+/// next map poll.
+const POLL_AGAIN: Duration = Duration::from_millis(200);
+/// How often a wait for an epoch asks again.
+const EPOCH_AGAIN: Duration = Duration::from_millis(50);
 
 /// What the router last saw of one node.
 #[derive(Debug, Clone, Copy)]
@@ -47,13 +53,21 @@ pub struct ClusterView {
     map: watch::Sender<Option<Arc<ClusterMap>>>,
     /// Held only to read or update entries, never across an `.await`.
     liveness: Mutex<BTreeMap<NodeId, Liveness>>,
+    /// What the polls and pings sleep on.
+    clock: Clock,
 }
 
 impl ClusterView {
     /// A view that will learn the map from `seeds`.
     pub fn new(pool: Arc<Pool>, seeds: Vec<String>) -> Self {
         let pings = Pool::with_tls(pool.tls().cloned());
-        Self { pool, pings, seeds, map: watch::Sender::new(None), liveness: Mutex::default() }
+        let clock = Clock::system();
+        Self { pool, pings, seeds, map: watch::Sender::new(None), liveness: Mutex::default(), clock }
+    }
+
+    /// The same view, sleeping on `clock`.
+    pub fn on_clock(self, clock: Clock) -> Self {
+        Self { clock, ..self }
     }
 
     /// The connection pool shared with the coordinator.
@@ -117,7 +131,7 @@ impl ClusterView {
     /// Waits until the view holds a map of at least `epoch`, asking the
     /// members for it; returns whether it does within `timeout`.
     pub async fn wait_epoch(&self, epoch: u64, timeout: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = self.clock.now() + timeout;
         while self.epoch() < epoch {
             for addr in self.candidates() {
                 self.refresh_from(&self.pool.get(&addr), epoch, Duration::from_millis(500)).await;
@@ -125,10 +139,10 @@ impl ClusterView {
                     return true;
                 }
             }
-            if tokio::time::Instant::now() >= deadline {
+            if self.clock.now() >= deadline {
                 return false;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            self.clock.sleep(EPOCH_AGAIN).await;
         }
         true
     }
@@ -176,12 +190,12 @@ impl ClusterView {
                 }
                 Ok(_) => {
                     // The node has no map yet: ask again shortly.
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    self.clock.sleep(POLL_AGAIN).await;
                 }
                 Err(e) => {
                     tracing::debug!(%addr, error = %e, "map poll failed; trying another node");
                     turn += 1;
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    self.clock.sleep(POLL_AGAIN).await;
                 }
             }
         }
@@ -206,7 +220,7 @@ impl ClusterView {
     pub async fn watch_liveness(self: Arc<Self>) {
         // Ping as soon as there is a map to name the members.
         let _ = self.map.subscribe().wait_for(|m| m.as_ref().is_some_and(|m| m.is_ready())).await;
-        let mut tick = tokio::time::interval(PING_EVERY);
+        let mut tick = self.clock.interval(PING_EVERY);
         loop {
             tick.tick().await;
             let Some(map) = self.map() else { continue };
@@ -218,7 +232,7 @@ impl ClusterView {
                     }
                 });
             let answers = futures::future::join_all(pings).await;
-            let now = Instant::now();
+            let now = self.clock.now();
             let mut liveness = self.liveness.lock().expect("liveness poisoned");
             for (node, live) in answers {
                 let entry = liveness.entry(node).or_insert(Liveness { live, last_seen: None });

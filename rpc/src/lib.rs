@@ -20,11 +20,13 @@
 //! connection, and bytes of requests over all connections.
 
 mod client;
+pub mod clock;
 mod codec;
 mod server;
 mod tls;
 
 pub use client::{CallError, Client, Connect, Pool};
+pub use clock::Clock;
 pub use server::{Handler, Limits, serve, serve_tls, serve_with};
 pub use tls::{NODE_NAME, Tls, TlsError, TlsFiles};
 

@@ -220,3 +220,32 @@ pub async fn lost_records(
     });
     futures::stream::iter(checks).buffer_unordered(32).filter_map(|lost| async { lost }).collect().await
 }
+
+/// The scenario of a node away for a minute, then back, under QUORUM load:
+/// what the process and the container versions of it share.
+pub mod away {
+    use std::time::{Duration, Instant};
+
+    use super::{Ledger, LoadSpec};
+
+    /// 8 writers push batches of 20 records into 100 shops at QUORUM.
+    pub const SPEC: LoadSpec = LoadSpec { shops: 100, writers: 8, batch: 20, level: "quorum", read_back: false };
+    /// Load before the node is stopped.
+    pub const BEFORE: Duration = Duration::from_secs(10);
+    /// How long the node stays away.
+    pub const AWAY: Duration = Duration::from_secs(60);
+    /// Load after the node is started again.
+    pub const AFTER: Duration = Duration::from_secs(20);
+
+    /// The first ten attempts that were not acknowledged, each with its
+    /// time from `started`.
+    pub fn first_misses(ledger: &Ledger, started: Instant) -> Vec<String> {
+        let at = |t: Instant| t.duration_since(started).as_secs_f64();
+        ledger.misses.iter().take(10).map(|(t, what)| format!("at {:.1} s: {what}", at(*t))).collect()
+    }
+
+    /// How many attempts were not acknowledged at or after `back`.
+    pub fn misses_after(ledger: &Ledger, back: Instant) -> usize {
+        ledger.misses.iter().filter(|(t, _)| *t >= back).count()
+    }
+}

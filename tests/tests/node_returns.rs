@@ -14,16 +14,9 @@ use std::time::{Duration, Instant};
 
 use ringup_tests::TestCluster;
 use ringup_tests::healing::wait_converged;
-use ringup_tests::load::{Ledger, Load, LoadSpec, lost_records};
+use ringup_tests::load::away::{AFTER, AWAY, BEFORE, SPEC, first_misses, misses_after};
+use ringup_tests::load::{Ledger, Load, lost_records};
 use tokio::sync::Mutex;
-
-const SPEC: LoadSpec = LoadSpec { shops: 100, writers: 8, batch: 20, level: "quorum", read_back: false };
-/// Load before the node is stopped.
-const BEFORE: Duration = Duration::from_secs(10);
-/// How long the node stays away.
-const AWAY: Duration = Duration::from_secs(60);
-/// Load after the node is started again.
-const AFTER: Duration = Duration::from_secs(20);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_back_after_a_minute_away_fails_no_quorum_write() {
@@ -53,13 +46,13 @@ async fn a_node_back_after_a_minute_away_fails_no_quorum_write() {
         l.batches,
         l.acked_writes,
         l.misses.len(),
-        l.misses.iter().filter(|(t, _)| *t >= back).count(),
+        misses_after(&l, back),
         l.failures.len(),
         l.acked.len(),
         lost.len(),
         converged.as_secs_f64()
     );
-    let misses: Vec<String> = l.misses.iter().take(10).map(|(t, what)| format!("at {:.1} s: {what}", at(*t))).collect();
+    let misses = first_misses(&l, started);
     assert!(misses.is_empty(), "QUORUM writes were not acknowledged:\n{}\n{}", misses.join("\n"), cluster.logs().await);
     assert!(lost.is_empty(), "acknowledged records lost:\n{}", lost[..lost.len().min(10)].join("\n"));
     assert!(cluster.stop_all().await.is_empty());

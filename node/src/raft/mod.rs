@@ -47,6 +47,19 @@ openraft::declare_raft_types!(
 /// The Raft handle of this node.
 pub type Raft = openraft::Raft<TypeConfig>;
 
+/// The metadata group's timing: heartbeats every 200 ms, elections after
+/// 1 to 2 s of silence.
+pub fn config() -> anyhow::Result<openraft::Config> {
+    let config = openraft::Config {
+        cluster_name: "ringup".into(),
+        heartbeat_interval: 200,
+        election_timeout_min: 1000,
+        election_timeout_max: 2000,
+        ..Default::default()
+    };
+    Ok(config.validate()?)
+}
+
 /// Answers a Raft call from a peer; the payload and answer are serialized
 /// with [`frame::to_bytes`].
 pub async fn handle_call(raft: &Raft, call: RaftCall, payload: &[u8]) -> Result<Vec<u8>, FrameError> {

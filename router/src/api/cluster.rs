@@ -30,7 +30,6 @@ use serde_json::{Value, json};
 
 use super::State;
 use super::error::ApiError;
-use crate::now_ms;
 
 /// How long a proposal may take at the leader.
 const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -45,6 +44,7 @@ const PROGRESS_TIMEOUT: Duration = Duration::from_millis(300);
 /// moves in flight with a summary of the change.
 pub async fn show(state: State) -> Result<Json<Value>, ApiError> {
     let map = state.view.map().ok_or_else(ApiError::no_map)?;
+    let now_ms = state.clock.wall_ms();
     let load = map.placement.as_ref().map(|p| p.load()).unwrap_or_default();
     let liveness = state.view.liveness();
     let stats: BTreeMap<NodeId, NodeStats> =
@@ -62,7 +62,7 @@ pub async fn show(state: State) -> Result<Json<Value>, ApiError> {
                 // A removed member is no longer pinged.
                 "live": seen.is_some_and(|l| l.live) && !map.is_gone(m.id),
                 "last_seen_ms_ago": seen.and_then(|l| l.last_seen).map(|t| t.elapsed().as_millis() as u64),
-                "healing": stats.get(&m.id).map(|s| healing(&s.healing)),
+                "healing": stats.get(&m.id).map(|s| healing(&s.healing, now_ms)),
                 "refill": map.refills.get(&m.id).map(|r| json!({
                     "since_epoch": r.epoch,
                     "partitions_total": r.total,
@@ -113,7 +113,7 @@ pub async fn show(state: State) -> Result<Json<Value>, ApiError> {
         "partitions": map.ring.partitions(),
         "nodes": nodes,
         "migrations": migrations,
-        "migration_summary": summary(&map, &migrations),
+        "migration_summary": summary(&map, &migrations, now_ms),
         "last_migration": map.last_change.map(|c| json!({
             "partitions_done": c.moves_done,
             "partitions_aborted": c.moves_aborted,
@@ -125,8 +125,8 @@ pub async fn show(state: State) -> Result<Json<Value>, ApiError> {
 }
 
 /// A node's hints and anti-entropy, as it reported them.
-fn healing(h: &HealingStats) -> Value {
-    let age_of = |at: u64| ((now_ms() as u64).saturating_sub(at) as f64 / 100.0).round() / 10.0;
+fn healing(h: &HealingStats, now_ms: u64) -> Value {
+    let age_of = |at: u64| (now_ms.saturating_sub(at) as f64 / 100.0).round() / 10.0;
     json!({
         "hints_pending_bytes": h.hints_pending.iter().map(|(n, b)| (n.to_string(), *b)).collect::<BTreeMap<_, _>>(),
         "hints_stored": h.hints_stored,
@@ -148,7 +148,7 @@ fn healing(h: &HealingStats) -> Value {
 
 /// The change in flight as a whole: partitions done and remaining, bytes
 /// and records moved, the rate and the time left at that rate.
-fn summary(map: &ClusterMap, migrations: &[Value]) -> Value {
+fn summary(map: &ClusterMap, migrations: &[Value], now_ms: u64) -> Value {
     let Some(change) = &map.change else {
         return Value::Null;
     };
@@ -156,7 +156,7 @@ fn summary(map: &ClusterMap, migrations: &[Value]) -> Value {
     let in_flight_bytes: u64 = migrations.iter().filter_map(|m| m["bytes"].as_u64()).sum();
     let moving = map.moves.values().filter(|m| !m.stage.switched()).count();
     let bytes = change.bytes + in_flight_bytes;
-    let elapsed_s = ((now_ms() - change.started_ms).max(1) as f64) / 1000.0;
+    let elapsed_s = ((now_ms as i64 - change.started_ms).max(1) as f64) / 1000.0;
     let rate = bytes as f64 / elapsed_s;
     let done = change.moves_done;
     // The partitions left move about as many bytes each as those done.
@@ -217,7 +217,7 @@ pub async fn add(state: State, body: Bytes) -> Result<(StatusCode, Json<Value>),
         return Err(ApiError::conflict("already_member", format!("{} is already node {id}", request.addr)));
     }
     let id = hello(&state, &map, &request).await?;
-    let command = MapCommand::AddNode { id, addr: request.addr.clone(), at_ms: now_ms() };
+    let command = MapCommand::AddNode { id, addr: request.addr.clone(), at_ms: state.clock.wall_ms() as i64 };
     let epoch = propose(&state, command).await?;
     let id = state
         .view
@@ -231,7 +231,7 @@ pub async fn add(state: State, body: Bytes) -> Result<(StatusCode, Json<Value>),
 /// node, then marks it removed.
 pub async fn decommission(state: State, Path(id): Path<String>) -> Result<(StatusCode, Json<Value>), ApiError> {
     let id = member(&state, &id)?;
-    let epoch = propose(&state, MapCommand::Decommission { id, at_ms: now_ms() }).await?;
+    let epoch = propose(&state, MapCommand::Decommission { id, at_ms: state.clock.wall_ms() as i64 }).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({"epoch": epoch, "id": id}))))
 }
 
@@ -245,7 +245,7 @@ pub async fn remove(state: State, Path(id): Path<String>) -> Result<(StatusCode,
             format!("node {id} answers; decommission it instead (DELETE /v1/cluster/nodes/{id}), or stop it first"),
         ));
     }
-    let epoch = propose(&state, MapCommand::RemoveNode { id, at_ms: now_ms() }).await?;
+    let epoch = propose(&state, MapCommand::RemoveNode { id, at_ms: state.clock.wall_ms() as i64 }).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({"epoch": epoch, "id": id}))))
 }
 

@@ -46,6 +46,8 @@ pub struct AppState {
     pub reports: ReportLimits,
     /// How requests are authenticated.
     pub auth: auth::Auth,
+    /// What the handlers read the time from.
+    pub clock: ringup_rpc::Clock,
 }
 
 /// The shared state as handlers take it.

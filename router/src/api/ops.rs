@@ -39,7 +39,7 @@ pub async fn metrics(state: State, headers: HeaderMap) -> impl IntoResponse {
         in_flight_requests,
         in_flight_bytes,
     };
-    let body = state.metrics.render(now, &nodes, format);
+    let body = state.metrics.render(now, &nodes, state.clock.wall_ms(), format);
     ([(header::CONTENT_TYPE, format.content_type())], body)
 }
 

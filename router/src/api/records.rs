@@ -20,7 +20,6 @@ use serde_json::{Value, json};
 use super::error::ApiError;
 use super::{State, body};
 use crate::coordinator::Collection;
-use crate::now_ms;
 use crate::records::{self, BatchFormat, NewRecord};
 
 /// The default page size of a list.
@@ -51,7 +50,7 @@ pub async fn ingest(
     };
     // Each form of the batch is dropped as soon as the next is made, so a
     // large batch is held in memory about twice at most.
-    let batch = records::parse_batch(&body::read(body).await?, format, now_ms())?;
+    let batch = records::parse_batch(&body::read(body).await?, format, state.clock.wall_ms() as i64)?;
     let encoded = batch
         .into_iter()
         .enumerate()
@@ -77,7 +76,7 @@ pub async fn put(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let (at, id, level, value) = single_write(path, &params, &headers, body, &["application/json"]).await?;
-    let record = records::parse_record(value, Some(&id), now_ms())?;
+    let record = records::parse_record(value, Some(&id), state.clock.wall_ms() as i64)?;
     store(&state, &at, &record, level).await
 }
 
@@ -134,7 +133,7 @@ pub async fn delete(
 ) -> Result<Response, ApiError> {
     let (at, id) = record_path(path)?;
     let level = consistency(&params)?;
-    let tombstone = StoredRecord::tombstone(state.coordinator.stamp(), now_ms()).encode();
+    let tombstone = StoredRecord::tombstone(state.coordinator.stamp(), state.clock.wall_ms() as i64).encode();
     state.coordinator.write(&at, vec![(id, tombstone)], level).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -20,7 +20,6 @@ use super::State;
 use super::auth::secret_digest;
 use super::cluster::propose;
 use super::error::ApiError;
-use crate::now_ms;
 
 /// The body of `POST /v1/tokens`.
 #[derive(Debug, Deserialize)]
@@ -65,7 +64,7 @@ pub async fn create(state: State, body: Bytes) -> Result<(StatusCode, Json<Value
         role,
         shop: asked.shop,
         digest: secret_digest(&secret),
-        created_ms: now_ms(),
+        created_ms: state.clock.wall_ms() as i64,
         name: asked.name,
     };
     entry.validate().map_err(|e| ApiError::bad_request("invalid_token", e.to_string()))?;

@@ -293,7 +293,7 @@ impl Metrics {
     /// The exposition text in `format`, with the gauges set from `now`,
     /// and the nodes' families from what each member answered (`None`
     /// for one that did not).
-    pub fn render(&self, now: Snapshot, nodes: &[(NodeId, Option<NodeStats>)], format: Format) -> String {
+    pub fn render(&self, now: Snapshot, nodes: &[(NodeId, Option<NodeStats>)], wall_ms: u64, format: Format) -> String {
         self.epoch.set(now.epoch as i64);
         self.live_nodes.set(now.live_nodes as i64);
         self.in_flight_requests.set(now.in_flight_requests as i64);
@@ -301,7 +301,7 @@ impl Metrics {
         let mut out = String::new();
         let write = |out: &mut String| -> std::fmt::Result {
             encode_registry(out, &self.registry)?;
-            encode_registry(out, &nodes::registry(nodes, crate::now_ms() as u64))?;
+            encode_registry(out, &nodes::registry(nodes, wall_ms))?;
             encode_eof(out)
         };
         write(&mut out).expect("writing to a String cannot fail");
