@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use ringup_proto::NodeId;
 use ringup_proto::cluster::ClusterMap;
 use ringup_proto::hlc::ahead_ms;
 use ringup_proto::keys::{self, RecordKey};
+use ringup_proto::route::{Access, check_route};
 use ringup_proto::rpc::{CollectionRef, Request, Response, RpcError};
 use ringup_proto::stats::{HealingStats, NodeStats};
 use ringup_proto::value::Header;
@@ -66,15 +66,6 @@ impl Served {
     fn count(counter: &AtomicU64, n: usize) {
         counter.fetch_add(n as u64, Ordering::Relaxed);
     }
-}
-
-/// What a data request does with a partition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    /// Reads it: the node must be in the partition's read set.
-    Read,
-    /// Writes it: the node must be in one of its write sets.
-    Write,
 }
 
 impl Service {
@@ -303,39 +294,6 @@ impl Handler for Service {
     }
 }
 
-/// The epoch and ownership check of a data request.
-///
-/// A request routed before the partition's last routing change is refused
-/// with the current epoch; one routed after it, even with an older map
-/// than this node's, went where this node's map would send it, so other
-/// partitions' moves never disturb it. A coordinator routing with a newer
-/// map than this node's knows better and is trusted; that includes a node
-/// that has not applied the first map yet. Otherwise the node must be in
-/// the partition's read set and not refilling it (reads), or in one of its
-/// write sets (writes).
-pub fn check_route(map: &ClusterMap, node: NodeId, target: &CollectionRef, access: Access) -> Result<(), RpcError> {
-    if target.epoch > map.epoch {
-        return Ok(());
-    }
-    if !map.is_ready() {
-        return Err(RpcError::NoMap);
-    }
-    if target.partition >= map.ring.partitions() {
-        return Err(RpcError::BadRequest(format!("no partition {}", target.partition)));
-    }
-    if target.epoch < map.changed_at(target.partition) {
-        return Err(RpcError::StaleEpoch { current: map.epoch });
-    }
-    let serves = match access {
-        Access::Read => map.readable(target.partition).contains(&node),
-        Access::Write => map.write_sets(target.partition).iter().any(|set| set.contains(&node)),
-    };
-    if !serves || map.is_gone(node) {
-        return Err(RpcError::NotReplica { partition: target.partition });
-    }
-    Ok(())
-}
-
 fn record_key(target: &CollectionRef, id: String) -> RecordKey {
     RecordKey { partition: target.partition, shop: target.shop.clone(), collection: target.collection.clone(), id }
 }
@@ -360,6 +318,7 @@ fn storage_error(e: crate::storage::StorageError) -> RpcError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ringup_proto::NodeId;
     use ringup_proto::cluster::MapCommand;
     use ringup_proto::value::{StoredRecord, Version};
 

@@ -298,7 +298,7 @@ fn voters(map: &ClusterMap, group: &Group) -> Option<Membership> {
     }
     // An even number of voters tolerates no more failures than one fewer:
     // a member that would make it even waits until another catches up.
-    if next.len() % 2 == 0
+    if next.len().is_multiple_of(2)
         && let Some(newest) = next.iter().rev().copied().find(|v| !group.voters.contains(v))
     {
         next.remove(&newest);

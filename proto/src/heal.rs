@@ -32,6 +32,7 @@ use crate::cluster::{ClusterMap, MapError, MemberState};
 pub use crate::moves::{Refill, Streamed};
 use crate::placement::NodeId;
 use crate::ring::PartitionId;
+use crate::rules::{self, Rule};
 
 /// Who keeps the hints of a write that met its level but missed some
 /// replicas: the first replica that took it, for each replica that did not
@@ -57,7 +58,8 @@ impl ClusterMap {
     /// The replicas of `partition` that serve reads: its read set without
     /// those refilling it.
     pub fn readable(&self, partition: PartitionId) -> Vec<NodeId> {
-        self.read_set(partition).iter().copied().filter(|n| !self.is_refilling(*n, partition)).collect()
+        let barrier = rules::holds(Rule::RefillBarrier);
+        self.read_set(partition).iter().copied().filter(|n| !barrier || !self.is_refilling(*n, partition)).collect()
     }
 
     /// Whether any replica of `partition` (old or new) refills it.

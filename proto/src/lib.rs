@@ -33,7 +33,9 @@ pub mod placement;
 pub mod query;
 pub mod redial;
 pub mod ring;
+pub mod route;
 pub mod rpc;
+pub mod rules;
 pub mod stats;
 pub mod value;
 

@@ -51,6 +51,7 @@ use crate::cluster::{ClusterMap, MapCommand, MapError, MemberState};
 pub use crate::moves::{Change, Finished, Move, Stage, Streamed};
 use crate::placement::{NodeId, Placement};
 use crate::ring::PartitionId;
+use crate::rules::{self, Rule};
 
 /// The membership commands of the map, applied by [`ClusterMap::apply`].
 impl ClusterMap {
@@ -446,7 +447,7 @@ impl Driver {
             let next = match m.stage {
                 Stage::WriteBothReadOld => Some(Stage::Streaming),
                 Stage::Streaming if m.streamed_all(gone) => Some(Stage::WriteBothReadNew),
-                Stage::WriteBothReadNew if known => Some(Stage::UseNew),
+                Stage::WriteBothReadNew if known || !rules::holds(Rule::UseNewBarrier) => Some(Stage::UseNew),
                 Stage::UseNew if settled && known => Some(Stage::Cleanup),
                 Stage::Cleanup | Stage::Aborted if m.cleaned_all(gone) => {
                     commands.push(MapCommand::FinishMove { partition: p, started });

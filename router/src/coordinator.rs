@@ -433,7 +433,10 @@ impl Coordinator {
                 preference(&sets.order, |n| self.latencies.typical_us(n), |n| self.view.is_down(n), turn)
             }
         };
-        let mut fanout = Fanout::spanning(mode, level, &order, &sets.sets);
+        let mut fanout = match mode {
+            Mode::All => Fanout::spanning(mode, level, &order, &sets.sets),
+            Mode::Needed => Fanout::reading(level, &order, sets.of),
+        };
         let mut calls = FuturesUnordered::new();
         let mut answers = Vec::new();
         let started = Instant::now();
@@ -600,6 +603,9 @@ struct Sets {
     order: Vec<NodeId>,
     /// One set, or during a move both the old and the new.
     sets: Vec<Vec<NodeId>>,
+    /// For a read: how many replicas its read set has, those refilling
+    /// included; its level is reckoned over them.
+    of: usize,
 }
 
 impl Sets {
@@ -611,12 +617,13 @@ impl Sets {
             Mode::All => Self {
                 order: map.write_targets(partition),
                 sets: map.write_sets(partition).into_iter().map(<[NodeId]>::to_vec).collect(),
+                of: 0,
             },
             Mode::Needed => {
                 // A replica refilling the partition after its data was
-                // wiped serves no reads and counts towards no level.
+                // wiped serves no reads; the level still counts it.
                 let reads = map.readable(partition);
-                Self { order: reads.clone(), sets: vec![reads] }
+                Self { order: reads.clone(), sets: vec![reads], of: map.read_set(partition).len() }
             }
         }
     }

@@ -15,6 +15,7 @@ use std::fmt;
 
 use crate::consistency::{Consistency, Tally};
 use crate::placement::NodeId;
+use crate::rules::{self, Rule};
 
 /// Whether a round asks every replica or only as many as the level needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,9 +86,10 @@ pub enum Step {
 #[derive(Debug, Clone)]
 pub struct Fanout {
     mode: Mode,
-    level: Consistency,
     /// The sets in each of which the level must be met.
     sets: Vec<Vec<NodeId>>,
+    /// How many useful answers each set needs.
+    needs: Vec<usize>,
     /// Every replica of the sets once, in preference order.
     replicas: Vec<(NodeId, Replica)>,
     stale: Option<(NodeId, u64)>,
@@ -107,12 +109,31 @@ impl Fanout {
             assert!(order.contains(node), "node {node} of a set is missing from the order {order:?}");
         }
         let replicas = order.iter().map(|n| (*n, Replica::Idle)).collect();
-        Self { mode, level, sets: sets.to_vec(), replicas, stale: None, done: false }
+        let sets = match rules::holds(Rule::QuorumPerSet) {
+            true => sets.to_vec(),
+            false => sets.iter().take(1).cloned().collect(),
+        };
+        let needs = sets.iter().map(|set| level.required(set.len())).collect();
+        Self { mode, sets, needs, replicas, stale: None, done: false }
+    }
+
+    /// A read at `level` from `readable`, the replicas of a read set of
+    /// `of` that can answer (a replica refilling the partition cannot).
+    /// QUORUM is reckoned over all `of`: a QUORUM write may be acknowledged
+    /// by refilling replicas, so a read must reach a majority of the whole
+    /// set among the others to meet it, and fails rather than answer from
+    /// fewer. ONE and ALL ask what can answer: one of them, every one.
+    pub fn reading(level: Consistency, readable: &[NodeId], of: usize) -> Self {
+        let mut round = Self::new(Mode::Needed, level, readable);
+        if level == Consistency::Quorum {
+            round.needs = vec![level.required(of.max(readable.len()))];
+        }
+        round
     }
 
     /// How many useful answers the level needs in each set.
     pub fn required(&self) -> Vec<usize> {
-        self.sets.iter().map(|set| self.level.required(set.len())).collect()
+        self.needs.clone()
     }
 
     /// How many replicas answered usefully so far.
@@ -168,8 +189,7 @@ impl Fanout {
     /// few replicas left that could answer.
     fn tally(&self) -> Tally {
         let mut met = !self.sets.is_empty();
-        for set in &self.sets {
-            let required = self.level.required(set.len());
+        for (set, &required) in self.sets.iter().zip(&self.needs) {
             let (answered, failed) = (self.count_in(set, Replica::Answered), self.count_in(set, Replica::Failed));
             if required == 0 || set.len() - failed < required {
                 return Tally::Failed;
@@ -195,7 +215,7 @@ impl Fanout {
         for i in 0..self.sets.len() {
             let set = &self.sets[i];
             let pending = self.count_in(set, Replica::Answered) + self.count_in(set, Replica::Asked);
-            let short = self.level.required(set.len()).saturating_sub(pending);
+            let short = self.needs[i].saturating_sub(pending);
             let idle: Vec<NodeId> = self
                 .replicas
                 .iter()
