@@ -199,8 +199,8 @@ mod tests {
 
     #[test]
     fn certificates_are_made_once_and_load_as_a_tls_set_up() {
-        let dir = std::env::temp_dir().join(format!("ringup-certs-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().join("certs");
         let (node, made) = ensure(&dir, "node1", Kind::Node, &["127.0.0.1".into()]).unwrap();
         assert_eq!(made.len(), 4, "the CA and the node's pair: {made:?}");
         let (client, made) = ensure(&dir, "router", Kind::Client, &[]).unwrap();
@@ -212,6 +212,5 @@ mod tests {
             std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(dir.join("ca.key")).unwrap().permissions());
         assert_eq!(mode & 0o077, 0, "the CA key is private");
         assert!(ensure(&dir, "../x", Kind::Client, &[]).is_err());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -93,10 +93,8 @@ mod tests {
 
     #[test]
     fn keys_are_added_with_the_next_id() {
-        let dir = std::env::temp_dir().join(format!("ringup-keys-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("data-keys");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("data-keys");
         assert_eq!(add_key(&file).unwrap(), 1);
         assert_eq!(add_key(&file).unwrap(), 2);
         let text = std::fs::read_to_string(&file).unwrap();
@@ -106,6 +104,5 @@ mod tests {
         assert_ne!(keys[0][2..], keys[1][2..], "random keys");
         std::fs::write(&file, "not a key file\n").unwrap();
         assert!(add_key(&file).is_err());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -9,6 +9,7 @@
 //! ```text
 //! > fanout all|needed one|quorum|all N…   a new round over replicas N…, in preference order
 //! > spanning all|needed LEVEL N… | N…     a round that must meet LEVEL in each set (a move's old and new)
+//! > reading LEVEL OF N…                   a read from replicas N… that can answer, of a read set of OF
 //! > start | answered N | failed N | stale N EPOCH | slow | deadline
 //!                                         feed the round; prints the step and every replica's state
 //! > read one|quorum|all N…                a new read over replicas N…
@@ -45,6 +46,12 @@ impl Scene {
             ["fanout", mode, level, nodes @ ..] => {
                 let mode = if *mode == "all" { Mode::All } else { Mode::Needed };
                 let fanout = Fanout::new(mode, level.parse().unwrap(), &ids(nodes));
+                let printed = format!("required={} {fanout}", list(&fanout.required()));
+                self.fanout = Some(fanout);
+                printed
+            }
+            ["reading", level, of, nodes @ ..] => {
+                let fanout = Fanout::reading(level.parse().unwrap(), &ids(nodes), of.parse().unwrap());
                 let printed = format!("required={} {fanout}", list(&fanout.required()));
                 self.fanout = Some(fanout);
                 printed

@@ -244,8 +244,19 @@ pub mod away {
         ledger.misses.iter().take(10).map(|(t, what)| format!("at {:.1} s: {what}", at(*t))).collect()
     }
 
-    /// How many attempts were not acknowledged at or after `back`.
-    pub fn misses_after(ledger: &Ledger, back: Instant) -> usize {
-        ledger.misses.iter().filter(|(t, _)| *t >= back).count()
+    /// What the writers saw, and how many of the records read back were
+    /// lost or stale, for the closing line of a run; `back` is when the
+    /// node started again.
+    pub fn summary(ledger: &Ledger, back: Instant, lost: usize) -> String {
+        format!(
+            "{} batches, {} record writes acknowledged, {} attempts not acknowledged ({} after the return), {} \
+             batches failed after retries; {} records read back at ALL, {lost} lost or stale",
+            ledger.batches,
+            ledger.acked_writes,
+            ledger.misses.len(),
+            ledger.misses.iter().filter(|(t, _)| *t >= back).count(),
+            ledger.failures.len(),
+            ledger.acked.len(),
+        )
     }
 }

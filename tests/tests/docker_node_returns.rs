@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ringup_tests::docker::{self, DockerCluster};
-use ringup_tests::load::away::{AFTER, AWAY, BEFORE, SPEC, first_misses, misses_after};
+use ringup_tests::load::away::{AFTER, AWAY, BEFORE, SPEC, first_misses, summary};
 use ringup_tests::load::{Ledger, Load, lost_records};
 use tokio::sync::Mutex;
 
@@ -41,19 +41,11 @@ async fn a_node_container_back_after_a_minute_away_fails_no_quorum_write() {
     let lost = lost_records(cluster.http(), &cluster.router_url, &l.acked, "all").await;
     let at = |t: Instant| t.duration_since(started).as_secs_f64();
     println!(
-        "docker compose stop node1 at {:.1} s, start at {:.1} s (serving {:.1} s later): {} batches, {} record \
-         writes acknowledged, {} attempts not acknowledged ({} after the start), {} batches failed after retries; \
-         {} records read back at ALL, {} lost or stale",
+        "docker compose stop node1 at {:.1} s, start at {:.1} s (serving {:.1} s later): {}",
         stopped.as_secs_f64(),
         at(back),
         serving.as_secs_f64(),
-        l.batches,
-        l.acked_writes,
-        l.misses.len(),
-        misses_after(&l, back),
-        l.failures.len(),
-        l.acked.len(),
-        lost.len(),
+        summary(&l, back, lost.len()),
     );
     let misses = first_misses(&l, started);
     assert!(misses.is_empty(), "QUORUM writes were not acknowledged:\n{}\n{}", misses.join("\n"), cluster.logs().await);

@@ -325,6 +325,8 @@ async fn a_quorum_report_includes_every_write_acknowledged_at_quorum() {
     reports::write_at(&cluster, "sales", &missed, "quorum").await;
     cluster.start_node(3).await;
     cluster.wait_node_serving(3).await;
+    // A report at ONE leaves out a node the router still sees as down.
+    cluster.wait_node_live(3).await;
     let total = before.len() + missed.len();
 
     // At ONE, the partitions node 3 scans lack what it missed.
