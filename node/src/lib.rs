@@ -70,7 +70,13 @@ use crate::storage::Storage;
 
 /// Runs a node until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let clock = Clock::system();
+    run_with(config, Clock::system(), shutdown).await
+}
+
+/// Runs a node on `clock` until `shutdown` completes: every loop of the
+/// node sleeps on it and every age it reckons reads it, so a test that
+/// hands it a clock following paused time drives them all.
+pub async fn run_with(config: Config, clock: Clock, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
@@ -128,7 +134,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 
     let (map_tx, map_rx) = watch::channel(Arc::new(ClusterMap::default()));
     let state_machine = StateMachine::load(storage.clone(), map_tx)?;
-    formation::check_cluster(&pool, &config, map_rx.borrow().cluster_id).await?;
+    let cluster_id = map_rx.borrow().cluster_id;
+    formation::check_cluster(&pool, &config, cluster_id).await?;
     let raft = Raft::new(
         id,
         Arc::new(raft::config()?),

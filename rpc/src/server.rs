@@ -11,6 +11,11 @@
 //!   the request is answered. Past it, reading waits. A frame header alone
 //!   costs nothing, whatever length it declares, and a frame whose payload
 //!   does not arrive within a deadline closes its connection.
+//!
+//! When the server shuts down it stops accepting, reads no further
+//! request on any connection, answers those in flight, closes every
+//! connection and only then returns (after [`SHUTDOWN_GRACE`] at most), so
+//! that nothing is served once the caller goes on to close its storage.
 
 use std::future::Future;
 use std::io;
@@ -23,6 +28,8 @@ use ringup_proto::rpc::{Envelope, Request, Response, RpcError};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::WRITE_QUEUE;
 use crate::codec::{Outgoing, READ_CHUNK, invalid, write_frames};
@@ -30,6 +37,8 @@ use crate::tls::Tls;
 
 /// How long a client has to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a shutdown waits for the requests in flight to be answered.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Answers requests. Implemented by the node.
 pub trait Handler: Send + Sync + 'static {
@@ -91,15 +100,17 @@ pub async fn serve_tls<H: Handler>(
 ) {
     let slots = Arc::new(Semaphore::new(limits.connections));
     let budget = Arc::new(Budget::new(limits.request_bytes));
+    let (closing, connections) = (CancellationToken::new(), TaskTracker::new());
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            _ = &mut shutdown => return,
+            _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => match slots.clone().try_acquire_owned() {
                     Ok(slot) => {
                         stream.set_nodelay(true).ok();
-                        tokio::spawn(accept(stream, tls.clone(), handler.clone(), limits, budget.clone(), slot));
+                        let open = Open { handler: handler.clone(), limits, budget: budget.clone(), slot, closing: closing.clone() };
+                        connections.spawn(accept(stream, tls.clone(), open));
                     }
                     Err(_) => tracing::warn!(%peer, limit = limits.connections, "too many connections; closing a new one"),
                 },
@@ -110,53 +121,61 @@ pub async fn serve_tls<H: Handler>(
             },
         }
     }
+    drop(listener);
+    closing.cancel();
+    connections.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, connections.wait()).await.is_err() {
+        tracing::warn!(connections = connections.len(), "connections still answering at shutdown; left to end");
+    }
 }
 
-/// Completes the TLS handshake, if any, then serves the connection.
-async fn accept<H: Handler>(
-    stream: TcpStream,
-    tls: Option<Tls>,
+/// What a connection is served with.
+struct Open<H> {
     handler: Arc<H>,
     limits: Limits,
     budget: Arc<Budget>,
+    /// Its place among the connections allowed.
     slot: OwnedSemaphorePermit,
-) {
+    /// Raised when the server shuts down.
+    closing: CancellationToken,
+}
+
+/// Completes the TLS handshake, if any, then serves the connection.
+async fn accept<H: Handler>(stream: TcpStream, tls: Option<Tls>, open: Open<H>) {
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let Some(tls) = tls else {
         let (read, write) = stream.into_split();
-        return connection(peer, read, write, handler, limits, budget, slot).await;
+        return connection(peer, read, write, open).await;
     };
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await {
         Ok(Ok(stream)) => {
             let (read, write) = tokio::io::split(stream);
-            connection(peer, read, write, handler, limits, budget, slot).await;
+            connection(peer, read, write, open).await;
         }
         Ok(Err(e)) => tracing::warn!(%peer, error = %e, "refused a connection: TLS handshake failed"),
         Err(_) => tracing::warn!(%peer, "refused a connection: no TLS handshake in time"),
     }
 }
 
-/// Serves one connection until the peer closes it or sends a bad frame;
-/// `_slot` is its place among the connections allowed.
-async fn connection<H, R, W>(
-    peer: String,
-    read: R,
-    write: W,
-    handler: Arc<H>,
-    limits: Limits,
-    budget: Arc<Budget>,
-    _slot: OwnedSemaphorePermit,
-) where
+/// Serves one connection until the peer closes it, sends a bad frame or
+/// the server shuts down; then answers what is in flight and closes it.
+async fn connection<H, R, W>(peer: String, read: R, write: W, open: Open<H>)
+where
     H: Handler,
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send + 'static,
 {
+    let Open { handler, limits, budget, slot: _slot, closing } = open;
     let mut read = BufReader::with_capacity(READ_CHUNK, read);
     let (queue, rx) = mpsc::channel(WRITE_QUEUE);
     let writer = tokio::spawn(write_frames(write, rx));
     let in_flight = Arc::new(Semaphore::new(limits.requests_per_connection));
     loop {
-        let admitted = match read_request(&mut read, &budget, limits.frame_deadline).await {
+        let next = tokio::select! {
+            _ = closing.cancelled() => break,
+            next = read_request(&mut read, &budget, limits.frame_deadline) => next,
+        };
+        let admitted = match next {
             Ok(Some(admitted)) => admitted,
             Ok(None) => break,
             Err(e) => {

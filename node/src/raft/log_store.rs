@@ -13,7 +13,7 @@ use ringup_proto::frame;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::TypeConfig;
+use super::{TypeConfig, off_runtime};
 use crate::storage::{MetaKey, Storage};
 
 /// The Raft log store. Cheap to clone; clones share the database.
@@ -38,15 +38,18 @@ impl LogStore {
         Self { storage }
     }
 
-    fn read_meta<T: DeserializeOwned>(&self, key: MetaKey, subject: ErrorSubject<NodeId>) -> Result<Option<T>> {
-        let bytes = tokio::task::block_in_place(|| self.storage.get_meta(key))
+    async fn read_meta<T: DeserializeOwned>(&self, key: MetaKey, subject: ErrorSubject<NodeId>) -> Result<Option<T>> {
+        let bytes = off_runtime(&self.storage, move |s| s.get_meta(key))
+            .await
             .map_err(|e| io_error(subject.clone(), ErrorVerb::Read, e))?;
         bytes.map(|b| frame::from_bytes(&b).map_err(|e| io_error(subject, ErrorVerb::Read, e))).transpose()
     }
 
-    fn write_meta<T: Serialize>(&self, key: MetaKey, value: &T, subject: ErrorSubject<NodeId>) -> Result<()> {
+    async fn write_meta<T: Serialize>(&self, key: MetaKey, value: &T, subject: ErrorSubject<NodeId>) -> Result<()> {
         let bytes = frame::to_bytes(value).map_err(|e| io_error(subject.clone(), ErrorVerb::Write, e))?;
-        self.storage.put_meta(&[(key, Some(bytes))]).map_err(|e| io_error(subject, ErrorVerb::Write, e))
+        off_runtime(&self.storage, move |s| s.put_meta(&[(key, Some(bytes))]))
+            .await
+            .map_err(|e| io_error(subject, ErrorVerb::Write, e))
     }
 }
 
@@ -65,7 +68,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(i) => *i,
             Bound::Unbounded => u64::MAX,
         };
-        let rows = tokio::task::block_in_place(|| self.storage.read_log(from, to))
+        let rows = off_runtime(&self.storage, move |s| s.read_log(from, to))
+            .await
             .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, e))?;
         rows.into_iter()
             .map(|(_, bytes)| frame::from_bytes(&bytes).map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, e)))
@@ -77,8 +81,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>> {
-        let last_purged: Option<LogId<NodeId>> = self.read_meta(MetaKey::RaftLastPurged, ErrorSubject::Store)?;
-        let last = tokio::task::block_in_place(|| self.storage.last_log())
+        let last_purged: Option<LogId<NodeId>> = self.read_meta(MetaKey::RaftLastPurged, ErrorSubject::Store).await?;
+        let last = off_runtime(&self.storage, |s| s.last_log())
+            .await
             .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, e))?;
         let last_log_id = match last {
             Some((_, bytes)) => {
@@ -96,19 +101,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<()> {
-        tokio::task::block_in_place(|| self.write_meta(MetaKey::RaftVote, vote, ErrorSubject::Vote))
+        self.write_meta(MetaKey::RaftVote, vote, ErrorSubject::Vote).await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>> {
-        self.read_meta(MetaKey::RaftVote, ErrorSubject::Vote)
+        self.read_meta(MetaKey::RaftVote, ErrorSubject::Vote).await
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<()> {
-        tokio::task::block_in_place(|| self.write_meta(MetaKey::RaftCommitted, &committed, ErrorSubject::Store))
+        self.write_meta(MetaKey::RaftCommitted, &committed, ErrorSubject::Store).await
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>> {
-        Ok(self.read_meta::<Option<LogId<NodeId>>>(MetaKey::RaftCommitted, ErrorSubject::Store)?.flatten())
+        Ok(self.read_meta::<Option<LogId<NodeId>>>(MetaKey::RaftCommitted, ErrorSubject::Store).await?.flatten())
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<()>
@@ -121,7 +126,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map(|entry| Ok((entry.log_id.index, frame::to_bytes(&entry)?)))
             .collect::<std::result::Result<Vec<_>, frame::FrameError>>()
             .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-        let written = tokio::task::block_in_place(|| self.storage.append_log(rows));
+        let written = off_runtime(&self.storage, move |s| s.append_log(rows)).await;
         match written {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));
@@ -135,15 +140,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<()> {
-        tokio::task::block_in_place(|| self.storage.delete_log(log_id.index, u64::MAX))
+        off_runtime(&self.storage, move |s| s.delete_log(log_id.index, u64::MAX))
+            .await
             .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, e))
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<()> {
         // The marker goes first: entries at or below it are ignored even if
         // the deletion below is lost in a crash.
-        tokio::task::block_in_place(|| self.write_meta(MetaKey::RaftLastPurged, &log_id, ErrorSubject::Store))?;
-        tokio::task::block_in_place(|| self.storage.delete_log(0, log_id.index + 1))
+        self.write_meta(MetaKey::RaftLastPurged, &log_id, ErrorSubject::Store).await?;
+        off_runtime(&self.storage, move |s| s.delete_log(0, log_id.index + 1))
+            .await
             .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, e))
     }
 }

@@ -47,6 +47,18 @@ openraft::declare_raft_types!(
 /// The Raft handle of this node.
 pub type Raft = openraft::Raft<TypeConfig>;
 
+/// Runs a call of the Raft log or state machine into RocksDB on tokio's
+/// blocking pool, so that it stalls none of the runtime's workers; on a
+/// current-thread runtime under paused time, a blocking task also holds the
+/// clock still until it ends.
+async fn off_runtime<T: Send + 'static>(
+    storage: &crate::storage::Storage,
+    f: impl FnOnce(&crate::storage::Storage) -> T + Send + 'static,
+) -> T {
+    let storage = storage.clone();
+    tokio::task::spawn_blocking(move || f(&storage)).await.expect("a raft storage call panicked")
+}
+
 /// The metadata group's timing: heartbeats every 200 ms, elections after
 /// 1 to 2 s of silence.
 pub fn config() -> anyhow::Result<openraft::Config> {

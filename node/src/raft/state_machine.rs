@@ -18,7 +18,7 @@ use ringup_proto::frame;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::{MapResponse, TypeConfig};
+use super::{MapResponse, TypeConfig, off_runtime};
 use crate::storage::{MetaKey, Storage};
 
 type Result<T> = std::result::Result<T, StorageError<NodeId>>;
@@ -72,14 +72,14 @@ impl StateMachine {
     /// is synced, and a state machine that lost its last writes to a power
     /// loss applies them again from the log on restart. A snapshot, which
     /// replaces log entries, is synced.
-    fn persist(&self, also: Option<(MetaKey, Vec<u8>)>) -> Result<()> {
+    async fn persist(&self, also: Option<(MetaKey, Vec<u8>)>) -> Result<()> {
         let state = frame::to_bytes(&self.state).map_err(|e| sm_error(ErrorVerb::Write, e))?;
         let mut puts = vec![(MetaKey::RaftStateMachine, Some(state))];
         let synced = also.is_some();
         puts.extend(also.map(|(key, bytes)| (key, Some(bytes))));
-        let written = tokio::task::block_in_place(|| {
-            if synced { self.storage.put_meta(&puts) } else { self.storage.put_meta_unsynced(&puts) }
-        });
+        let written =
+            off_runtime(&self.storage, move |s| if synced { s.put_meta(&puts) } else { s.put_meta_unsynced(&puts) })
+                .await;
         written.map_err(|e| sm_error(ErrorVerb::Write, e))?;
         self.map.send_replace(Arc::new(self.state.map.clone()));
         Ok(())
@@ -122,7 +122,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         // snapshot may be purged once it is built, so the state applied
         // from it must be durable by then.
         let puts = [(MetaKey::RaftSnapshot, Some(bytes)), (MetaKey::RaftStateMachine, Some(data.clone()))];
-        tokio::task::block_in_place(|| self.storage.put_meta(&puts)).map_err(|e| sm_error(ErrorVerb::Write, e))?;
+        off_runtime(&self.storage, move |s| s.put_meta(&puts)).await.map_err(|e| sm_error(ErrorVerb::Write, e))?;
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 }
@@ -140,7 +140,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: Send,
     {
         let responses: Vec<MapResponse> = entries.into_iter().map(|e| self.apply_one(e)).collect();
-        self.persist(None)?;
+        self.persist(None).await?;
         Ok(responses)
     }
 
@@ -162,11 +162,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let stored = StoredSnapshot { meta: meta.clone(), data };
         let bytes = frame::to_bytes(&stored).map_err(|e| sm_error(ErrorVerb::Write, e))?;
         // The snapshot and the state it holds are written together.
-        self.persist(Some((MetaKey::RaftSnapshot, bytes)))
+        self.persist(Some((MetaKey::RaftSnapshot, bytes))).await
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>> {
-        let Some(bytes) = tokio::task::block_in_place(|| self.storage.get_meta(MetaKey::RaftSnapshot))
+        let Some(bytes) = off_runtime(&self.storage, |s| s.get_meta(MetaKey::RaftSnapshot))
+            .await
             .map_err(|e| sm_error(ErrorVerb::Read, e))?
         else {
             return Ok(None);
