@@ -38,7 +38,7 @@ use crate::tls::Tls;
 /// How long a client has to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a shutdown waits for the requests in flight to be answered.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
 /// Answers requests. Implemented by the node.
 pub trait Handler: Send + Sync + 'static {
