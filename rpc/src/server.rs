@@ -125,7 +125,10 @@ pub async fn serve_tls<H: Handler>(
     closing.cancel();
     connections.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, connections.wait()).await.is_err() {
-        tracing::warn!(connections = connections.len(), "connections still answering at shutdown; left to end");
+        tracing::info!(
+            connections = connections.len(),
+            "requests still in flight at shutdown (map long-polls end by themselves)"
+        );
     }
 }
 
