@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use ringup_proto::NodeId;
-use ringup_proto::rpc::{Request, Response, RpcError};
+use ringup_proto::rpc::{BadRequest, Request, Response, RpcError, Unavailable};
 use ringup_rpc::Handler;
 use tokio::sync::{mpsc, oneshot};
 
@@ -66,17 +66,15 @@ impl Handler for Gate {
                 Response::Hello { id: self.configured, epoch: 0, leader: None, waiting, cluster: 0 }
             }
             // Still deciding how to start, or starting: alive, no map yet.
-            Request::Hello => Response::Error(RpcError::Unavailable("the node is starting".into())),
-            Request::Adopt { .. } if !waiting => {
-                Response::Error(RpcError::Unavailable("the node is starting; ask again".into()))
+            Request::Hello => Response::Error(RpcError::Unavailable(Unavailable::Starting)),
+            Request::Adopt { .. } if !waiting => Response::Error(RpcError::Unavailable(Unavailable::Starting)),
+            Request::Adopt { id, .. } if let Some(this) = self.configured.filter(|&c| c != id) => {
+                Response::Error(RpcError::BadRequest(BadRequest::WrongNode { asked: id, this }))
             }
-            Request::Adopt { id, .. } if self.configured.is_some_and(|c| c != id) => Response::Error(
-                RpcError::BadRequest(format!("this node was started as node {:?}, not node {id}", self.configured)),
-            ),
             Request::Adopt { id, reads_from } => {
                 let (started, ack) = oneshot::channel();
                 if self.adopt.send(Adoption { id, reads_from, started }).await.is_err() || ack.await.is_err() {
-                    return Response::Error(RpcError::Unavailable("the node is starting; ask again".into()));
+                    return Response::Error(RpcError::Unavailable(Unavailable::Starting));
                 }
                 Response::Adopted
             }

@@ -28,7 +28,7 @@ use futures::StreamExt;
 use ringup_proto::NodeId;
 use ringup_proto::frame;
 use ringup_proto::merkle::{Admission, HintBudget, hint_replayable};
-use ringup_proto::rpc::{CollectionRef, Request, Response, RpcError};
+use ringup_proto::rpc::{BadRequest, CollectionRef, Request, Response, RpcError};
 use ringup_proto::value::Header;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
@@ -121,7 +121,7 @@ impl Hints {
         records: Vec<(String, ByteBuf)>,
     ) -> Result<(), RpcError> {
         let value = frame::to_bytes(&Stored { target, records })
-            .map_err(|e| RpcError::BadRequest(format!("a hint that does not encode: {e}")))?;
+            .map_err(|e| RpcError::BadRequest(BadRequest::Hint { reason: e.to_string() }))?;
         let admitted = self.budget.lock().expect("budget poisoned").admit(for_node, value.len() as u64);
         if admitted == Admission::OverLimit {
             if self.counts.refused.fetch_add(1, Ordering::Relaxed) == 0 {

@@ -160,7 +160,7 @@ pub async fn run_with(config: Config, clock: Clock, shutdown: impl Future<Output
     let hints = Arc::new(Hints::open(parts.clone(), config.hint_settings())?);
     let repair = Arc::new(Repairer::new(parts.clone(), config.repair_settings()));
     let healing = Healing { hints: hints.clone(), repair: repair.clone(), max_skew_ms: config.max_clock_skew_ms };
-    gate.open(Arc::new(Service::new(parts.clone(), healing, reads_from)));
+    gate.open(Arc::new(Service::new(parts.clone(), healing, reads_from, stop.clone())));
     let adopted = adopted.map(|ack| ack.send(())).is_some();
     tracing::info!(node = id, listen = %config.listen, data_dir = %config.data_dir.display(), "node started");
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use ringup_proto::NodeId;
 use ringup_proto::backoff::Backoff;
 use ringup_proto::cluster::{ClusterMap, MapCommand};
-use ringup_proto::rpc::{Request, Response, RpcError};
+use ringup_proto::rpc::{Request, Response, RpcError, Unavailable};
 use ringup_rpc::{Clock, Pool};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -57,15 +57,20 @@ async fn forward(pool: &Pool, mut addr: String, command: MapCommand) -> Result<u
         let answer = match pool.get(&addr).call(Request::Propose { command: command.clone() }, PROPOSE_TIMEOUT).await {
             Ok(Response::Proposed { epoch }) => Ok(epoch),
             Ok(Response::Error(e)) => Err(e),
-            Ok(other) => Err(RpcError::Unavailable(format!("unexpected answer {other:?}"))),
-            Err(e) => Err(RpcError::Unavailable(e.to_string())),
+            Ok(other) => Err(RpcError::Unavailable(Unavailable::UnexpectedAnswer {
+                addr: addr.clone(),
+                answer: format!("{other:?}"),
+            })),
+            Err(e) => {
+                Err(RpcError::Unavailable(Unavailable::Unreachable { addr: addr.clone(), reason: e.to_string() }))
+            }
         };
         match answer {
             Err(RpcError::NotLeader { leader: Some(next) }) if next != addr => addr = next,
             other => return other,
         }
     }
-    Err(RpcError::Unavailable("too many redirects to the leader".into()))
+    Err(RpcError::Unavailable(Unavailable::TooManyRedirects))
 }
 
 /// Where a node listens and whom it can ask: what [`announce_address`]

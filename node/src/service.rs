@@ -9,11 +9,12 @@ use ringup_proto::cluster::ClusterMap;
 use ringup_proto::hlc::ahead_ms;
 use ringup_proto::keys::{self, RecordKey};
 use ringup_proto::route::{Access, check_route};
-use ringup_proto::rpc::{CollectionRef, Request, Response, RpcError};
+use ringup_proto::rpc::{BadRequest, CollectionRef, Request, Response, RpcError, Unavailable};
 use ringup_proto::stats::{HealingStats, NodeStats};
 use ringup_proto::value::Header;
 use ringup_rpc::Handler;
 use serde_bytes::ByteBuf;
+use tokio_util::sync::CancellationToken;
 
 use crate::hints::Hints;
 use crate::parts::Parts;
@@ -50,6 +51,9 @@ pub struct Service {
     reads_from: u64,
     /// Requests served, for [`Request::Stats`].
     served: Served,
+    /// Cancelled when the node stops: a map long-poll then answers at once,
+    /// so that the server's shutdown waits only for real work.
+    stop: CancellationToken,
 }
 
 /// Counts of the data requests a node served.
@@ -71,8 +75,8 @@ impl Served {
 impl Service {
     /// The service of the node, serving reads once its map has reached
     /// `reads_from`.
-    pub fn new(node: Parts, healing: Healing, reads_from: u64) -> Self {
-        Self { node, healing, reads_from, served: Served::default() }
+    pub fn new(node: Parts, healing: Healing, reads_from: u64, stop: CancellationToken) -> Self {
+        Self { node, healing, reads_from, served: Served::default(), stop }
     }
 
     async fn dispatch(&self, request: Request) -> Result<Response, RpcError> {
@@ -88,7 +92,7 @@ impl Service {
             }
             Request::Adopt { id, .. } if id == self.node.id => Ok(Response::Adopted),
             Request::Adopt { id, .. } => {
-                Err(RpcError::BadRequest(format!("this is node {}, not node {id}", self.node.id)))
+                Err(RpcError::BadRequest(BadRequest::WrongNode { asked: id, this: self.node.id }))
             }
             Request::StreamChunk { partition, epoch, after } => self.stream_chunk(partition, epoch, after).await,
             Request::Holdings => {
@@ -158,11 +162,9 @@ impl Service {
                     self.check(&target, Access::Read)?;
                 }
                 for &partition in &partitions {
-                    self.healing
-                        .repair
-                        .reconcile(partition, reconcile as usize)
-                        .await
-                        .map_err(|e| RpcError::Unavailable(e.to_string()))?;
+                    self.healing.repair.reconcile(partition, reconcile as usize).await.map_err(|e| {
+                        RpcError::Unavailable(Unavailable::Reconcile { partition, reason: e.to_string() })
+                    })?;
                 }
                 Served::count(&self.served.scans, partitions.len());
                 let budget = Duration::from_millis(budget_ms).min(MAX_QUERY_BUDGET);
@@ -177,7 +179,7 @@ impl Service {
             Request::Raft { kind, payload } => raft::handle_call(&self.node.raft, kind, &payload)
                 .await
                 .map(Response::Raft)
-                .map_err(|e| RpcError::BadRequest(e.to_string())),
+                .map_err(|e| RpcError::BadRequest(BadRequest::RaftMessage { reason: e.to_string() })),
         }
     }
 
@@ -279,11 +281,16 @@ impl Service {
         Ok(Response::Chunk { sst: chunk.sst, crc, records: chunk.records, last: chunk.last, done: chunk.done })
     }
 
-    /// The map once its epoch exceeds `known`, or the current one after `wait_ms`.
+    /// The map once its epoch exceeds `known`, or the current one after
+    /// `wait_ms`, or at once when the node stops.
     async fn map_after(&self, known: u64, wait_ms: u32) -> ClusterMap {
         let mut rx = self.node.map.clone();
         let wait = Duration::from_millis(u64::from(wait_ms)).min(MAX_MAP_WAIT);
-        let _ = tokio::time::timeout(wait, rx.wait_for(|m| m.epoch > known)).await;
+        tokio::select! {
+            _ = rx.wait_for(|m| m.epoch > known) => {}
+            _ = self.node.clock.sleep(wait) => {}
+            _ = self.stop.cancelled() => {}
+        }
         rx.borrow().as_ref().clone()
     }
 }
@@ -304,7 +311,8 @@ fn record_key(target: &CollectionRef, id: String) -> RecordKey {
 fn verify(records: &[(String, ByteBuf)]) -> Result<Option<u64>, RpcError> {
     let mut newest = None;
     for (id, value) in records {
-        let header = Header::read(value).map_err(|e| RpcError::BadRequest(format!("record {id:?}: {e}")))?;
+        let header = Header::read(value)
+            .map_err(|e| RpcError::BadRequest(BadRequest::Record { id: id.clone(), reason: e.to_string() }))?;
         newest = newest.max(Some(header.version.hlc));
     }
     Ok(newest)
@@ -369,7 +377,10 @@ mod tests {
         bad[12] ^= 0x10;
         assert_eq!(verify(&[("a".into(), good.clone().into())]), Ok(Some(1)), "accepted, with its version");
         let refused = verify(&[("a".into(), good.into()), ("b".into(), bad.into())]);
-        assert!(matches!(&refused, Err(RpcError::BadRequest(m)) if m.contains("\"b\"")), "{refused:?}");
+        assert!(
+            matches!(&refused, Err(RpcError::BadRequest(BadRequest::Record { id, .. })) if id == "b"),
+            "{refused:?}"
+        );
     }
 
     #[test]

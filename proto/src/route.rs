@@ -4,7 +4,7 @@
 
 use crate::cluster::ClusterMap;
 use crate::placement::NodeId;
-use crate::rpc::{CollectionRef, RpcError};
+use crate::rpc::{BadRequest, CollectionRef, RpcError};
 
 /// What a data request does with a partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +33,7 @@ pub fn check_route(map: &ClusterMap, node: NodeId, target: &CollectionRef, acces
         return Err(RpcError::NoMap);
     }
     if target.partition >= map.ring.partitions() {
-        return Err(RpcError::BadRequest(format!("no partition {}", target.partition)));
+        return Err(RpcError::BadRequest(BadRequest::NoPartition { partition: target.partition }));
     }
     if target.epoch < map.changed_at(target.partition) {
         return Err(RpcError::StaleEpoch { current: map.epoch });

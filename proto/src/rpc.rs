@@ -368,9 +368,9 @@ pub enum RpcError {
     /// The node has no cluster map yet.
     #[error("the node has no cluster map yet")]
     NoMap,
-    /// The request was malformed.
+    /// The request was malformed, or cannot be served as asked.
     #[error("bad request: {0}")]
-    BadRequest(String),
+    BadRequest(BadRequest),
     /// The node's storage failed; the node logged the details.
     #[error("storage error: {0}")]
     Storage(StorageFault),
@@ -383,9 +383,9 @@ pub enum RpcError {
     /// The map refused the command.
     #[error("the cluster map refused the command: {0}")]
     Refused(MapError),
-    /// The metadata group cannot serve the request now.
-    #[error("the metadata group is unavailable: {0}")]
-    Unavailable(String),
+    /// The node cannot serve the request now; it or another may later.
+    #[error("unavailable: {0}")]
+    Unavailable(Unavailable),
     /// The node is stopping.
     #[error("the node is shutting down")]
     ShuttingDown,
@@ -421,6 +421,99 @@ pub enum RpcError {
         known: u64,
         /// The epoch needed.
         needed: u64,
+    },
+}
+
+/// What was wrong with a request a node refused as malformed.
+#[derive(Debug, Clone, PartialEq, Eq, Error, Serialize, Deserialize)]
+pub enum BadRequest {
+    /// The partition lies outside the ring.
+    #[error("no partition {partition}")]
+    NoPartition {
+        /// The partition asked for.
+        partition: PartitionId,
+    },
+    /// The request was meant for another node.
+    #[error("this is node {this}, not node {asked}")]
+    WrongNode {
+        /// The node it was meant for.
+        asked: NodeId,
+        /// The node that got it.
+        this: NodeId,
+    },
+    /// A record's value does not read.
+    #[error("record {id:?}: {reason}")]
+    Record {
+        /// The record's id.
+        id: String,
+        /// Why it does not read.
+        reason: String,
+    },
+    /// A Raft message does not decode.
+    #[error("a Raft message does not decode: {reason}")]
+    RaftMessage {
+        /// The decoder's error.
+        reason: String,
+    },
+    /// A write missed by a replica cannot be encoded as a hint.
+    #[error("a hint that does not encode: {reason}")]
+    Hint {
+        /// The encoder's error.
+        reason: String,
+    },
+    /// The answer cannot be encoded.
+    #[error("the response cannot be sent: {reason}")]
+    Response {
+        /// The encoder's error.
+        reason: String,
+    },
+    /// The receiver does not serve this kind of request.
+    #[error("this request is not served here")]
+    Unsupported,
+}
+
+/// Why a node cannot serve a request now.
+#[derive(Debug, Clone, PartialEq, Eq, Error, Serialize, Deserialize)]
+pub enum Unavailable {
+    /// The node is still deciding how to start, or starting.
+    #[error("the node is starting; ask again")]
+    Starting,
+    /// The metadata group failed the command (no quorum, a leader change).
+    #[error("the metadata group failed the command: {reason}")]
+    Metadata {
+        /// Raft's error.
+        reason: String,
+    },
+    /// A command went from leader to leader too many times.
+    #[error("too many redirects to the metadata group's leader")]
+    TooManyRedirects,
+    /// A node could not be reached.
+    #[error("node at {addr} unreachable: {reason}")]
+    Unreachable {
+        /// Its RPC address.
+        addr: String,
+        /// The transport's error.
+        reason: String,
+    },
+    /// A node answered with something the request does not take.
+    #[error("the node at {addr} gave an unexpected answer: {answer}")]
+    UnexpectedAnswer {
+        /// Its RPC address.
+        addr: String,
+        /// The answer, as debug text.
+        answer: String,
+    },
+    /// No node was there to ask.
+    #[error("no node to ask")]
+    NoNode,
+    /// A partition could not be reconciled with its replicas before a
+    /// report read it.
+    #[error("partition {partition} could not be reconciled: {reason}")]
+    Reconcile {
+        /// The partition.
+        partition: PartitionId,
+        /// Why.
+        reason: String,
     },
 }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use ringup_proto::NodeId;
 use ringup_proto::cluster::{ClusterMap, MapCommand};
-use ringup_proto::rpc::{Request, Response, RpcError};
+use ringup_proto::rpc::{Request, Response, RpcError, Unavailable};
 use ringup_rpc::{Client, Clock, Pool};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -150,7 +150,7 @@ impl ClusterView {
     /// Applies a map command through the metadata leader: asks the members
     /// in turn, following redirects; returns the new epoch.
     pub async fn propose(&self, command: MapCommand, timeout: Duration) -> Result<u64, RpcError> {
-        let mut last = RpcError::Unavailable("no node to ask".into());
+        let mut last = RpcError::Unavailable(Unavailable::NoNode);
         let mut addrs = self.candidates();
         let mut asked = 0;
         while let Some(addr) = addrs.get(asked).cloned() {
@@ -164,8 +164,11 @@ impl ClusterView {
                 }
                 Ok(Response::Error(e @ RpcError::Refused(_))) => return Err(e),
                 Ok(Response::Error(e)) => e,
-                Ok(other) => RpcError::Unavailable(format!("unexpected answer {other:?}")),
-                Err(e) => RpcError::Unavailable(format!("{addr}: {e}")),
+                Ok(other) => RpcError::Unavailable(Unavailable::UnexpectedAnswer {
+                    addr: addr.clone(),
+                    answer: format!("{other:?}"),
+                }),
+                Err(e) => RpcError::Unavailable(Unavailable::Unreachable { addr: addr.clone(), reason: e.to_string() }),
             };
         }
         Err(last)

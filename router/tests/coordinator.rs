@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use ringup_proto::cluster::{ClusterMap, MapCommand};
 use ringup_proto::consistency::Consistency;
-use ringup_proto::rpc::{Request, Response, RpcError, StorageFault};
+use ringup_proto::rpc::{BadRequest, Request, Response, RpcError, StorageFault};
 use ringup_proto::value::{StoredRecord, Version};
 use ringup_router::coordinator::{Collection, CoordError, Coordinator, Speculation};
 use ringup_router::view::ClusterView;
@@ -79,7 +79,7 @@ impl Handler for FakeNode {
                 }
                 Response::Value(self.value.lock().unwrap().clone())
             }
-            _ => Response::Error(RpcError::BadRequest("not faked".into())),
+            _ => Response::Error(RpcError::BadRequest(BadRequest::Unsupported)),
         }
     }
 }

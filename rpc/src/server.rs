@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use ringup_proto::frame::{self, Body, HEADER_LEN};
-use ringup_proto::rpc::{Envelope, Request, Response, RpcError};
+use ringup_proto::rpc::{BadRequest, Envelope, Request, Response, RpcError};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -38,7 +38,7 @@ use crate::tls::Tls;
 /// How long a client has to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a shutdown waits for the requests in flight to be answered.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Answers requests. Implemented by the node.
 pub trait Handler: Send + Sync + 'static {
@@ -125,10 +125,7 @@ pub async fn serve_tls<H: Handler>(
     closing.cancel();
     connections.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, connections.wait()).await.is_err() {
-        tracing::info!(
-            connections = connections.len(),
-            "requests still in flight at shutdown (map long-polls end by themselves)"
-        );
+        tracing::warn!(connections = connections.len(), grace = ?SHUTDOWN_GRACE, "requests still in flight at shutdown");
     }
 }
 
@@ -206,7 +203,7 @@ where
 fn encode_answer(id: u64, answer: &Response) -> Option<Outgoing> {
     let body = Body::encode(answer).or_else(|e| {
         tracing::error!(error = %e, "cannot encode a response; answering with an error");
-        Body::encode(&Response::Error(RpcError::BadRequest(format!("the response cannot be sent: {e}"))))
+        Body::encode(&Response::Error(RpcError::BadRequest(BadRequest::Response { reason: e.to_string() })))
     });
     body.ok().map(|body| Outgoing::new(id, &body))
 }

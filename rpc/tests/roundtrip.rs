@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::FutureExt;
-use ringup_proto::rpc::{Request, Response, RpcError};
+use ringup_proto::rpc::{BadRequest, Request, Response, RpcError};
 use ringup_rpc::{CallError, Client, Connect, Handler, serve};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -27,7 +27,7 @@ impl Handler for Echo {
                 tokio::time::sleep(Duration::from_millis(u64::from(wait_ms))).await;
                 Response::Error(RpcError::NoMap)
             }
-            _ => Response::Error(RpcError::BadRequest("unsupported".into())),
+            _ => Response::Error(RpcError::BadRequest(BadRequest::Unsupported)),
         }
     }
 }

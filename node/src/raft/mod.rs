@@ -25,7 +25,7 @@ use openraft::{BasicNode, ChangeMembers};
 use ringup_proto::NodeId;
 use ringup_proto::cluster::{MapCommand, MapError};
 use ringup_proto::frame::{self, FrameError};
-use ringup_proto::rpc::{RaftCall, RpcError};
+use ringup_proto::rpc::{RaftCall, RpcError, Unavailable};
 use serde::{Deserialize, Serialize};
 
 /// The answer to a [`MapCommand`]: the new epoch, or why the map refused it.
@@ -115,6 +115,6 @@ fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> Rpc
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
             RpcError::NotLeader { leader: f.leader_node.map(|n| n.addr) }
         }
-        other => RpcError::Unavailable(other.to_string()),
+        other => RpcError::Unavailable(Unavailable::Metadata { reason: other.to_string() }),
     }
 }
