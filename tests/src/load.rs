@@ -120,6 +120,33 @@ impl Load {
     }
 }
 
+/// The longest [`wait_more`] waits for the load to make progress.
+pub const PROGRESS_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Waits until `count` of the ledger has grown by `more` from what it is
+/// now: record writes acknowledged (`|l| l.acked_writes`) or batches
+/// answered (`|l| l.batches`). A phase of a load test ends on what the
+/// writers did in it, not on a sleep; panics after [`PROGRESS_TIMEOUT`].
+pub async fn wait_more(ledger: &Mutex<Ledger>, more: usize, count: fn(&Ledger) -> usize) {
+    let from = count(&*ledger.lock().await);
+    let started = Instant::now();
+    loop {
+        let (now, failures) = {
+            let l = ledger.lock().await;
+            (count(&l), l.failures.len())
+        };
+        if now >= from + more {
+            return;
+        }
+        assert!(
+            started.elapsed() < PROGRESS_TIMEOUT,
+            "the load made {} of {more} steps in {PROGRESS_TIMEOUT:?} ({failures} failed batches so far)",
+            now - from
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Writes shop `s`'s next batch and records the outcome.
 async fn write_batch(http: &reqwest::Client, base: &str, spec: LoadSpec, s: usize, ledger: &Mutex<Ledger>) {
     let (round, value) = {

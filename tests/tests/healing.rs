@@ -18,7 +18,7 @@ use ringup_proto::NodeId;
 use ringup_proto::rpc::{Request, Response};
 use ringup_tests::TestCluster;
 use ringup_tests::healing::wait_converged;
-use ringup_tests::load::{Ledger, Load, LoadSpec, lost_records};
+use ringup_tests::load::{Ledger, Load, LoadSpec, lost_records, wait_more};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
@@ -136,6 +136,16 @@ async fn wait_refilled(cluster: &TestCluster, node: usize) -> Duration {
     started.elapsed()
 }
 
+/// Record writes acknowledged, for [`wait_more`].
+fn acked(l: &Ledger) -> usize {
+    l.acked_writes
+}
+
+/// Batches answered, acknowledged or not, for [`wait_more`].
+fn answered(l: &Ledger) -> usize {
+    l.batches
+}
+
 /// Acknowledged writes and failed batches so far.
 async fn counts(ledger: &Mutex<Ledger>) -> (usize, usize) {
     let l = ledger.lock().await;
@@ -148,22 +158,24 @@ async fn a_wiped_node_is_refilled_and_no_quorum_read_goes_back_in_time() {
     let cluster = Arc::new(TestCluster::start_sized(3, Some(PARTITIONS)).await);
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let load = Load::start(cluster.http(), &cluster.layout.router_url(), SPEC, &ledger);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_more(&ledger, 100_000, acked).await;
 
     // Node 1 misses writes: the newest live on nodes 2 and 3 only.
     cluster.kill_node(1).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_more(&ledger, 200_000, acked).await;
     cluster.start_node(1).await;
     cluster.wait_node_serving(1).await;
     cluster.wait_node_live(1).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    wait_more(&ledger, 50_000, acked).await;
 
-    // Node 2 loses its disk and comes back empty; shortly after, node 3 stops.
+    // Node 2 loses its disk and comes back empty; soon after, node 3 stops.
     wipe(&cluster, 2).await;
     let partitions = wait_refilling(&cluster, 2).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    wait_more(&ledger, 50_000, acked).await;
     cluster.kill_node(3).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // With node 2 refilling and node 3 down, writes may fail: what counts
+    // is that batches were sent.
+    wait_more(&ledger, 200, answered).await;
     load.stop().await;
     let (acked_writes, failures) = counts(&ledger).await;
     let acked = ledger.lock().await.acked.clone();
@@ -227,14 +239,14 @@ async fn the_metadata_leaders_node_wiped_rejoins_without_a_second_leader() {
     let load = Load::start(cluster.http(), &cluster.layout.router_url(), SPEC, &ledger);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let terms = tokio::spawn(watch_terms(cluster.clone(), stop.clone()));
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_more(&ledger, 100_000, acked).await;
 
     let leader = cluster.leader_seen_by(1).await.expect("a metadata leader") as usize;
     let before = cluster.map_from(&[1, 2, 3]).await;
     wipe(&cluster, leader).await;
     let partitions = wait_refilling(&cluster, leader).await;
     let healed = wait_refilled(&cluster, leader).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    wait_more(&ledger, 50_000, acked).await;
     load.stop().await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let terms = terms.await.expect("the watcher ends");
@@ -281,7 +293,7 @@ async fn total(cluster: &TestCluster, figure: impl Fn(&ringup_proto::stats::Node
 async fn down_then_converge(cluster: &TestCluster, spec: LoadSpec, down: Duration) -> (Arc<Mutex<Ledger>>, Duration) {
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let load = Load::start(cluster.http(), &cluster.layout.router_url(), spec, &ledger);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_more(&ledger, 50_000, acked).await;
     cluster.kill_node(3).await;
     tokio::time::sleep(down).await;
     // The load stops first: its writes would otherwise rewrite every record
@@ -291,6 +303,35 @@ async fn down_then_converge(cluster: &TestCluster, spec: LoadSpec, down: Duratio
     cluster.start_node(3).await;
     wait_converged(cluster, Duration::from_secs(120)).await;
     (ledger, back.elapsed())
+}
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_millis() as u64
+}
+
+/// Waits until each of `nodes` has finished a whole anti-entropy pass that
+/// began after `after_ms` (wall clock): the pass that follows the first
+/// one to end after it.
+async fn wait_pass_begun_after(cluster: &TestCluster, nodes: &[usize], after_ms: u64) {
+    let started = Instant::now();
+    for &n in nodes {
+        let client = cluster.rpc(cluster.node_addr(n).await.to_string());
+        let mut ended_after = None;
+        loop {
+            if let Ok(Response::Stats(stats)) = client.call(Request::Stats, Duration::from_secs(2)).await {
+                let h = &stats.healing;
+                if h.last_pass_ms.is_some_and(|t| t > after_ms) {
+                    match ended_after {
+                        None => ended_after = Some(h.passes),
+                        Some(first) if h.passes > first => break,
+                        Some(_) => {}
+                    }
+                }
+            }
+            assert!(started.elapsed() < HEAL_TIMEOUT, "node {n} ran no anti-entropy pass after the grace");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 /// Waits until no node holds hints; returns how long that took.
@@ -377,8 +418,10 @@ async fn deletes_stay_deleted_when_a_replica_that_missed_them_returns_after_the_
         let status = cluster.http().delete(url).send().await.expect("DELETE").status();
         assert_eq!(status, 204, "delete {id}");
     }
-    // Past the grace on nodes 1 and 2 while node 3 is away.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Past the grace on nodes 1 and 2 while node 3 is away: each runs a
+    // whole anti-entropy pass after the grace of the last delete is over.
+    let grace_over_ms = wall_ms() + 2000;
+    wait_pass_begun_after(&cluster, &[1, 2], grace_over_ms).await;
     let dropped_while_away = total(&cluster, |s| s.healing.tombstones_dropped).await;
     cluster.start_node(3).await;
     cluster.wait_node_serving(3).await;

@@ -285,8 +285,9 @@ async fn a_report_survives_a_node_killed_while_it_runs() {
     // Reports run back to back while node 2 is killed; each must answer
     // the full result, and at least one must span the kill.
     let killed = Arc::new(AtomicBool::new(false));
+    let first_answered = Arc::new(tokio::sync::Notify::new());
     let runner = {
-        let (cluster, killed) = (cluster.clone(), killed.clone());
+        let (cluster, killed, first_answered) = (cluster.clone(), killed.clone(), first_answered.clone());
         tokio::spawn(async move {
             let (mut answered, mut spanning) = (0, 0);
             let deadline = Instant::now() + Duration::from_secs(30);
@@ -296,11 +297,13 @@ async fn a_report_survives_a_node_killed_while_it_runs() {
                 spanning += usize::from(!before && killed.load(Ordering::SeqCst));
                 answered += 1;
                 assert_eq!(answer["rows"], json!(expected), "report {answered} (spanning the kill: {spanning})");
+                first_answered.notify_one();
             }
             (answered, spanning)
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Once reports run back to back, the next one is under way.
+    tokio::time::timeout(Duration::from_secs(30), first_answered.notified()).await.expect("a first report answers");
     cluster.kill_node(2).await;
     killed.store(true, Ordering::SeqCst);
     let (answered, spanning) = runner.await.expect("the report runner");

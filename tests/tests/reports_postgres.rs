@@ -189,9 +189,9 @@ async fn reports_equal_postgresql_on_the_same_data() {
         client.execute(&insert, &[shop, id, ts, amount, price, region, status, paid]).await.expect("a row");
     }
 
-    // The second pass comes after the partitions have been quiet for
-    // longer than the nodes wait before building column segments, so it
-    // reads segments (checked below); the first reads what there is then.
+    // The second pass comes once the partitions have been quiet for longer
+    // than the nodes wait before building column segments, so it reads
+    // segments (checked below); the first reads what there is then.
     let reader = &cluster;
     let segment_reads = move || async move {
         let text = reader.http().get(reader.url("/metrics")).send().await.expect("GET").text().await.expect("text");
@@ -202,7 +202,18 @@ async fn reports_equal_postgresql_on_the_same_data() {
     };
     for pass in ["first", "second"] {
         if pass == "second" {
-            tokio::time::sleep(Duration::from_millis(1500)).await;
+            // Once the partitions have been quiet long enough, a report
+            // builds segments: ask until one reads from them.
+            let started = std::time::Instant::now();
+            loop {
+                let before = segment_reads().await;
+                reports::query(&cluster, QUERIES[0]).await;
+                if segment_reads().await > before {
+                    break;
+                }
+                assert!(started.elapsed() < Duration::from_secs(30), "no report read from a column segment");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
         let before = segment_reads().await;
         for sql in QUERIES {
