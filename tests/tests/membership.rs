@@ -26,8 +26,9 @@ const SPEC: LoadSpec = LoadSpec { shops: 100, writers: 20, batch: 20, level: "qu
 /// A smaller ring than the default 1024: a join still moves 192
 /// partitions, in a quarter of the time.
 const PARTITIONS: u32 = 256;
-/// Load before and after each change, to see it in steady state.
-const STEADY: Duration = Duration::from_secs(2);
+/// Record writes acknowledged before and after each change, to see the
+/// load in steady state (about 2 s of it here).
+const STEADY: usize = 60_000;
 
 static SERIAL: Mutex<()> = Mutex::const_new(());
 
@@ -49,7 +50,7 @@ impl Scene {
         let cluster = Arc::new(TestCluster::start_sized(n, Some(PARTITIONS)).await);
         let ledger = Arc::new(Mutex::new(Ledger::default()));
         let load = Load::start(cluster.http(), &cluster.layout.router_url(), SPEC, &ledger);
-        tokio::time::sleep(STEADY).await;
+        load::wait_more(&ledger, STEADY, |l| l.acked_writes).await;
         let nodes = (1..=n).map(|n| (n, n as NodeId)).collect();
         Self { cluster, ledger, load: Some(load), nodes }
     }
@@ -68,7 +69,7 @@ impl Scene {
         let started = Instant::now();
         change.await;
         let figures = self.cluster.wait_change(started).await;
-        tokio::time::sleep(STEADY).await;
+        load::wait_more(&self.ledger, STEADY, |l| l.acked_writes).await;
         let after = self.counts().await;
         let l = self.ledger.lock().await;
         let failures: Vec<String> =
