@@ -13,20 +13,11 @@
 # only; each cluster is stopped and deleted at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. scripts/env.sh
+. scripts/bench-cluster.sh
 
 DATA_MIB=${DATA_MIB:-512}
-RATE=${RATE:-100}
 WINDOWS=${WINDOWS:-3}
-RECORD=1000
-BATCH=100
-router_port=18580
-base_port=18501
-router=http://127.0.0.1:$router_port
-
-ensure_build_deps
-cargo build --release --workspace --bins >&2
-bin=$CARGO_TARGET_DIR/release
+bench_setup 18580 18501
 dir=
 cluster_pid=
 cleanup() {
@@ -46,14 +37,7 @@ node_metric() {
 run_mode() {
   local name=$1; shift
   dir=$(mktemp -d /tmp/ringup-bench-healing.XXXXXX)
-  env "$@" "$bin/ringup" local --dir "$dir" --no-sample --router-listen "127.0.0.1:$router_port" \
-    --base-port "$base_port" </dev/null >"$dir/local.log" 2>&1 &
-  cluster_pid=$!
-  export RINGUP_TOKEN_FILE="$dir/admin-token"
-  for _ in $(seq 1 120); do
-    "$bin/ringup" health --router "$router" >/dev/null 2>&1 && break
-    sleep 0.5
-  done
+  start_local "$dir" "$@"
   local requests=$(( DATA_MIB * 1024 * 1024 / (BATCH * RECORD) ))
   say "== $name: loading ${DATA_MIB} MiB"
   "$bin/ringup" bench --router "$router" --requests "$requests" --batch "$BATCH" --record-size "$RECORD" \
@@ -69,15 +53,10 @@ run_mode() {
   local scanned
   scanned=$(( $(node_metric anti_entropy_read_bytes_total) - scanned_before ))
   python3 - "$dir/ingest.json" "$name" "$scanned" "$WINDOWS" <<'PY'
-import json, sys
-text, rows, i = open(sys.argv[1]).read(), [], 0
-decoder = json.JSONDecoder()
-while i < len(text):
-    if text[i].isspace():
-        i += 1
-        continue
-    row, i = decoder.raw_decode(text, i)
-    rows.append(row)
+import sys
+sys.path.insert(0, "scripts")
+from summaries import read
+rows = read(sys.argv[1])
 lat = lambda r, q: r["ops"]["write"]["latency_ms"][q]
 p50 = sorted(lat(r, "p50") for r in rows)[len(rows) // 2]
 p99 = max(lat(r, "p99") for r in rows)

@@ -16,20 +16,11 @@
 # directory. Loopback only; the cluster is stopped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. scripts/env.sh
+. scripts/bench-cluster.sh
 
 DATA_MIB=${DATA_MIB:-2048}
-RATE=${RATE:-100}
-RECORD=1000
-BATCH=100
 WINDOW=15
-router_port=18480
-base_port=18401
-router=http://127.0.0.1:$router_port
-
-ensure_build_deps
-cargo build --release --workspace --bins >&2
-bin=$CARGO_TARGET_DIR/release
+bench_setup 18480 18401
 dir=$(mktemp -d /tmp/ringup-bench-membership.XXXXXX)
 cluster_pid=
 node4_pid=
@@ -47,30 +38,15 @@ sst_bytes() { find "$@" -name '*.sst' -printf '%s\n' 2>/dev/null | awk '{s+=$1} 
 # Records written so far, summed over every bench summary in the directory.
 records_written() {
   python3 - "$dir" <<'PY'
-import glob, json, sys
-total, decoder = 0, json.JSONDecoder()
-for path in glob.glob(sys.argv[1] + "/*.json"):
-    text, i = open(path).read(), 0
-    while i < len(text):
-        if text[i].isspace():
-            i += 1
-            continue
-        row, i = decoder.raw_decode(text, i)
-        total += row["records"]
-print(total)
+import glob, sys
+sys.path.insert(0, "scripts")
+from summaries import read
+print(sum(row["records"] for path in glob.glob(sys.argv[1] + "/*.json") for row in read(path)))
 PY
 }
 
 say "== a local cluster in $dir"
-"$bin/ringup" local --dir "$dir" --no-sample --router-listen "127.0.0.1:$router_port" --base-port "$base_port" \
-  </dev/null >"$dir/local.log" 2>&1 &
-cluster_pid=$!
-# Every ringup command below sends the local cluster's admin token.
-export RINGUP_TOKEN_FILE="$dir/admin-token"
-for _ in $(seq 1 120); do
-  "$bin/ringup" health --router "$router" >/dev/null 2>&1 && break
-  sleep 0.5
-done
+start_local "$dir"
 "$bin/ringup" health --router "$router" >&2
 
 requests=$(( DATA_MIB * 1024 * 1024 / (BATCH * RECORD) ))
@@ -95,15 +71,10 @@ ingest_until() {
 }
 percentiles() {
   python3 - "$1" <<'PY'
-import json, sys
-text, rows, i = open(sys.argv[1]).read(), [], 0
-decoder = json.JSONDecoder()
-while i < len(text):
-    if text[i].isspace():
-        i += 1
-        continue
-    row, i = decoder.raw_decode(text, i)
-    rows.append(row)
+import sys
+sys.path.insert(0, "scripts")
+from summaries import read
+rows = read(sys.argv[1])
 def lat(r, q):
     return r["ops"]["write"]["latency_ms"][q]
 p50 = sorted(lat(r, "p50") for r in rows)
