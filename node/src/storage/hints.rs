@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use super::sealing::crypt_error;
 use super::writer::Changes;
-use super::{CF_HINTS, Storage, StorageError, blocking};
+use super::{CF_HINTS, Storage, StorageError, blocking, start_after};
 use crate::crypt::DataKeys;
 
 impl Storage {
@@ -37,10 +37,7 @@ impl Storage {
         blocking(move || {
             let (mut out, mut bytes) = (Vec::new(), 0);
             let end = ringup_proto::keys::prefix_end(&prefix);
-            let start = after.map_or(prefix, |mut key| {
-                key.push(0);
-                key
-            });
+            let start = start_after(after, prefix);
             this.for_each_in(CF_HINTS, (start, end), |key, value| {
                 bytes += key.len() + value.len();
                 let opened = match &this.keys {

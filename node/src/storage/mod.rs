@@ -304,6 +304,15 @@ impl Storage {
     }
 }
 
+/// Where a range read that goes on after the key `after` starts: the
+/// smallest key after it is `after` followed by 0x00; `start` when none.
+fn start_after(after: Option<Vec<u8>>, start: Vec<u8>) -> Vec<u8> {
+    after.map_or(start, |mut key| {
+        key.push(0);
+        key
+    })
+}
+
 /// Runs blocking RocksDB work off the async executor.
 pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,

@@ -97,19 +97,8 @@ impl Storage {
         range: (Vec<u8>, Vec<u8>),
         limit: usize,
     ) -> Result<(Vec<Entry>, bool), StorageError> {
-        let this = self.clone();
-        blocking(move || {
-            let (mut out, mut bytes, mut more) = (Vec::new(), 0, false);
-            this.for_each_in(CF_DATA, range, |key, value| {
-                if out.len() >= limit || bytes >= SCAN_BYTES {
-                    more = true;
-                    return Ok(false);
-                }
-                bytes += key.len() + value.len();
-                out.push(Entry { id: record_id(key)?, value: this.open_value(value)?.into_owned() });
-                Ok(true)
-            })?;
-            Ok((out, more))
+        self.collect_range(range, limit, SCAN_BYTES, |this, key, value| {
+            Ok(Some(Entry { id: record_id(key)?, value: this.open_value(value)?.into_owned() }))
         })
         .await
     }
@@ -123,19 +112,40 @@ impl Storage {
         range: (Vec<u8>, Vec<u8>),
         limit: usize,
     ) -> Result<(Vec<Digest>, bool), StorageError> {
+        self.collect_range(range, limit, usize::MAX, |_, key, value| {
+            let id = record_id(key)?;
+            match Header::parse(value) {
+                Ok(h) => Ok(Some(Digest { id, version: h.version, tombstone: h.tombstone })),
+                Err(e) => {
+                    tracing::error!(id, error = %e, "corrupt record value left out of a digest");
+                    Ok(None)
+                }
+            }
+        })
+        .await
+    }
+
+    /// What `item` makes of the records of a range, in key order, leaving
+    /// out those it gives `None` for: at most `limit` of them, from records
+    /// of at most about `max_bytes`; and whether it stopped before the end.
+    pub(super) async fn collect_range<T: Send + 'static>(
+        &self,
+        range: (Vec<u8>, Vec<u8>),
+        limit: usize,
+        max_bytes: usize,
+        item: impl Fn(&Storage, &[u8], &[u8]) -> Result<Option<T>, StorageError> + Send + 'static,
+    ) -> Result<(Vec<T>, bool), StorageError> {
         let this = self.clone();
         blocking(move || {
-            let (mut out, mut more) = (Vec::new(), false);
+            let (mut out, mut bytes, mut more) = (Vec::new(), 0, false);
             this.for_each_in(CF_DATA, range, |key, value| {
-                if out.len() >= limit {
+                let Some(made) = item(&this, key, value)? else { return Ok(true) };
+                if out.len() >= limit || bytes >= max_bytes {
                     more = true;
                     return Ok(false);
                 }
-                let id = record_id(key)?;
-                match Header::parse(value) {
-                    Ok(h) => out.push(Digest { id, version: h.version, tombstone: h.tombstone }),
-                    Err(e) => tracing::error!(id, error = %e, "corrupt record value left out of a digest"),
-                }
+                bytes += key.len() + value.len();
+                out.push(made);
                 Ok(true)
             })?;
             Ok((out, more))

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use ringup_proto::value::Header;
 
 use super::writer::Changes;
-use super::{CF_DATA, MetaKey, Storage, StorageError, blocking};
+use super::{CF_DATA, MetaKey, Storage, StorageError, blocking, start_after};
 use crate::crypt::{CryptError, DataKeys};
 
 /// What [`Storage::stale_values`] found.
@@ -76,10 +76,7 @@ impl Storage {
         let Some(keys) = self.keys.clone() else { return Ok(StaleValues { done: true, ..StaleValues::default() }) };
         let this = self.clone();
         blocking(move || {
-            let start = after.map_or_else(Vec::new, |mut key| {
-                key.push(0);
-                key
-            });
+            let start = start_after(after, Vec::new());
             let mut found = StaleValues { done: true, ..StaleValues::default() };
             this.for_each_in(CF_DATA, (start, vec![0xFF; 64]), |key, value| {
                 found.last = Some(key.to_vec());

@@ -9,7 +9,7 @@ use ringup_proto::value::Header;
 use rocksdb::{IteratorMode, ReadOptions};
 
 use super::records::data_options;
-use super::{CF_DATA, Storage, StorageError, blocking};
+use super::{CF_DATA, Storage, StorageError, blocking, start_after};
 
 /// What a scan of a partition for anti-entropy found.
 #[derive(Debug, Default)]
@@ -79,29 +79,14 @@ impl Storage {
         after: Option<Vec<u8>>,
         max_bytes: usize,
     ) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, bool), StorageError> {
-        let this = self.clone();
-        blocking(move || {
-            let (start, end) = partition_range(partition);
-            let lower = after.map_or(start, |mut key| {
-                key.push(0);
-                key
-            });
-            let (mut out, mut bytes, mut done) = (Vec::new(), 0, true);
-            this.for_each_in(CF_DATA, (lower, end), |key, value| {
-                if !buckets.contains(&(bucket_of(key) as u16)) {
-                    return Ok(true);
-                }
-                if bytes >= max_bytes {
-                    done = false;
-                    return Ok(false);
-                }
-                bytes += key.len() + value.len();
-                out.push((key.to_vec(), value.to_vec()));
-                Ok(true)
-            })?;
-            Ok((out, done))
-        })
-        .await
+        let (start, end) = partition_range(partition);
+        let range = (start_after(after, start), end);
+        let (out, more) = self
+            .collect_range(range, usize::MAX, max_bytes, move |_, key, value| {
+                Ok(buckets.contains(&(bucket_of(key) as u16)).then(|| (key.to_vec(), value.to_vec())))
+            })
+            .await?;
+        Ok((out, !more))
     }
 
     /// The next chunk of `partition`'s records after the key `after`, of
@@ -117,11 +102,7 @@ impl Storage {
         let (this, path) = (self.clone(), scratch.join(format!("export-{partition}-{}.sst", unique())));
         blocking(move || {
             let (start, end) = partition_range(partition);
-            // The smallest key after `after` is `after` followed by 0x00.
-            let lower = after.map_or(start, |mut key| {
-                key.push(0);
-                key
-            });
+            let lower = start_after(after, start);
             let mut opts = ReadOptions::default();
             opts.set_iterate_lower_bound(lower);
             opts.set_iterate_upper_bound(end);
