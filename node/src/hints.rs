@@ -197,16 +197,7 @@ impl Hints {
                 (key, value.len() as u64, outcome)
             });
             let outcomes: Vec<_> = futures::stream::iter(sends).buffer_unordered(IN_FLIGHT).collect().await;
-            let (mut done, mut done_bytes, mut later) = (Vec::new(), 0, false);
-            for (key, bytes, outcome) in outcomes {
-                match outcome {
-                    Replayed::Done | Replayed::Dropped => {
-                        done.push(key);
-                        done_bytes += bytes;
-                    }
-                    Replayed::Later => later = true,
-                }
-            }
+            let Settled { done, done_bytes, later } = settle(outcomes);
             if let Err(e) = self.node.storage.remove_hints(done).await {
                 tracing::error!(error = %e, "cannot remove replayed hints");
                 return;
@@ -231,22 +222,19 @@ impl Hints {
             (addr, map.write_targets(target.partition).contains(&replica), map.epoch)
         };
         let oldest_ms = records.iter().filter_map(|(_, v)| Header::read(v).ok()).map(|h| h.version.millis()).min();
-        let fresh = oldest_ms.is_none_or(|ms| hint_replayable(ms, self.node.clock.wall_ms(), self.settings.grace_ms));
-        let Some(addr) = addr.filter(|_| takes_writes && fresh) else { return self.dropped() };
+        let send = still_wanted(takes_writes, oldest_ms, self.node.clock.wall_ms(), self.settings.grace_ms);
+        let Some(addr) = addr.filter(|_| send) else { return self.dropped() };
         target.epoch = epoch;
         let request = Request::Write { target, records };
-        match self.node.pool.get(&addr).call(request, REPLAY_TIMEOUT).await {
-            Ok(Response::Written) => {
+        let answer = self.node.pool.get(&addr).call(request, REPLAY_TIMEOUT).await;
+        match replayed(&answer) {
+            Replayed::Done => {
                 self.counts.replayed.fetch_add(1, Ordering::Relaxed);
                 Replayed::Done
             }
-            Ok(Response::Error(RpcError::NotReplica { .. })) => self.dropped(),
-            Ok(other) => {
-                tracing::debug!(node = replica, answer = ?other, "hint not replayed yet");
-                Replayed::Later
-            }
-            Err(e) => {
-                tracing::debug!(node = replica, error = %e, "hint not replayed yet");
+            Replayed::Dropped => self.dropped(),
+            Replayed::Later => {
+                tracing::debug!(node = replica, ?answer, "hint not replayed yet");
                 Replayed::Later
             }
         }
@@ -258,7 +246,50 @@ impl Hints {
     }
 }
 
+/// Whether a hint is still worth sending: its replica still takes the
+/// partition's writes, and its oldest write (`None`: no readable version)
+/// is within the tombstone grace, past which anti-entropy may already have
+/// dropped a tombstone the hint would bring back.
+fn still_wanted(takes_writes: bool, oldest_ms: Option<u64>, now_ms: u64, grace_ms: u64) -> bool {
+    takes_writes && oldest_ms.is_none_or(|ms| hint_replayable(ms, now_ms, grace_ms))
+}
+
+/// How a replica's answer to a replayed hint ends it.
+fn replayed<E>(answer: &Result<Response, E>) -> Replayed {
+    match answer {
+        Ok(Response::Written) => Replayed::Done,
+        // The replica no longer holds the partition: the hint is moot.
+        Ok(Response::Error(RpcError::NotReplica { .. })) => Replayed::Dropped,
+        _ => Replayed::Later,
+    }
+}
+
+/// What a batch of replays leaves: the hints to delete, their bytes, and
+/// whether any must wait for a later round.
+#[derive(Debug, PartialEq, Eq)]
+struct Settled {
+    done: Vec<Vec<u8>>,
+    done_bytes: u64,
+    later: bool,
+}
+
+/// Settles a batch: hints replayed or dropped go; the others stay.
+fn settle(outcomes: Vec<(Vec<u8>, u64, Replayed)>) -> Settled {
+    let mut settled = Settled { done: Vec::new(), done_bytes: 0, later: false };
+    for (key, bytes, outcome) in outcomes {
+        match outcome {
+            Replayed::Done | Replayed::Dropped => {
+                settled.done.push(key);
+                settled.done_bytes += bytes;
+            }
+            Replayed::Later => settled.later = true,
+        }
+    }
+    settled
+}
+
 /// How one replay ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Replayed {
     /// The replica took it.
     Done,
@@ -277,4 +308,52 @@ fn hint_key(replica: NodeId, seq: u64) -> Vec<u8> {
 fn split_key(key: &[u8]) -> Option<(NodeId, u64)> {
     let (replica, seq) = key.split_first_chunk::<8>()?;
     Some((u64::from_be_bytes(*replica), u64::from_be_bytes(seq.try_into().ok()?)))
+}
+
+#[cfg(test)]
+mod tests {
+    use ringup_proto::rpc::StorageFault;
+
+    use super::*;
+
+    #[test]
+    fn a_hint_goes_only_to_a_replica_that_still_takes_writes_within_the_grace() {
+        let (now, grace) = (1_000_000, 600_000);
+        assert!(still_wanted(true, Some(now - 1000), now, grace));
+        assert!(still_wanted(true, None, now, grace), "no readable version: sent, the replica checks it");
+        assert!(!still_wanted(false, Some(now - 1000), now, grace), "moved away: dropped");
+        assert!(!still_wanted(true, Some(now - grace - 1), now, grace), "past the grace: dropped");
+    }
+
+    #[test]
+    fn only_an_acknowledgement_or_a_lost_replica_ends_a_hint() {
+        let answer = |a: Response| replayed::<()>(&Ok(a));
+        assert_eq!(answer(Response::Written), Replayed::Done);
+        assert_eq!(answer(Response::Error(RpcError::NotReplica { partition: 3 })), Replayed::Dropped);
+        assert_eq!(answer(Response::Error(RpcError::StaleEpoch { current: 9 })), Replayed::Later);
+        assert_eq!(answer(Response::Error(RpcError::Storage(StorageFault::Engine))), Replayed::Later);
+        assert_eq!(answer(Response::Error(RpcError::ShuttingDown)), Replayed::Later);
+        assert_eq!(replayed::<&str>(&Err("timed out")), Replayed::Later);
+    }
+
+    #[test]
+    fn a_batch_deletes_what_ended_and_keeps_the_rest_for_a_later_round() {
+        let outcomes = vec![
+            (hint_key(4, 1), 100, Replayed::Done),
+            (hint_key(4, 2), 30, Replayed::Later),
+            (hint_key(4, 3), 7, Replayed::Dropped),
+        ];
+        let settled = settle(outcomes);
+        assert_eq!(settled, Settled { done: vec![hint_key(4, 1), hint_key(4, 3)], done_bytes: 107, later: true });
+        assert!(!settle(vec![(hint_key(4, 4), 1, Replayed::Done)]).later);
+    }
+
+    #[test]
+    fn one_replicas_hints_are_one_range_in_the_order_they_came() {
+        let keys = [hint_key(2, 9), hint_key(3, 1), hint_key(3, 2), hint_key(3, 256), hint_key(4, 0)];
+        assert!(keys.windows(2).all(|w| w[0] < w[1]), "replica, then sequence, in byte order");
+        assert!(keys[1..4].iter().all(|k| k.starts_with(&3u64.to_be_bytes())));
+        assert_eq!(split_key(&hint_key(3, 256)), Some((3, 256)));
+        assert_eq!(split_key(&[0; 5]), None);
+    }
 }

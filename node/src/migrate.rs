@@ -179,7 +179,7 @@ impl Mover {
                 .expect("reported poisoned")
                 .retain(|(p, started, _)| current.moves.get(p).is_some_and(|m| m.started_epoch == *started));
             for (p, m) in &current.moves {
-                if let Some(work) = self.work_on(m) {
+                if let Some(work) = work_on(self.node.id, m) {
                     self.start(*p, m.clone(), work);
                 }
             }
@@ -188,21 +188,6 @@ impl Mover {
                 _ = stop.cancelled() => {}
                 _ = self.node.clock.sleep(LOOK_EVERY) => {}
             }
-        }
-    }
-
-    /// What this node has left to do on move `m`.
-    fn work_on(&self, m: &Move) -> Option<Work> {
-        match m.stage {
-            Stage::Streaming if m.added().contains(&self.node.id) && !m.streamed.contains_key(&self.node.id) => {
-                Some(Work::Stream)
-            }
-            Stage::Cleanup | Stage::Aborted
-                if m.to_clean().contains(&self.node.id) && !m.cleaned.contains(&self.node.id) =>
-            {
-                Some(Work::Drop)
-            }
-            _ => None,
         }
     }
 
@@ -245,13 +230,7 @@ impl Mover {
             }
             let sources = {
                 let map = self.node.map.borrow();
-                // A replica refilling the partition holds no full copy.
-                let unusable = |n| !map.can_source(n, partition);
-                if attempt < PAIRED_ATTEMPTS {
-                    m.sources(self.node.id, unusable)
-                } else {
-                    m.from.iter().copied().filter(|n| *n != self.node.id && !unusable(*n)).collect()
-                }
+                copy_sources(self.node.id, m, attempt, |n| !map.can_source(n, partition))
             };
             match self.copy(partition, m, &sources).await {
                 Err(Copy::Behind(e)) => {
@@ -324,6 +303,27 @@ impl Mover {
         let cleaned = MapCommand::CleanedUp { partition, started: m.started_epoch, node: self.node.id };
         propose::report(&self.node, cleaned).await;
         true
+    }
+}
+
+/// What node `me` has left to do on move `m`.
+fn work_on(me: NodeId, m: &Move) -> Option<Work> {
+    match m.stage {
+        Stage::Streaming if m.added().contains(&me) && !m.streamed.contains_key(&me) => Some(Work::Stream),
+        Stage::Cleanup | Stage::Aborted if m.to_clean().contains(&me) && !m.cleaned.contains(&me) => Some(Work::Drop),
+        _ => None,
+    }
+}
+
+/// Where new replica `me` copies move `m`'s partition from after `attempt`
+/// failed tries: the replica it replaces for the first
+/// [`PAIRED_ATTEMPTS`], then every other old replica. None that is
+/// `unusable` (gone, or refilling the partition: no full copy).
+fn copy_sources(me: NodeId, m: &Move, attempt: u32, unusable: impl Fn(NodeId) -> bool) -> Vec<NodeId> {
+    if attempt < PAIRED_ATTEMPTS {
+        m.sources(me, unusable)
+    } else {
+        m.from.iter().copied().filter(|n| *n != me && !unusable(*n)).collect()
     }
 }
 
@@ -467,5 +467,60 @@ fn changes(change: Membership) -> ChangeMembers<NodeId, BasicNode> {
     match change {
         Membership::Voters(voters) => ChangeMembers::ReplaceAllVoters(voters),
         Membership::Remove(nodes) => ChangeMembers::RemoveNodes(nodes),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Partition moved from nodes 1, 2, 3 to 1, 2, 4: node 4 replaces 3.
+    fn a_move(stage: Stage) -> Move {
+        Move {
+            from: vec![1, 2, 3],
+            to: vec![1, 2, 4],
+            stage,
+            started_epoch: 7,
+            stage_epoch: 9,
+            streamed: BTreeMap::new(),
+            cleaned: BTreeSet::new(),
+        }
+    }
+
+    #[test]
+    fn only_the_new_replica_streams_and_only_until_it_has_reported() {
+        let mut m = a_move(Stage::Streaming);
+        let work: Vec<_> = (1..=4).map(|n| work_on(n, &m)).collect();
+        assert_eq!(work, [None, None, None, Some(Work::Stream)]);
+        m.streamed.insert(4, Streamed { bytes: 10, records: 1 });
+        assert_eq!(work_on(4, &m), None, "reported: nothing left");
+        for stage in [Stage::WriteBothReadOld, Stage::WriteBothReadNew, Stage::UseNew] {
+            assert!((1..=4).all(|n| work_on(n, &a_move(stage)).is_none()), "{stage}: no replica has work");
+        }
+    }
+
+    #[test]
+    fn cleanup_drops_the_old_replica_and_an_abort_the_new_one() {
+        let cleanup = a_move(Stage::Cleanup);
+        let work: Vec<_> = (1..=4).map(|n| work_on(n, &cleanup)).collect();
+        assert_eq!(work, [None, None, Some(Work::Drop), None]);
+        let mut aborted = a_move(Stage::Aborted);
+        let work: Vec<_> = (1..=4).map(|n| work_on(n, &aborted)).collect();
+        assert_eq!(work, [None, None, None, Some(Work::Drop)]);
+        aborted.cleaned.insert(4);
+        assert_eq!(work_on(4, &aborted), None, "dropped and reported");
+    }
+
+    #[test]
+    fn a_new_replica_copies_from_the_one_it_replaces_then_from_every_other() {
+        let m = a_move(Stage::Streaming);
+        let usable = |_| false;
+        let tries: Vec<_> = (0..=PAIRED_ATTEMPTS).map(|attempt| copy_sources(4, &m, attempt, usable)).collect();
+        assert_eq!(tries[..PAIRED_ATTEMPTS as usize], vec![vec![3]; PAIRED_ATTEMPTS as usize]);
+        assert_eq!(tries[PAIRED_ATTEMPTS as usize], vec![1, 2, 3], "after the paired tries: every old replica");
+        // The replaced replica gone or refilling: the others at once.
+        assert_eq!(copy_sources(4, &m, 0, |n| n == 3), vec![1, 2]);
+        assert_eq!(copy_sources(4, &m, PAIRED_ATTEMPTS, |n| n == 2), vec![1, 3]);
+        assert_eq!(copy_sources(4, &m, 0, |_| true), Vec::<NodeId>::new(), "nothing usable: nothing to copy from");
     }
 }

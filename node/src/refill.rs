@@ -13,7 +13,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use ringup_proto::cluster::MapCommand;
+use ringup_proto::NodeId;
+use ringup_proto::cluster::{ClusterMap, MapCommand};
 use ringup_proto::migration::Streamed;
 use ringup_proto::ring::PartitionId;
 use tokio_util::sync::CancellationToken;
@@ -65,20 +66,8 @@ impl Refiller {
 
     /// Copies up to [`PARALLEL`] partitions and reports those copied.
     async fn round(&mut self) -> Round {
-        let (epoch, todo) = {
-            let map = self.node.map.borrow();
-            let Some(refill) = map.refills.get(&self.node.id) else { return Round::Idle };
-            if self.reported.0 != refill.epoch {
-                self.reported = (refill.epoch, BTreeSet::new());
-            }
-            let todo: Vec<PartitionId> = refill
-                .partitions
-                .iter()
-                .copied()
-                .filter(|p| !map.moves.contains_key(p) && !self.reported.1.contains(p))
-                .take(PARALLEL)
-                .collect();
-            (refill.epoch, todo)
+        let Some((epoch, todo)) = next_batch(&self.node.map.borrow(), self.node.id, &mut self.reported) else {
+            return Round::Idle;
         };
         if todo.is_empty() {
             return Round::Failed;
@@ -142,6 +131,23 @@ impl Refiller {
 }
 
 /// How a round of the refiller ended.
+/// The refill's epoch and the next partitions node `me` refills, at most
+/// [`PARALLEL`]: those its refill still lists, but any moving (the move
+/// copies them) and any already reported at this epoch; `None` when it
+/// refills nothing. A refill of a later epoch starts its reports afresh.
+fn next_batch(
+    map: &ClusterMap,
+    me: NodeId,
+    reported: &mut (u64, BTreeSet<PartitionId>),
+) -> Option<(u64, Vec<PartitionId>)> {
+    let refill = map.refills.get(&me)?;
+    if reported.0 != refill.epoch {
+        *reported = (refill.epoch, BTreeSet::new());
+    }
+    let todo = refill.partitions.iter().copied().filter(|p| !map.moves.contains_key(p) && !reported.1.contains(p));
+    Some((refill.epoch, todo.take(PARALLEL).collect()))
+}
+
 enum Round {
     /// Nothing to refill.
     Idle,
@@ -149,4 +155,51 @@ enum Round {
     Copied,
     /// Some could not be copied, or all wait for moves.
     Failed,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use ringup_proto::migration::{Move, Stage};
+    use ringup_proto::moves::Refill;
+
+    use super::*;
+
+    fn refilling(epoch: u64, partitions: impl IntoIterator<Item = PartitionId>) -> ClusterMap {
+        let mut map = ClusterMap::default();
+        let partitions: BTreeSet<_> = partitions.into_iter().collect();
+        let total = partitions.len() as u32;
+        map.refills.insert(2, Refill { epoch, partitions, total, copied: Streamed::default() });
+        map
+    }
+
+    #[test]
+    fn a_refill_goes_a_few_partitions_at_a_time_skipping_moves_and_reported_ones() {
+        let mut reported = (0, BTreeSet::new());
+        assert_eq!(next_batch(&refilling(5, 0..10), 1, &mut reported), None, "node 1 refills nothing");
+        let mut map = refilling(5, 0..10);
+        let m = Move {
+            from: vec![1, 2, 3],
+            to: vec![1, 2, 4],
+            stage: Stage::Streaming,
+            started_epoch: 4,
+            stage_epoch: 4,
+            streamed: BTreeMap::new(),
+            cleaned: BTreeSet::new(),
+        };
+        map.moves.insert(1, m);
+        assert_eq!(next_batch(&map, 2, &mut reported), Some((5, vec![0, 2, 3, 4])), "partition 1 is moving");
+        reported.1.extend([0, 2, 3, 4]);
+        assert_eq!(
+            next_batch(&map, 2, &mut reported),
+            Some((5, vec![5, 6, 7, 8])),
+            "reported ones are not copied again"
+        );
+        reported.1.extend([5, 6, 7, 8, 9]);
+        assert_eq!(next_batch(&map, 2, &mut reported), Some((5, vec![])), "all reported: waiting for the map");
+        // The node was wiped again: a new refill, its reports start afresh.
+        assert_eq!(next_batch(&refilling(8, [0, 1]), 2, &mut reported), Some((8, vec![0, 1])));
+        assert_eq!(reported, (8, BTreeSet::new()));
+    }
 }

@@ -21,6 +21,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use ringup_proto::NodeId;
+use ringup_proto::cluster::ClusterMap;
 use ringup_proto::merkle::{PartitionDigest, tombstone_droppable};
 use ringup_proto::ring::PartitionId;
 use ringup_proto::rpc::{Request, Response};
@@ -190,14 +191,7 @@ impl Repairer {
     /// The partitions this node serves reads of and that nothing else is
     /// copying: not moving, not being refilled anywhere.
     fn held(&self) -> Vec<PartitionId> {
-        let map = self.node.map.borrow();
-        if !map.is_ready() {
-            return Vec::new();
-        }
-        (0..map.ring.partitions())
-            .filter(|p| map.readable(*p).contains(&self.node.id))
-            .filter(|p| !map.moves.contains_key(p) && !map.refilling_any(*p))
-            .collect()
+        comparable(&self.node.map.borrow(), self.node.id)
     }
 
     /// Compares one partition with the other replicas and pulls what
@@ -325,8 +319,7 @@ impl Repairer {
                 .into_iter()
                 .map(|(k, v)| (ByteBuf::into_vec(k), ByteBuf::into_vec(v)))
                 .filter(|(k, v)| {
-                    // Only this partition's keys, and values whose checksum holds.
-                    let ok = k.starts_with(&partition.to_be_bytes()) && Header::read(v).is_ok();
+                    let ok = acceptable(partition, k, v);
                     if !ok {
                         tracing::error!(partition, peer, "a replica sent a foreign key or a corrupt value; left out");
                     }
@@ -351,5 +344,85 @@ impl Repairer {
         }
         tracing::debug!(partition, peer, buckets = buckets.len(), "pulled differing buckets");
         Ok(false)
+    }
+}
+
+/// The partitions node `me` compares with their other replicas: those it
+/// serves reads of that nothing else is copying (no move, no replica
+/// refilling it). None before the map is formed.
+fn comparable(map: &ClusterMap, me: NodeId) -> Vec<PartitionId> {
+    if !map.is_ready() {
+        return Vec::new();
+    }
+    (0..map.ring.partitions())
+        .filter(|p| map.readable(*p).contains(&me))
+        .filter(|p| !map.moves.contains_key(p) && !map.refilling_any(*p))
+        .collect()
+}
+
+/// Whether a pulled record may be merged here: a key of `partition`, and a
+/// value whose checksum holds.
+fn acceptable(partition: PartitionId, key: &[u8], value: &[u8]) -> bool {
+    key.starts_with(&partition.to_be_bytes()) && Header::read(value).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use ringup_proto::cluster::MapCommand;
+    use ringup_proto::keys::RecordKey;
+    use ringup_proto::migration::{Move, Stage};
+    use ringup_proto::moves::Refill;
+    use ringup_proto::value::{StoredRecord, Version};
+
+    use super::*;
+
+    /// Four members, RF 3, 16 partitions.
+    fn formed() -> ClusterMap {
+        let mut map = ClusterMap::default();
+        let members = (1..=4).map(|n| (n, format!("127.0.0.1:{n}"))).collect();
+        map.apply(&MapCommand::Bootstrap { partitions: 16, replication_factor: 3, members, cluster_id: 1 }).unwrap();
+        map
+    }
+
+    #[test]
+    fn a_node_compares_what_it_serves_and_nothing_being_copied() {
+        assert!(comparable(&ClusterMap::default(), 1).is_empty(), "no map: nothing");
+        let mut map = formed();
+        let held: Vec<PartitionId> = (0..16).filter(|p| map.replicas(*p).contains(&1)).collect();
+        assert_eq!(comparable(&map, 1), held);
+        assert!(held.len() < 16, "with 4 members node 1 holds only some partitions");
+        let (moving, refilling) = (held[0], held[1]);
+        let replicas = map.replicas(moving).to_vec();
+        map.moves.insert(
+            moving,
+            Move {
+                from: replicas.clone(),
+                to: replicas,
+                stage: Stage::Streaming,
+                started_epoch: 2,
+                stage_epoch: 2,
+                streamed: BTreeMap::new(),
+                cleaned: BTreeSet::new(),
+            },
+        );
+        let other = *map.replicas(refilling).iter().find(|n| **n != 1).unwrap();
+        let partitions = BTreeSet::from([refilling]);
+        map.refills.insert(other, Refill { epoch: 3, partitions, total: 1, copied: Default::default() });
+        let expected: Vec<PartitionId> = held.iter().copied().filter(|p| ![moving, refilling].contains(p)).collect();
+        assert_eq!(comparable(&map, 1), expected, "a moving partition and one a replica refills wait");
+    }
+
+    #[test]
+    fn a_pulled_record_of_another_partition_or_with_a_bad_checksum_is_left_out() {
+        let key =
+            |partition| RecordKey { partition, shop: "s".into(), collection: "c".into(), id: "r".into() }.encode();
+        let value = StoredRecord::tombstone(Version { hlc: 5, origin: 1 }, 0).encode();
+        let mut corrupt = value.clone();
+        corrupt[12] ^= 0x10;
+        assert!(acceptable(3, &key(3), &value));
+        assert!(!acceptable(3, &key(4), &value), "a foreign key");
+        assert!(!acceptable(3, &key(3), &corrupt), "a corrupt value");
     }
 }

@@ -10,6 +10,7 @@
 //! without them, and they can leave its key file once every node's log has
 //! said so.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use ringup_rpc::Clock;
@@ -75,12 +76,10 @@ fn retire(storage: &Storage, current: u32, resealed: u64) {
         tracing::info!(resealed, key = current, "sealed values anew under the newest data key");
         return;
     }
-    let hints_older = match storage.hint_keys() {
-        Ok(by_key) => by_key.into_iter().filter(|(k, _)| *k != Some(current)).map(|(_, n)| n).sum::<u64>(),
+    match storage.hint_keys() {
+        Ok(by_key) if hints_all_current(&by_key, current) => {}
+        Ok(_) => return,
         Err(e) => return tracing::warn!(error = %e, "cannot count the hints' keys"),
-    };
-    if hints_older > 0 {
-        return;
     }
     match storage.retire_key_checks(&[current]) {
         Ok(retired) if !retired.is_empty() => tracing::info!(
@@ -90,5 +89,24 @@ fn retire(storage: &Storage, current: u32, resealed: u64) {
         ),
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "cannot retire the older data keys' checks"),
+    }
+}
+
+/// Whether every hint is sealed under the `current` key (`by_key` counts
+/// the hints under each key; `None`: in clear).
+fn hints_all_current(by_key: &BTreeMap<Option<u32>, u64>, current: u32) -> bool {
+    by_key.iter().all(|(key, n)| *key == Some(current) || *n == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn older_keys_retire_only_when_no_hint_is_under_them_or_in_clear() {
+        assert!(hints_all_current(&BTreeMap::new(), 2), "no hints");
+        assert!(hints_all_current(&BTreeMap::from([(Some(2), 40)]), 2));
+        assert!(!hints_all_current(&BTreeMap::from([(Some(2), 40), (Some(1), 1)]), 2), "one under key 1");
+        assert!(!hints_all_current(&BTreeMap::from([(None, 3)]), 2), "kept in clear before encryption");
     }
 }
