@@ -38,6 +38,8 @@ pub mod reseal;
 pub mod rows;
 pub mod service;
 pub mod storage;
+#[cfg(test)]
+mod testing;
 
 use std::future::Future;
 use std::path::Path;

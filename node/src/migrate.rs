@@ -476,15 +476,7 @@ mod tests {
 
     /// Partition moved from nodes 1, 2, 3 to 1, 2, 4: node 4 replaces 3.
     fn a_move(stage: Stage) -> Move {
-        Move {
-            from: vec![1, 2, 3],
-            to: vec![1, 2, 4],
-            stage,
-            started_epoch: 7,
-            stage_epoch: 9,
-            streamed: BTreeMap::new(),
-            cleaned: BTreeSet::new(),
-        }
+        crate::testing::a_move(&[1, 2, 3], &[1, 2, 4], stage)
     }
 
     #[test]

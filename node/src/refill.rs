@@ -159,12 +159,11 @@ enum Round {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use ringup_proto::migration::{Move, Stage};
+    use ringup_proto::migration::Stage;
     use ringup_proto::moves::Refill;
 
     use super::*;
+    use crate::testing::a_move;
 
     fn refilling(epoch: u64, partitions: impl IntoIterator<Item = PartitionId>) -> ClusterMap {
         let mut map = ClusterMap::default();
@@ -179,16 +178,7 @@ mod tests {
         let mut reported = (0, BTreeSet::new());
         assert_eq!(next_batch(&refilling(5, 0..10), 1, &mut reported), None, "node 1 refills nothing");
         let mut map = refilling(5, 0..10);
-        let m = Move {
-            from: vec![1, 2, 3],
-            to: vec![1, 2, 4],
-            stage: Stage::Streaming,
-            started_epoch: 4,
-            stage_epoch: 4,
-            streamed: BTreeMap::new(),
-            cleaned: BTreeSet::new(),
-        };
-        map.moves.insert(1, m);
+        map.moves.insert(1, a_move(&[1, 2, 3], &[1, 2, 4], Stage::Streaming));
         assert_eq!(next_batch(&map, 2, &mut reported), Some((5, vec![0, 2, 3, 4])), "partition 1 is moving");
         reported.1.extend([0, 2, 3, 4]);
         assert_eq!(

@@ -368,45 +368,26 @@ fn acceptable(partition: PartitionId, key: &[u8], value: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::{BTreeMap, BTreeSet};
+    use std::collections::BTreeSet;
 
-    use ringup_proto::cluster::MapCommand;
     use ringup_proto::keys::RecordKey;
-    use ringup_proto::migration::{Move, Stage};
+    use ringup_proto::migration::Stage;
     use ringup_proto::moves::Refill;
     use ringup_proto::value::{StoredRecord, Version};
 
     use super::*;
-
-    /// Four members, RF 3, 16 partitions.
-    fn formed() -> ClusterMap {
-        let mut map = ClusterMap::default();
-        let members = (1..=4).map(|n| (n, format!("127.0.0.1:{n}"))).collect();
-        map.apply(&MapCommand::Bootstrap { partitions: 16, replication_factor: 3, members, cluster_id: 1 }).unwrap();
-        map
-    }
+    use crate::testing::{a_move, formed};
 
     #[test]
     fn a_node_compares_what_it_serves_and_nothing_being_copied() {
         assert!(comparable(&ClusterMap::default(), 1).is_empty(), "no map: nothing");
-        let mut map = formed();
+        let mut map = formed(16);
         let held: Vec<PartitionId> = (0..16).filter(|p| map.replicas(*p).contains(&1)).collect();
         assert_eq!(comparable(&map, 1), held);
         assert!(held.len() < 16, "with 4 members node 1 holds only some partitions");
         let (moving, refilling) = (held[0], held[1]);
         let replicas = map.replicas(moving).to_vec();
-        map.moves.insert(
-            moving,
-            Move {
-                from: replicas.clone(),
-                to: replicas,
-                stage: Stage::Streaming,
-                started_epoch: 2,
-                stage_epoch: 2,
-                streamed: BTreeMap::new(),
-                cleaned: BTreeSet::new(),
-            },
-        );
+        map.moves.insert(moving, a_move(&replicas, &replicas, Stage::Streaming));
         let other = *map.replicas(refilling).iter().find(|n| **n != 1).unwrap();
         let partitions = BTreeSet::from([refilling]);
         map.refills.insert(other, Refill { epoch: 3, partitions, total: 1, copied: Default::default() });

@@ -331,10 +331,7 @@ mod tests {
     use ringup_proto::value::{StoredRecord, Version};
 
     fn map() -> ClusterMap {
-        let mut map = ClusterMap::default();
-        let members = (1..=4).map(|i| (i, format!("n{i}:1"))).collect();
-        map.apply(&MapCommand::Bootstrap { partitions: 8, replication_factor: 3, members, cluster_id: 1 }).unwrap();
-        map
+        crate::testing::formed(8)
     }
 
     fn target(epoch: u64, partition: u32) -> CollectionRef {
