@@ -119,7 +119,7 @@ impl Tls {
     }
 
     /// The client side, and the name the server's certificate must carry.
-    pub(crate) fn connector(&self) -> (TlsConnector, ServerName<'static>) {
+    pub fn connector(&self) -> (TlsConnector, ServerName<'static>) {
         let name = ServerName::try_from(NODE_NAME).expect("a valid DNS name");
         (self.loaded().connector.clone(), name)
     }

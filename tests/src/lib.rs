@@ -310,6 +310,22 @@ impl TestCluster {
         self.each_process(|p| Some((p.name.clone(), peak_rss_kib(p.pid()?)? / 1024))).await
     }
 
+    /// The harness's client side of the nodes' mutual TLS, if they use it.
+    pub fn rpc_tls(&self) -> Option<&ringup_rpc::Tls> {
+        self.tls.as_ref()
+    }
+
+    /// How many sockets node `id`'s process holds open now (0 when it is
+    /// not running).
+    pub async fn open_sockets(&self, id: usize) -> usize {
+        let nodes = self.nodes.lock().await;
+        let Some(pid) = nodes[id - 1].as_ref().and_then(Process::pid) else { return 0 };
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return 0 };
+        fds.flatten()
+            .filter(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:")))
+            .count()
+    }
+
     /// What `f` makes of each running process (nodes, then the router),
     /// leaving out those it gives nothing for.
     async fn each_process<T>(&self, f: impl FnMut(&Process) -> Option<T>) -> Vec<T> {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use ringup_tests::TestCluster;
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Batches of 16 MiB the router admits at once with its default limits.
@@ -132,18 +132,36 @@ async fn overload_is_refused_at_once_and_memory_stays_bounded() {
     }
     ordinary_requests_succeed(&cluster, "batches").await;
 
-    // Hundreds of connections to one node, each announcing a 64 MiB frame
-    // and sending nothing more.
+    // Hundreds of connections to one node, each through the nodes' mutual
+    // TLS (with the harness's client certificate, so that the frame reader
+    // is what they reach), announcing a 64 MiB frame and sending nothing
+    // more.
     let node = cluster.node_addr(1).await;
     let mut header = (64u32 << 20).to_be_bytes().to_vec();
     header.extend_from_slice(&[0; 4]);
-    let mut attackers = Vec::new();
+    let sockets_before = cluster.open_sockets(1).await;
+    let mut attackers: Vec<Box<dyn AsyncWrite + Unpin + Send>> = Vec::new();
     for _ in 0..HEADER_ONLY_CONNECTIONS {
-        let mut stream = TcpStream::connect(node).await.expect("the node accepts connections");
+        let tcp = TcpStream::connect(node).await.expect("the node accepts connections");
+        let mut stream: Box<dyn AsyncWrite + Unpin + Send> = match cluster.rpc_tls() {
+            Some(tls) => {
+                let (connector, name) = tls.connector();
+                Box::new(connector.connect(name, tcp).await.expect("the node completes the handshake"))
+            }
+            None => Box::new(tcp),
+        };
         stream.write_all(&header).await.unwrap();
+        stream.flush().await.unwrap();
         attackers.push(stream);
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Until the node holds them: each waits in the frame reader for a
+    // payload that does not come. A few of the node's own connections to
+    // its peers and the router may come and go meanwhile.
+    let started = Instant::now();
+    while cluster.open_sockets(1).await < sockets_before + HEADER_ONLY_CONNECTIONS - 10 {
+        assert!(started.elapsed() < Duration::from_secs(10), "node 1 does not hold the connections");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     ordinary_requests_succeed(&cluster, "headers").await;
     check_memory(&cluster, "with the header-only connections open").await;
     drop(attackers);
